@@ -1,0 +1,99 @@
+"""The Celery app both sides share, and the doorbell message that wakes workers."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery import Celery
+
+from shared.config import Settings
+from shared.states import Task
+
+log = logging.getLogger(__name__)
+
+DRAIN_TASK = "textq.drain"
+REDIS_VISIBILITY_TIMEOUT_S = 3600
+EMBEDDED_POLLING_INTERVAL_S = 0.05
+
+
+def _broker_options(settings: Settings) -> dict[str, Any]:
+    if settings.is_embedded_broker:
+        folders = {name: settings.broker_dir / name for name in ("queue", "processed", "control")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folders["queue"]),
+            "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"]),
+            "control_folder": str(folders["control"]),
+            "store_processed": False,
+            "polling_interval": EMBEDDED_POLLING_INTERVAL_S,
+        }
+    # Redis re-delivers an unacked message after this long even if it is still running;
+    # that is harmless here because item claims in the database decide who works on what.
+    return {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S}
+
+
+def create_celery(settings: Settings) -> Celery:
+    """Create the Celery app for these settings (no result backend: results live in the DB)."""
+    app = Celery("textq", broker=settings.resolved_broker_url, set_as_current=False)
+    app.conf.update(
+        broker_transport_options=_broker_options(settings),
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_create_missing_queues=True,
+        task_default_queue=f"{settings.queue_prefix}.default",
+        worker_prefetch_multiplier=1,
+        worker_proc_alive_timeout=settings.model_load_timeout_s,
+        # A drain interrupted by a lost connection keeps going; its claims stay valid and a
+        # re-delivered doorbell finds nothing left to claim.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+    )
+    return app
+
+
+class Doorbell:
+    """Publishes the small message that tells workers of a task there is work in the DB."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    def ring(self, task: Task, *, job_id: uuid.UUID | None = None) -> bool:
+        """Publish a doorbell for `task`; return False (and log) if the broker is unreachable.
+
+        A lost doorbell delays a job but never loses it: the sweeper rings again for pending
+        items that no worker is working on.
+        """
+        try:
+            self.app.send_task(
+                DRAIN_TASK,
+                kwargs={"task": task.value, "job_id": str(job_id) if job_id else None},
+                queue=self.settings.queue_for(task),
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
+            )
+        except Exception as error:  # the broker's client raises many types
+            log.warning(
+                "could not publish doorbell for %s: %s",
+                task.value,
+                error,
+                extra={"action": "doorbell_failed", "task": task.value, "job_id": str(job_id)},
+            )
+            return False
+        return True
+
+    def check(self) -> None:
+        """Raise unless the broker accepts a connection."""
+        with self.app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=2)

@@ -1,0 +1,109 @@
+"""The one settings object: every knob of textq, read from `TEXTQ_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.states import Task
+
+DEFAULT_SENTIMENT_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+DEFAULT_SUMMARIZATION_MODEL = "facebook/bart-large-cnn"
+
+
+def _default_data_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "textq"
+
+
+class Settings(BaseSettings):
+    """textq settings; each field is the env var `TEXTQ_<FIELD>` (see the README's table)."""
+
+    model_config = SettingsConfigDict(env_prefix="TEXTQ_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    broker_url: str | None = None
+    queue_prefix: str = "textq"
+
+    sentiment_model: str = DEFAULT_SENTIMENT_MODEL
+    sentiment_model_revision: str | None = None
+    summarization_model: str = DEFAULT_SUMMARIZATION_MODEL
+    summarization_model_revision: str | None = None
+
+    worker_tasks: str = "sentiment,summarize"
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    max_batch_tokens: int = Field(default=8192, ge=64)
+    max_batch_size: int = Field(default=64, ge=1)
+    summarize_max_batch_size: int = Field(default=8, ge=1)
+    claim_batches: int = Field(default=4, ge=1)
+
+    lease_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    sweep_interval_s: float = Field(default=5.0, gt=0)
+    drain_slice_s: float = Field(default=20.0, gt=0)
+    model_load_timeout_s: float = Field(default=600.0, gt=0)
+
+    max_text_chars: int = Field(default=50_000, ge=1)
+    max_items_per_job: int = Field(default=10_000, ge=1)
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    sync_timeout_s: float = Field(default=30.0, ge=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
+            return value
+        raise ValueError("device must be auto, cpu, cuda, cuda:N or mps")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Return the configured database, or the embedded SQLite file under the data dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'textq.db'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        """Return the configured broker, or the embedded file-system broker."""
+        return self.broker_url or "filesystem://localhost//"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.resolved_broker_url.startswith("filesystem://")
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    def model_for(self, task: Task) -> str:
+        """Return the model id or directory configured for a task."""
+        return self.sentiment_model if task is Task.SENTIMENT else self.summarization_model
+
+    def revision_for(self, task: Task) -> str | None:
+        """Return the pinned model revision configured for a task (None: the newest)."""
+        if task is Task.SENTIMENT:
+            return self.sentiment_model_revision
+        return self.summarization_model_revision
+
+    def model_setting_name(self, task: Task) -> str:
+        """Return the env var a user changes to pick the model of a task."""
+        return "TEXTQ_SENTIMENT_MODEL" if task is Task.SENTIMENT else "TEXTQ_SUMMARIZATION_MODEL"
+
+    def queue_for(self, task: Task) -> str:
+        """Return the broker queue whose messages wake the workers of a task."""
+        return f"{self.queue_prefix}.{task.value}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,94 @@
+"""One database engine per process, and the read and write session scopes built on it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _prepare_sqlite(engine: Engine) -> None:
+    """Use WAL and let writers queue behind each other instead of failing with 'locked'."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy so a write scope can say BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        # A write transaction takes the write lock up front: a deferred one that read first
+        # could not upgrade once another writer committed, and would fail at once.
+        immediate = connection.get_execution_options().get("textq_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def make_engine(url: str, *, application_name: str) -> Engine:
+    """Create the engine for `url`, named in Postgres' activity view as `application_name`."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        _prepare_sqlite(engine)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = {"application_name": application_name, "connect_timeout": 5}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+class Database:
+    """The engine of this process and the session scopes every caller uses."""
+
+    def __init__(self, url: str, *, application_name: str) -> None:
+        self.url = url
+        self.application_name = application_name
+        self.engine = make_engine(url, application_name=application_name)
+        self._pid = os.getpid()
+        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        self._writer = sessionmaker(
+            self.engine.execution_options(textq_write=True), expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """Open a session for reading; it never holds a write lock.
+
+        Closing (not rolling back) keeps loaded objects readable after the scope ends.
+        """
+        with self._reader() as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """Open a session that commits on success and rolls back on error."""
+        with self._writer() as session, session.begin():
+            yield session
+
+    def ping(self) -> None:
+        """Raise unless the database answers."""
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Close the pooled connections (in a forked child: forget the parent's)."""
+        self.engine.dispose(close=os.getpid() == self._pid)

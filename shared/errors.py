@@ -1,0 +1,98 @@
+"""Errors textq reports to clients; each docstring is the error's default message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TextqError(Exception):
+    """Something went wrong."""
+
+    status_code = 500
+    problem_type = "internal-error"
+    title = "Internal error"
+
+    def __init__(self, detail: str | None = None, **extra: Any) -> None:
+        self.detail = detail or (self.__doc__ or self.title).strip()
+        self.extra = extra
+        super().__init__(self.detail)
+
+
+class MalformedJson(TextqError):
+    """The request body is not valid JSON."""
+
+    status_code = 400
+    problem_type = "malformed-json"
+    title = "Malformed JSON"
+
+
+class BodyNotUtf8(TextqError):
+    """The request body is not valid UTF-8."""
+
+    status_code = 400
+    problem_type = "body-not-utf8"
+    title = "Body is not UTF-8"
+
+
+class UnsupportedMediaType(TextqError):
+    """The request body must be JSON (Content-Type: application/json)."""
+
+    status_code = 415
+    problem_type = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class RequestTooLarge(TextqError):
+    """The request body is larger than this server accepts."""
+
+    status_code = 413
+    problem_type = "request-too-large"
+    title = "Request too large"
+
+
+class InvalidRequest(TextqError):
+    """The request is well-formed JSON but its content is not valid."""
+
+    status_code = 422
+    problem_type = "invalid-request"
+    title = "Invalid request"
+
+
+class JobNotFound(TextqError):
+    """No job with this id exists."""
+
+    status_code = 404
+    problem_type = "job-not-found"
+    title = "Job not found"
+
+
+class JobNotFinished(TextqError):
+    """The job has not finished yet; its results are readable once its status is terminal."""
+
+    status_code = 409
+    problem_type = "job-not-finished"
+    title = "Job not finished"
+
+
+class InvalidCursor(TextqError):
+    """The cursor is not one this server issued."""
+
+    status_code = 400
+    problem_type = "invalid-cursor"
+    title = "Invalid cursor"
+
+
+class InferenceFailed(TextqError):
+    """The model could not process this input."""
+
+    status_code = 500
+    problem_type = "inference-failed"
+    title = "Inference failed"
+
+
+class ServiceUnavailable(TextqError):
+    """A backing service (database or broker) is not reachable; retry shortly."""
+
+    status_code = 503
+    problem_type = "service-unavailable"
+    title = "Service unavailable"

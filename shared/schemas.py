@@ -1,0 +1,262 @@
+"""Request and response bodies of the public API, and the rules that validate them."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from shared.states import TASK_ALIASES, JobStatus, Task
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Size limits a submission is checked against (from the settings)."""
+
+    max_text_chars: int
+    max_items_per_job: int
+
+
+def _limits(info: ValidationInfo) -> InputLimits | None:
+    return (info.context or {}).get("limits")
+
+
+def _parse_task(value: Any) -> Task:
+    if isinstance(value, Task):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("task must be a string")
+    try:
+        return Task.parse(value)
+    except ValueError:
+        known = ", ".join([t.value for t in Task] + sorted(TASK_ALIASES))
+        raise ValueError(f"unknown task {value!r}; expected one of: {known}") from None
+
+
+TaskName = Annotated[Task, BeforeValidator(_parse_task)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SentimentOptions(Strict):
+    """Options of a sentiment job (none yet: labels and scores come from the model)."""
+
+
+class SummarizeOptions(Strict):
+    """Decoding options of a summarization job; what is omitted comes from the model's config."""
+
+    max_length: int | None = Field(default=None, ge=1, le=4096)
+    min_length: int | None = Field(default=None, ge=0, le=4096)
+    num_beams: int | None = Field(default=None, ge=1, le=16)
+    do_sample: bool = False
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> SummarizeOptions:
+        if (
+            self.max_length is not None
+            and self.min_length is not None
+            and self.min_length > self.max_length
+        ):
+            raise ValueError("min_length must not be greater than max_length")
+        return self
+
+
+OPTIONS_BY_TASK: dict[Task, type[Strict]] = {
+    Task.SENTIMENT: SentimentOptions,
+    Task.SUMMARIZE: SummarizeOptions,
+}
+
+
+def check_text(text: str, info: ValidationInfo) -> str:
+    """Reject an empty text or one over the configured size."""
+    if not text.strip():
+        raise ValueError("text must not be empty or only whitespace")
+    limits = _limits(info)
+    if limits and len(text) > limits.max_text_chars:
+        raise ValueError(
+            f"text is {len(text)} characters; the limit is {limits.max_text_chars} "
+            "(TEXTQ_MAX_TEXT_CHARS)"
+        )
+    return text
+
+
+class JobInput(Strict):
+    """The texts of a job: `texts` (a list) or `text` (one), not both."""
+
+    texts: list[str] | None = None
+    text: str | None = None
+
+    @field_validator("texts")
+    @classmethod
+    def _check_texts(cls, texts: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if texts is None:
+            return None
+        if not texts:
+            raise ValueError("texts must contain at least one text")
+        limits = _limits(info)
+        if limits and len(texts) > limits.max_items_per_job:
+            raise ValueError(
+                f"{len(texts)} texts; the limit per job is {limits.max_items_per_job} "
+                "(TEXTQ_MAX_ITEMS_PER_JOB)"
+            )
+        for position, text in enumerate(texts):
+            try:
+                check_text(text, info)
+            except ValueError as error:
+                raise ValueError(f"texts[{position}]: {error}") from None
+        return texts
+
+    @field_validator("text")
+    @classmethod
+    def _check_text(cls, text: str | None, info: ValidationInfo) -> str | None:
+        return None if text is None else check_text(text, info)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> JobInput:
+        if (self.texts is None) == (self.text is None):
+            raise ValueError("input needs exactly one of `texts` (a list) or `text` (a string)")
+        return self
+
+    def all_texts(self) -> list[str]:
+        """Return the texts in submission order."""
+        return self.texts if self.texts is not None else [self.text or ""]
+
+
+class JobCreate(Strict):
+    """Body of `POST /v1/jobs`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {"task": "sentiment", "input": {"texts": ["I love it", "meh"]}},
+                {
+                    "task": "summarize",
+                    "input": {"text": "A long news article ..."},
+                    "options": {"max_length": 60, "num_beams": 4},
+                },
+            ]
+        },
+    )
+
+    task: TaskName
+    input: JobInput
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _options_for_task(self) -> JobCreate:
+        model = OPTIONS_BY_TASK[self.task]
+        self.options = model.model_validate(self.options).model_dump(exclude_defaults=True)
+        return self
+
+
+class Progress(BaseModel):
+    total: int
+    done: int
+    errored: int
+
+
+class JobLinks(BaseModel):
+    self: str
+    results: str
+
+
+class JobRead(BaseModel):
+    """A job as clients see it."""
+
+    id: uuid.UUID
+    task: Task
+    status: JobStatus
+    progress: Progress
+    model: str
+    model_revision: str | None
+    options: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
+
+    items: list[JobRead]
+    next_cursor: str | None
+
+
+class SentimentResult(BaseModel):
+    index: int
+    label: str
+    score: float
+    scores: dict[str, float]
+
+
+class SummaryResult(BaseModel):
+    index: int
+    summary_text: str
+
+
+class ItemFailure(BaseModel):
+    index: int
+    error: str
+
+
+ResultItem = SentimentResult | SummaryResult | ItemFailure
+
+
+class ResultPage(BaseModel):
+    """A page of results in input order; pass `next_cursor` as `cursor` for the next page."""
+
+    job_id: uuid.UUID
+    task: Task
+    status: JobStatus
+    items: list[ResultItem]
+    next_cursor: str | None
+
+
+class ClassicTextRequest(Strict):
+    """Body of the classic `/analyze` endpoint."""
+
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def _check(cls, text: str, info: ValidationInfo) -> str:
+        return check_text(text, info)
+
+
+class ClassicSummarizeRequest(ClassicTextRequest):
+    """Body of the classic `/summarize` endpoint, with the pipeline's optional length knobs."""
+
+    max_length: int | None = Field(default=None, ge=1, le=4096)
+    min_length: int | None = Field(default=None, ge=0, le=4096)
+    do_sample: bool = False
+
+    def options(self) -> dict[str, Any]:
+        """Return these knobs as summarization job options."""
+        return SummarizeOptions(
+            max_length=self.max_length, min_length=self.min_length, do_sample=self.do_sample
+        ).model_dump(exclude_defaults=True)
+
+
+class ClassicLabel(BaseModel):
+    label: str
+    score: float
+
+
+class ClassicSummary(BaseModel):
+    summary_text: str
