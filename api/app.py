@@ -1,0 +1,62 @@
+"""The FastAPI application: routes, error mapping, and one database engine per process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from api.errors import install_error_handlers
+from api.routes import classic, health, jobs, problems
+from shared.celery_app import Doorbell, create_celery
+from shared.config import Settings, get_settings
+from shared.db import Database
+from shared.schemas import ClassicSummarizeRequest, ClassicTextRequest, JobCreate
+
+# Bodies read by api.body.json_body, which FastAPI does not see as body parameters.
+DOCUMENTED_BODIES: list[type[BaseModel]] = [JobCreate, ClassicTextRequest, ClassicSummarizeRequest]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for these settings (the environment's by default)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.db = Database(settings.resolved_database_url, application_name="textq-api")
+        app.state.doorbell = Doorbell(create_celery(settings), settings)
+        yield
+        app.state.db.dispose()
+
+    app = FastAPI(
+        title="textq",
+        summary="Sentiment and summarization with Hugging Face models as durable jobs.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(classic.router)
+    app.include_router(health.router)
+    app.include_router(problems.router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in DOCUMENTED_BODIES:
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        app.openapi_schema = schema
+    return app.openapi_schema

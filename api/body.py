@@ -1,0 +1,85 @@
+"""Read a JSON request body strictly: size, media type, UTF-8 and JSON each get a clear error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from api.errors import invalid_request
+from shared.config import Settings
+from shared.errors import BodyNotUtf8, MalformedJson, RequestTooLarge, UnsupportedMediaType
+from shared.schemas import InputLimits
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# `curl -d` sends form-urlencoded unless told otherwise; its body is still the JSON typed.
+JSON_MEDIA_TYPES = {"application/json", "application/x-www-form-urlencoded", "text/plain", ""}
+
+
+async def read_json(request: Request, *, max_bytes: int) -> Any:
+    """Return the parsed JSON body, or raise the error that says what is wrong with it."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in JSON_MEDIA_TYPES and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"The body must be JSON (Content-Type: application/json), not {media_type!r}."
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise RequestTooLarge(f"The body is {declared} bytes; the limit is {max_bytes}.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise RequestTooLarge(f"The body is over the limit of {max_bytes} bytes.")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BodyNotUtf8(
+            f"The body is not valid UTF-8: byte 0x{body[error.start]:02x} at offset {error.start}."
+        ) from None
+    if not text.strip():
+        raise MalformedJson("The body is empty; send a JSON object.")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise MalformedJson(
+            f"The body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}."
+        ) from None
+
+
+def parse_body(model: type[ModelT], data: Any, *, settings: Settings) -> ModelT:
+    """Validate parsed JSON against a request model and the configured input limits."""
+    limits = InputLimits(
+        max_text_chars=settings.max_text_chars, max_items_per_job=settings.max_items_per_job
+    )
+    try:
+        return model.model_validate(data, context={"limits": limits})
+    except ValidationError as error:
+        raise invalid_request(error) from None
+
+
+def json_body(model: type[ModelT]) -> Callable[[Request], Awaitable[ModelT]]:
+    """Return a dependency that reads and validates the request body as `model`."""
+
+    async def dependency(request: Request) -> ModelT:
+        settings: Settings = request.app.state.settings
+        data = await read_json(request, max_bytes=settings.max_request_bytes)
+        return parse_body(model, data, settings=settings)
+
+    return dependency
+
+
+def request_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """Return the `openapi_extra` that documents a body read by `json_body(model)`."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+            },
+        }
+    }

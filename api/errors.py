@@ -1,0 +1,121 @@
+"""Every error leaves the API as RFC 9457 problem details (`application/problem+json`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import InvalidRequest, ServiceUnavailable, TextqError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "/problems/"
+DATABASE_RETRY_AFTER_S = 5
+
+
+def problem_response(
+    *,
+    status: int,
+    title: str,
+    detail: str,
+    problem_type: str | None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Return a problem-details response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + problem_type if problem_type else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def validation_problems(errors: list[Any]) -> list[dict[str, str]]:
+    """Turn pydantic errors into `{"field", "message"}` pairs a person can read."""
+    problems = []
+    for error in errors:
+        location = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            message = f"unknown field {location[-1]!r}" if location else "unknown field"
+        elif error.get("type") in ("model_type", "dict_type"):
+            message = "must be a JSON object"
+        problems.append({"field": ".".join(location), "message": message})
+    return problems
+
+
+def invalid_request(error: ValidationError) -> InvalidRequest:
+    """Return the InvalidRequest for a pydantic validation error of a request body."""
+    problems = validation_problems(error.errors(include_url=False))
+    summary = "; ".join(
+        f"{p['field']}: {p['message']}" if p["field"] else p["message"] for p in problems[:3]
+    )
+    return InvalidRequest(summary, errors=problems)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error the API can raise to one problem-details shape."""
+
+    @app.exception_handler(TextqError)
+    async def _textq_error(request: Request, error: TextqError) -> JSONResponse:
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)} if error.status_code == 503 else None
+        return problem_response(
+            status=error.status_code,
+            title=error.title,
+            detail=error.detail,
+            problem_type=error.problem_type,
+            instance=request.url.path,
+            headers=headers,
+            **error.extra,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = validation_problems(list(error.errors()))
+        return problem_response(
+            status=422,
+            title=InvalidRequest.title,
+            detail="; ".join(f"{p['field']}: {p['message']}" for p in problems[:3]),
+            problem_type=InvalidRequest.problem_type,
+            instance=request.url.path,
+            errors=problems,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return problem_response(
+            status=error.status_code,
+            title=_reason(error.status_code),
+            detail=str(error.detail),
+            problem_type=None,
+            instance=request.url.path,
+            headers=dict(error.headers or {}),
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, error: DBAPIError) -> JSONResponse:
+        log.warning("database unavailable: %s", error.orig, extra={"action": "db_unavailable"})
+        return await _textq_error(request, ServiceUnavailable("The database is not reachable."))
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

@@ -1,0 +1,70 @@
+"""Submitting jobs and presenting them: the steps both the v1 and the classic routes share."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import Request
+
+from shared import repository
+from shared.celery_app import Doorbell
+from shared.config import Settings
+from shared.db import Database
+from shared.errors import JobNotFound
+from shared.models import Job
+from shared.schemas import JobLinks, JobRead, Progress
+from shared.states import JobStatus, Task
+
+
+def submit(
+    *,
+    db: Database,
+    doorbell: Doorbell,
+    settings: Settings,
+    tenant_id: str,
+    task: Task,
+    texts: list[str],
+    options: dict[str, Any],
+) -> Job:
+    """Store a job and its items in one transaction, then ring the task's doorbell."""
+    with db.write() as session:
+        job = repository.create_job(
+            session,
+            tenant_id=tenant_id,
+            task=task,
+            model=settings.model_for(task),
+            options=options,
+            texts=texts,
+        )
+    # Only after commit: a worker woken earlier could look before the rows exist.
+    doorbell.ring(task, job_id=job.id)
+    return job
+
+
+def parse_job_id(raw: str) -> uuid.UUID:
+    """Return the job id in a path, treating a malformed one as unknown."""
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise JobNotFound(f"No job with id {raw!r}.") from None
+
+
+def present(job: Job, request: Request) -> JobRead:
+    """Return the job as clients see it, with links to itself and its results."""
+    return JobRead(
+        id=job.id,
+        task=Task(job.task),
+        status=JobStatus(job.status),
+        progress=Progress(total=job.total_items, done=job.done_items, errored=job.error_items),
+        model=job.model,
+        model_revision=job.model_revision,
+        options=job.options or {},
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        links=JobLinks(
+            self=str(request.url_for("get_job", job_id=str(job.id))),
+            results=str(request.url_for("get_job_results", job_id=str(job.id))),
+        ),
+    )

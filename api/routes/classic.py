@@ -1,0 +1,145 @@
+"""The classic synchronous endpoints (`/analyze`, `/summarize`) for clients of the Flask example.
+
+Each submits an ordinary one-text job and waits for it up to TEXTQ_SYNC_TIMEOUT_S; a job
+still running then is answered with 202 and its link, like `POST /v1/jobs`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from api.body import json_body, request_body_doc
+from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
+from api.jobs import present, submit
+from shared import repository
+from shared.db import Database
+from shared.errors import InferenceFailed
+from shared.models import Job
+from shared.schemas import ClassicLabel, ClassicSummarizeRequest, ClassicSummary, ClassicTextRequest
+from shared.states import TERMINAL_JOB_STATUSES, JobStatus, Task
+
+router = APIRouter(tags=["classic"])
+
+FIRST_POLL_S = 0.02
+MAX_POLL_S = 0.25
+ACCEPTED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Still running after the timeout: the job, to poll."}
+}
+
+
+@router.post(
+    "/analyze",
+    response_model=list[ClassicLabel],
+    responses=ACCEPTED_RESPONSE,
+    openapi_extra=request_body_doc(ClassicTextRequest),
+)
+@router.post(
+    "/v1/analyze",
+    response_model=list[ClassicLabel],
+    responses=ACCEPTED_RESPONSE,
+    openapi_extra=request_body_doc(ClassicTextRequest),
+)
+async def analyze(
+    body: Annotated[ClassicTextRequest, Depends(json_body(ClassicTextRequest))],
+    request: Request,
+    db: DatabaseDep,
+    doorbell: DoorbellDep,
+    settings: SettingsDep,
+    tenant_id: TenantDep,
+) -> Any:
+    """Label one text and answer `[{"label": ..., "score": ...}]`, as the pipeline did."""
+    return await _run_and_wait(
+        request, db, doorbell, settings, tenant_id, Task.SENTIMENT, body.text, {}
+    )
+
+
+@router.post(
+    "/summarize",
+    response_model=list[ClassicSummary],
+    responses=ACCEPTED_RESPONSE,
+    openapi_extra=request_body_doc(ClassicSummarizeRequest),
+)
+@router.post(
+    "/v1/summarize",
+    response_model=list[ClassicSummary],
+    responses=ACCEPTED_RESPONSE,
+    openapi_extra=request_body_doc(ClassicSummarizeRequest),
+)
+async def summarize(
+    body: Annotated[ClassicSummarizeRequest, Depends(json_body(ClassicSummarizeRequest))],
+    request: Request,
+    db: DatabaseDep,
+    doorbell: DoorbellDep,
+    settings: SettingsDep,
+    tenant_id: TenantDep,
+) -> Any:
+    """Summarize one text and answer `[{"summary_text": ...}]`, as the pipeline did."""
+    return await _run_and_wait(
+        request, db, doorbell, settings, tenant_id, Task.SUMMARIZE, body.text, body.options()
+    )
+
+
+async def _run_and_wait(
+    request: Request,
+    db: Database,
+    doorbell: Any,
+    settings: Any,
+    tenant_id: str,
+    task: Task,
+    text: str,
+    options: dict[str, Any],
+) -> Any:
+    job = await run_in_threadpool(
+        submit,
+        db=db,
+        doorbell=doorbell,
+        settings=settings,
+        tenant_id=tenant_id,
+        task=task,
+        texts=[text],
+        options=options,
+    )
+    finished = await _wait_for(db, tenant_id, job.id, settings.sync_timeout_s)
+    if finished is None:
+        read = present(job, request)
+        return JSONResponse(
+            read.model_dump(mode="json"), status_code=202, headers={"Location": read.links.self}
+        )
+    result, error = finished
+    if result is None:
+        raise InferenceFailed(error or None, job_id=str(job.id))
+    if task is Task.SENTIMENT:
+        return [{"label": result["label"], "score": result["score"]}]
+    return [{"summary_text": result["summary_text"]}]
+
+
+async def _wait_for(
+    db: Database, tenant_id: str, job_id: uuid.UUID, timeout_s: float
+) -> tuple[dict[str, Any] | None, str | None] | None:
+    """Poll until the job finishes; return its one item's (result, error), or None on timeout."""
+    delay = FIRST_POLL_S
+    with anyio.move_on_after(timeout_s):
+        while True:
+            outcome = await run_in_threadpool(_outcome_if_finished, db, tenant_id, job_id)
+            if outcome is not None:
+                return outcome
+            await anyio.sleep(delay)
+            delay = min(delay * 2, MAX_POLL_S)
+    return None
+
+
+def _outcome_if_finished(
+    db: Database, tenant_id: str, job_id: uuid.UUID
+) -> tuple[dict[str, Any] | None, str | None] | None:
+    with db.read() as session:
+        job: Job = repository.get_job(session, tenant_id=tenant_id, job_id=job_id)
+        if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
+            return None
+        rows = repository.list_item_outcomes(session, job_id=job_id, after_index=-1, limit=1)
+    return rows[0].result, rows[0].error

@@ -1,0 +1,151 @@
+"""`/v1/jobs`: submit a job, read it, list jobs, page through its results."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from api import cursors
+from api.body import json_body, request_body_doc
+from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
+from api.jobs import parse_job_id, present, submit
+from shared import repository
+from shared.errors import InvalidRequest, JobNotFinished
+from shared.repository import StoredOutcome
+from shared.schemas import (
+    ItemFailure,
+    JobCreate,
+    JobPage,
+    JobRead,
+    ResultItem,
+    ResultPage,
+    SentimentResult,
+    SummaryResult,
+)
+from shared.states import TERMINAL_JOB_STATUSES, ItemStatus, JobStatus, Task
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+MAX_PAGE = 1000
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRead,
+    openapi_extra=request_body_doc(JobCreate),
+)
+def create_job(
+    body: Annotated[JobCreate, Depends(json_body(JobCreate))],
+    request: Request,
+    response: Response,
+    db: DatabaseDep,
+    doorbell: DoorbellDep,
+    settings: SettingsDep,
+    tenant_id: TenantDep,
+) -> JobRead:
+    """Submit a job; it runs in the background. Poll the `Location` it returns."""
+    job = submit(
+        db=db,
+        doorbell=doorbell,
+        settings=settings,
+        tenant_id=tenant_id,
+        task=body.task,
+        texts=body.input.all_texts(),
+        options=body.options,
+    )
+    read = present(job, request)
+    response.headers["Location"] = read.links.self
+    return read
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    request: Request,
+    db: DatabaseDep,
+    tenant_id: TenantDep,
+    status: JobStatus | None = None,
+    task: str | None = Query(default=None, description="sentiment or summarize"),
+    limit: int = Query(default=50, ge=1, le=MAX_PAGE),
+    cursor: str | None = None,
+) -> JobPage:
+    """List jobs newest first, optionally only those with a status or task."""
+    task_filter = _parse_task(task)
+    after = cursors.read_job_cursor(cursor) if cursor else None
+    with db.read() as session:
+        jobs = repository.list_jobs(
+            session,
+            tenant_id=tenant_id,
+            limit=limit + 1,
+            after=after,
+            status=status,
+            task=task_filter,
+        )
+    page, more = jobs[:limit], len(jobs) > limit
+    return JobPage(
+        items=[present(job, request) for job in page],
+        next_cursor=cursors.job_cursor(page[-1].created_at, page[-1].id) if more else None,
+    )
+
+
+@router.get("/{job_id}", response_model=JobRead)
+def get_job(job_id: str, request: Request, db: DatabaseDep, tenant_id: TenantDep) -> JobRead:
+    """Return a job's status, progress, timings and model."""
+    with db.read() as session:
+        job = repository.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+    return present(job, request)
+
+
+@router.get("/{job_id}/results", response_model=ResultPage)
+def get_job_results(
+    job_id: str,
+    db: DatabaseDep,
+    tenant_id: TenantDep,
+    limit: int = Query(default=100, ge=1, le=MAX_PAGE),
+    cursor: str | None = None,
+) -> ResultPage:
+    """Return a finished job's results in input order, a page at a time."""
+    after = cursors.read_result_cursor(cursor) if cursor else -1
+    with db.read() as session:
+        job = repository.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+        if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
+            raise JobNotFinished(
+                f"Job {job.id} is {job.status} ({job.done_items + job.error_items} of "
+                f"{job.total_items} items finished); results are readable once it finishes."
+            )
+        rows = repository.list_item_outcomes(
+            session, job_id=job.id, after_index=after, limit=limit + 1
+        )
+    page, more = rows[:limit], len(rows) > limit
+    return ResultPage(
+        job_id=job.id,
+        task=Task(job.task),
+        status=JobStatus(job.status),
+        items=[item for row in page if (item := _result_item(row)) is not None],
+        next_cursor=cursors.result_cursor(page[-1].index) if more else None,
+    )
+
+
+def _result_item(row: StoredOutcome) -> ResultItem | None:
+    if row.status == ItemStatus.DONE and row.result is not None:
+        if "summary_text" in row.result:
+            return SummaryResult(index=row.index, **row.result)
+        return SentimentResult(index=row.index, **row.result)
+    if row.status == ItemStatus.ERROR:
+        return ItemFailure(index=row.index, error=row.error or "unknown error")
+    if row.status == ItemStatus.CANCELLED:
+        return ItemFailure(index=row.index, error="cancelled before it ran")
+    return None
+
+
+def _parse_task(task: str | None) -> Task | None:
+    if task is None:
+        return None
+    try:
+        return Task.parse(task)
+    except ValueError:
+        raise InvalidRequest(
+            f"unknown task {task!r}; expected sentiment or summarize",
+            errors=[{"field": "task", "message": "unknown task"}],
+        ) from None

@@ -1,0 +1,32 @@
+"""`/problems/{type}`: what each problem-details `type` this API returns means."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+
+from shared.errors import TextqError
+
+router = APIRouter(tags=["problems"], include_in_schema=False)
+
+
+def _all_errors() -> list[type[TextqError]]:
+    found, stack = [TextqError], [TextqError]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            found.append(sub)
+            stack.append(sub)
+    return found
+
+
+@router.get("/problems/{problem_type}")
+def describe_problem(problem_type: str) -> dict[str, object]:
+    """Describe one problem type."""
+    for error in _all_errors():
+        if error.problem_type == problem_type:
+            return {
+                "type": problem_type,
+                "title": error.title,
+                "status": error.status_code,
+                "description": (error.__doc__ or "").strip(),
+            }
+    raise HTTPException(status_code=404, detail=f"No problem type {problem_type!r}.")
