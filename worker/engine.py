@@ -1,0 +1,183 @@
+"""Turn claimed items into outcomes: tokenize, pack length-sorted batches, run the model."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from shared.repository import ClaimedItem, Outcome
+from shared.states import Task
+from worker.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def plan_batches(lengths: Sequence[int], *, max_tokens: int, max_size: int) -> list[list[int]]:
+    """Group positions into batches, shortest first, each padded size within `max_tokens`.
+
+    A batch costs (longest length x count) once padded; sorting by length keeps that close
+    to the real token count. A single text longer than the budget gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda position: lengths[position])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for position in order:
+        padded = max(lengths[position], 1) * (len(current) + 1)
+        if current and (padded > max_tokens or len(current) >= max_size):
+            batches.append(current)
+            current = []
+        current.append(position)
+    if current:
+        batches.append(current)
+    return batches
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    max_tokens: int
+    max_size: int
+
+
+class Runner:
+    """Runs one task's model over claimed items, one batch at a time."""
+
+    def __init__(self, loaded: LoadedModel, limits: BatchLimits) -> None:
+        self.loaded = loaded
+        self.limits = limits
+
+    @property
+    def task(self) -> Task:
+        return self.loaded.resolved.task
+
+    def run(self, items: Sequence[ClaimedItem]) -> Iterator[list[Outcome]]:
+        """Yield the outcomes of each batch as soon as it is done."""
+        for group in self._groups(items):
+            encoded = self._encode([item.text for item in group])
+            lengths = [len(ids) for ids in encoded]
+            for positions in plan_batches(
+                lengths, max_tokens=self.limits.max_tokens, max_size=self.limits.max_size
+            ):
+                batch = [group[p] for p in positions]
+                yield self._run_isolated(batch, [encoded[p] for p in positions])
+
+    def _groups(self, items: Sequence[ClaimedItem]) -> list[list[ClaimedItem]]:
+        """Split items into groups that may share a batch (same decoding options)."""
+        groups: dict[str, list[ClaimedItem]] = {}
+        for item in items:
+            groups.setdefault(json.dumps(item.options, sort_keys=True), []).append(item)
+        return list(groups.values())
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        tokenizer = self.loaded.tokenizer
+        encoded = tokenizer(
+            texts, truncation=True, max_length=self.loaded.max_input_tokens, padding=False
+        )
+        return [list(ids) for ids in encoded["input_ids"]]
+
+    def _run_isolated(self, batch: list[ClaimedItem], encoded: list[list[int]]) -> list[Outcome]:
+        """Run a batch; if it fails, run its items one by one so one bad text fails alone."""
+        try:
+            return self._forward(batch, encoded)
+        except Exception as error:
+            if len(batch) == 1:
+                log.warning(
+                    "item %s failed: %s",
+                    batch[0].id,
+                    error,
+                    extra={"action": "item_failed", "job_id": str(batch[0].job_id)},
+                )
+                return [Outcome(item_id=batch[0].id, error=f"{type(error).__name__}: {error}")]
+            log.warning(
+                "batch of %d failed (%s); retrying its items one by one",
+                len(batch),
+                error,
+                extra={"action": "batch_split"},
+            )
+            return [
+                outcome
+                for item, ids in zip(batch, encoded, strict=True)
+                for outcome in self._run_isolated([item], [ids])
+            ]
+
+    def _tensors(self, encoded: list[list[int]]) -> dict[str, torch.Tensor]:
+        padded = self.loaded.tokenizer.pad(
+            {"input_ids": encoded}, padding=True, return_tensors="pt"
+        )
+        device = self.loaded.device
+        return {
+            "input_ids": padded["input_ids"].to(device),
+            "attention_mask": padded["attention_mask"].to(device),
+        }
+
+    def _forward(self, batch: list[ClaimedItem], encoded: list[list[int]]) -> list[Outcome]:
+        raise NotImplementedError
+
+
+class SentimentRunner(Runner):
+    """Labels texts with a sequence classifier; scores are softmax probabilities."""
+
+    def _forward(self, batch: list[ClaimedItem], encoded: list[list[int]]) -> list[Outcome]:
+        with torch.inference_mode():
+            logits = self.loaded.model(**self._tensors(encoded)).logits
+        probabilities = logits.float().softmax(dim=-1).cpu().tolist()
+        labels = self.loaded.model.config.id2label
+        outcomes = []
+        for item, row in zip(batch, probabilities, strict=True):
+            best = max(range(len(row)), key=row.__getitem__)
+            outcomes.append(
+                Outcome(
+                    item_id=item.id,
+                    result={
+                        "label": labels[best],
+                        "score": row[best],
+                        "scores": {labels[k]: p for k, p in enumerate(row)},
+                    },
+                )
+            )
+        return outcomes
+
+
+class SummarizeRunner(Runner):
+    """Summarizes texts with a seq2seq model, on the model's own decoding settings by default."""
+
+    def _forward(self, batch: list[ClaimedItem], encoded: list[list[int]]) -> list[Outcome]:
+        generation = self.generation_config(batch[0].options)
+        with torch.inference_mode():
+            output = self.loaded.model.generate(
+                **self._tensors(encoded), generation_config=generation
+            )
+        summaries = self.loaded.tokenizer.batch_decode(
+            output, skip_special_tokens=True, clean_up_tokenization_spaces=True
+        )
+        return [
+            Outcome(item_id=item.id, result={"summary_text": summary.strip()})
+            for item, summary in zip(batch, summaries, strict=True)
+        ]
+
+    def generation_config(self, options: dict[str, Any]) -> Any:
+        """Return the model's generation config with the job's options laid over it."""
+        generation = copy.deepcopy(self.loaded.model.generation_config)
+        overrides = {k: v for k, v in options.items() if v is not None}
+        overrides.setdefault("do_sample", False)
+        # A job that only lowers max_length must not be held to the model's longer minimum.
+        if "max_length" in overrides and "min_length" not in overrides:
+            overrides["min_length"] = min(generation.min_length or 0, overrides["max_length"])
+        generation.update(**overrides)
+        return generation
+
+
+RUNNERS: dict[Task, type[Runner]] = {
+    Task.SENTIMENT: SentimentRunner,
+    Task.SUMMARIZE: SummarizeRunner,
+}
+
+
+def make_runner(loaded: LoadedModel, limits: BatchLimits) -> Runner:
+    """Return the runner for the loaded model's task."""
+    return RUNNERS[loaded.resolved.task](loaded, limits)

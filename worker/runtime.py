@@ -1,0 +1,96 @@
+"""What a worker process holds while it lives: settings, database, doorbell, warm models."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import socket
+from dataclasses import dataclass, field
+
+from shared.celery_app import Doorbell, create_celery
+from shared.config import Settings
+from shared.db import Database
+from shared.states import Task
+from worker import models
+from worker.engine import BatchLimits, Runner, make_runner
+
+log = logging.getLogger(__name__)
+
+# Set by the worker's main process when it starts a warm shutdown; pool processes forked
+# from it see the same event and stop after the batch they are running.
+SHUTTING_DOWN = multiprocessing.Event()
+
+
+def worker_tasks(settings: Settings) -> list[Task]:
+    """Return the tasks this worker serves (TEXTQ_WORKER_TASKS)."""
+    return [Task.parse(name.strip()) for name in settings.worker_tasks.split(",") if name.strip()]
+
+
+def worker_name(settings: Settings) -> str:
+    """Return a name that says where the worker runs, e.g. `textq-worker-cuda0@host`."""
+    device = settings.device.replace(":", "")
+    return f"textq-worker-{device}@{socket.gethostname()}"
+
+
+# Filled by `textq worker` before the pool forks, so pool processes skip the hub lookups.
+RESOLVED: dict[Task, models.ResolvedModel] = {}
+
+
+@dataclass
+class WorkerRuntime:
+    """A pool process's warm state; built once per process, used by every task it runs."""
+
+    settings: Settings
+    db: Database
+    doorbell: Doorbell
+    name: str
+    runners: dict[Task, Runner] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, settings: Settings) -> WorkerRuntime:
+        """Connect to the database and broker and load every served model onto the device."""
+        name = f"{worker_name(settings)}:{os.getpid()}"
+        db = Database(
+            settings.resolved_database_url,
+            application_name=f"textq-worker-{settings.device.replace(':', '')}",
+        )
+        runtime = cls(
+            settings=settings,
+            db=db,
+            doorbell=Doorbell(create_celery(settings), settings),
+            name=name,
+        )
+        device = models.pick_device(settings.device)
+        dtype = models.pick_dtype(settings.dtype, device)
+        for task in worker_tasks(settings):
+            resolved = RESOLVED.get(task) or models.resolve(settings, task)
+            loaded = models.load(resolved, device=device, dtype=dtype)
+            limits = BatchLimits(
+                max_tokens=settings.max_batch_tokens,
+                max_size=(
+                    settings.summarize_max_batch_size
+                    if task is Task.SUMMARIZE
+                    else settings.max_batch_size
+                ),
+            )
+            runtime.runners[task] = make_runner(loaded, limits)
+        return runtime
+
+    def stop(self) -> None:
+        self.db.dispose()
+
+
+_current: WorkerRuntime | None = None
+
+
+def install(runtime: WorkerRuntime) -> None:
+    global _current
+    _current = runtime
+
+
+def current() -> WorkerRuntime:
+    """Return this process's runtime (the pool process built it at start)."""
+    if _current is None:
+        raise RuntimeError("the worker runtime was not started in this process")
+    return _current

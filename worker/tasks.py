@@ -1,0 +1,95 @@
+"""The drain task: claim pending items from the database, run them, record outcomes, repeat."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from celery import Celery
+
+from shared import repository
+from shared.celery_app import DRAIN_TASK
+from shared.states import Task
+from worker import runtime as worker_runtime
+from worker.engine import Runner
+from worker.leases import LeaseKeeper
+from worker.runtime import SHUTTING_DOWN, WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+def register(app: Celery) -> None:
+    """Register the drain task on the worker's Celery app."""
+
+    @app.task(name=DRAIN_TASK, ignore_result=True)
+    def drain(task: str, job_id: str | None = None) -> int:
+        return drain_queue(worker_runtime.current(), Task(task))
+
+
+def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
+    """Work through the task's pending items for a time slice; return how many were recorded.
+
+    The database is the queue of record and the doorbell only says "look": one drain works
+    on every job's pending items, batched together. When the slice ends with work left it
+    rings again, so long backlogs never hold one broker message for hours and other queues
+    of this worker get their turn.
+    """
+    runner = runtime.runners.get(task)
+    if runner is None:
+        log.warning("doorbell for %s, which this worker does not serve", task.value)
+        return 0
+    settings = runtime.settings
+    deadline = time.monotonic() + settings.drain_slice_s
+    recorded = 0
+    while not SHUTTING_DOWN.is_set():
+        if time.monotonic() >= deadline:
+            runtime.doorbell.ring(task)
+            break
+        claimed = _claim(runtime, runner)
+        if claimed is None:
+            break
+        recorded += _work_on(runtime, runner, claimed)
+    return recorded
+
+
+def _claim(runtime: WorkerRuntime, runner: Runner) -> repository.Claim | None:
+    settings = runtime.settings
+    resolved = runner.loaded.resolved
+    with runtime.db.write() as session:
+        return repository.claim_items(
+            session,
+            task=runner.task,
+            model=resolved.source,
+            model_revision=resolved.revision,
+            worker=runtime.name,
+            max_tokens=settings.max_batch_tokens * settings.claim_batches,
+            max_items=runner.limits.max_size * settings.claim_batches,
+            lease_s=settings.lease_s,
+        )
+
+
+def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) -> int:
+    """Run a claim's batches, recording each batch's outcomes as soon as it is done."""
+    recorded = 0
+    started = time.perf_counter()
+    with LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s):
+        for outcomes in runner.run(claim.items):
+            with runtime.db.write() as session:
+                recorded += repository.record_outcomes(
+                    session, claim_token=claim.token, outcomes=outcomes
+                )
+            if SHUTTING_DOWN.is_set():
+                break
+    if recorded < len(claim.items):
+        with runtime.db.write() as session:
+            released = repository.release_claim(session, claim_token=claim.token)
+        if released:
+            log.info("handed %d claimed items back to the queue", released)
+    log.info(
+        "%s: %d items in %.2f s",
+        runner.task.value,
+        recorded,
+        time.perf_counter() - started,
+        extra={"action": "claim_done", "task": runner.task.value},
+    )
+    return recorded
