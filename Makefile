@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU wheel where the machine has it on disk; GPU hosts pass e.g. TORCH_SPEC="torch==2.13.0"
+# from the CUDA index, or TORCH_SPEC= to keep the torch already in the venv.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint unit demo-models clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(if $(TORCH_SPEC),$(BIN)/pip install --quiet "$(TORCH_SPEC)")
+	$(BIN)/pip install --quiet -e '.[worker,dev]'
+	touch $@
+
+run: install
+	$(BIN)/textq up
+
+test: install lint
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+# Two tiny random-weight models for machines that cannot reach the model hub.
+demo-models: install
+	$(BIN)/python -m tests.model_factory .textq-dev/models
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

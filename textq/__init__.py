@@ -1,0 +1,1 @@
+"""textq: sentiment and summarization as durable asynchronous jobs."""

@@ -1,0 +1,3 @@
+from textq.cli import main
+
+main()

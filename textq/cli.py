@@ -1,0 +1,206 @@
+"""The `textq` command: run the service (`up`, `api`, `worker`) and manage it (`db`, `models`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from shared.config import Settings, get_settings
+from shared.logs import configure_logging
+
+app = typer.Typer(
+    help="textq: sentiment and summarization with Hugging Face models as durable jobs.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+models_app = typer.Typer(help="Manage the models workers serve.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+
+WORKER_STOP_TIMEOUT_S = 120
+HostOption = Annotated[str | None, typer.Option(help="Interface to listen on.")]
+PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one line to stderr and return the Exit to raise."""
+    typer.echo(f"textq: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def up(host: HostOption = None, port: PortOption = None) -> None:
+    """Run the API and one worker together (embedded default: SQLite and a file broker)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    _upgrade(settings, wait_s=0)
+    _preflight_models(settings, settings.worker_tasks)
+    worker = subprocess.Popen([sys.executable, "-m", "textq", "worker"])
+    host, port = host or settings.api_host, port or settings.api_port
+    typer.echo(
+        f"textq is up: API on http://{host}:{port} (docs at /docs), one worker, "
+        f"data in {settings.data_dir if not settings.database_url else settings.database_url}. "
+        "Ctrl-C stops both."
+    )
+    server = _api_server(settings, host, port)
+    threading.Thread(target=_stop_api_when_worker_exits, args=(worker, server), daemon=True).start()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises the Ctrl-C it shut down on; stopping is what was asked
+    finally:
+        code = _stop_worker(worker)
+    if code not in (0, -signal.SIGTERM, -signal.SIGINT):
+        raise fail(f"the worker exited with status {code}")
+
+
+def _api_server(settings: Settings, host: str, port: int):  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    from api.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_level=settings.log_level.lower()
+    )
+    return uvicorn.Server(config)
+
+
+def _stop_api_when_worker_exits(worker: subprocess.Popen[bytes], server) -> None:  # type: ignore[no-untyped-def]
+    worker.wait()
+    server.should_exit = True
+
+
+def _stop_worker(worker: subprocess.Popen[bytes]) -> int:
+    """Ask the worker to finish its batch and stop; kill it if it does not in time."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    try:
+        return worker.wait(WORKER_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        return worker.wait()
+
+
+@app.command()
+def api(
+    host: HostOption = None,
+    port: PortOption = None,
+    workers: Annotated[int, typer.Option(help="API processes.")] = 1,
+) -> None:
+    """Run the HTTP API (production: point it at Postgres and Redis)."""
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
+def worker(
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda, cuda:N, mps or auto (TEXTQ_DEVICE).")
+    ] = None,
+    tasks: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated tasks to serve: sentiment,summarize."),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Pool processes (keep 1 per GPU).")] = 1,
+) -> None:
+    """Run a worker that keeps its models warm on one device and drains its task queues."""
+    if device:
+        os.environ["TEXTQ_DEVICE"] = device
+    if tasks:
+        os.environ["TEXTQ_WORKER_TASKS"] = tasks
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+    except Exception as error:
+        raise fail(str(error).splitlines()[-1] if str(error) else repr(error)) from None
+    configure_logging(settings.log_level)
+    from worker import runtime
+
+    resolved = _preflight_models(settings, settings.worker_tasks)
+    runtime.RESOLVED.update(resolved)
+    from worker.celery_app import app as celery_app
+
+    queues = [settings.queue_for(task) for task in resolved]
+    celery_app.worker_main(
+        [
+            "worker",
+            f"--loglevel={settings.log_level}",
+            f"--concurrency={concurrency}",
+            "--pool=prefork",
+            f"--queues={','.join(queues)}",
+            f"--hostname={runtime.worker_name(settings)}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+def _preflight_models(settings: Settings, task_names: str):  # type: ignore[no-untyped-def]
+    """Find every served model's files now, so a missing model is one clear line at start."""
+    from shared.states import Task
+    from worker import models
+
+    try:
+        tasks = [Task.parse(name.strip()) for name in task_names.split(",") if name.strip()]
+    except ValueError as error:
+        raise fail(f"unknown task in TEXTQ_WORKER_TASKS / --tasks: {error}") from None
+    try:
+        return {task: models.resolve(settings, task) for task in tasks}
+    except models.ModelUnavailable as error:
+        raise fail(str(error)) from None
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the database.")] = 60.0,
+) -> None:
+    """Apply the database migrations (waits for the database to answer first)."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    _upgrade(settings, wait_s=wait)
+    typer.echo("database is up to date")
+
+
+def _upgrade(settings: Settings, *, wait_s: float) -> None:
+    from shared.migrate import upgrade, wait_for_database
+
+    url = settings.resolved_database_url
+    try:
+        if wait_s > 0:
+            wait_for_database(url, timeout_s=wait_s)
+        upgrade(url)
+    except Exception as error:
+        raise fail(f"cannot migrate the database ({type(error).__name__}: {error})") from None
+
+
+@models_app.command("pull")
+def models_pull(
+    tasks: Annotated[str, typer.Option(help="Tasks whose models to fetch.")] = (
+        "sentiment,summarize"
+    ),
+) -> None:
+    """Fetch the configured models into the local cache, so workers start without network."""
+    settings = get_settings()
+    for task, resolved in _preflight_models(settings, tasks).items():
+        typer.echo(f"{task.value}: {resolved.source} at {resolved.revision} in {resolved.path}")
+
+
+def main() -> None:
+    app()
