@@ -1,0 +1,81 @@
+import uuid
+
+import pytest
+
+
+def submit(client, task="sentiment", texts=("a",)):
+    return client.post("/v1/jobs", json={"task": task, "input": {"texts": list(texts)}}).json()
+
+
+def test_an_unknown_job_is_404(client):
+    for job_id in (uuid.uuid4(), "not-a-uuid"):
+        for path in (f"/v1/jobs/{job_id}", f"/v1/jobs/{job_id}/results"):
+            response = client.get(path)
+            assert response.status_code == 404
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["type"] == "/problems/job-not-found"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("DELETE", "/v1/jobs"), ("PUT", "/v1/jobs/{id}"), ("GET", "/analyze"), ("PATCH", "/healthz")],
+)
+def test_a_wrong_method_is_405_with_allow(client, method, path):
+    job = submit(client)
+    response = client.request(method, path.format(id=job["id"]))
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["allow"]
+
+
+def test_results_of_an_unfinished_job_are_409(client):
+    job = submit(client)
+    response = client.get(f"/v1/jobs/{job['id']}/results")
+    assert response.status_code == 409
+    assert "queued" in response.json()["detail"]
+
+
+def test_jobs_are_listed_newest_first_in_pages(client):
+    ids = [submit(client)["id"] for _ in range(5)]
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/jobs", params=params).json()
+        seen += [job["id"] for job in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+
+
+def test_jobs_can_be_filtered_by_task_and_status(client):
+    sentiment = submit(client)["id"]
+    summary = submit(client, task="summarize")["id"]
+    assert [j["id"] for j in client.get("/v1/jobs?task=sentiment").json()["items"]] == [sentiment]
+    assert [j["id"] for j in client.get("/v1/jobs?task=summarization").json()["items"]] == [summary]
+    assert len(client.get("/v1/jobs?status=queued").json()["items"]) == 2
+    assert client.get("/v1/jobs?status=succeeded").json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    "query", ["status=done", "task=translate", "limit=0", "limit=5000", "cursor=garbage"]
+)
+def test_bad_list_queries_are_4xx_problems(client, query):
+    response = client.get(f"/v1/jobs?{query}")
+    assert 400 <= response.status_code < 500
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_docs_and_openapi_describe_the_bodies(client):
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"] == "#/components/schemas/JobCreate"
+    assert "JobInput" in spec["components"]["schemas"]
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}

@@ -1,0 +1,135 @@
+import json
+
+import pytest
+
+from shared.states import Task
+from tests.broker import published
+
+SENTIMENT = {"task": "sentiment", "input": {"texts": ["I love it", "meh"]}}
+
+
+def test_a_job_is_accepted_with_its_location(client, api_settings):
+    response = client.post("/v1/jobs", json=SENTIMENT)
+    assert response.status_code == 202
+    job = response.json()
+    assert job["status"] == "queued"
+    assert job["progress"] == {"total": 2, "done": 0, "errored": 0}
+    assert job["model"] == api_settings.sentiment_model
+    assert response.headers["location"].endswith(f"/v1/jobs/{job['id']}")
+    assert client.get(response.headers["location"]).json()["id"] == job["id"]
+
+
+def test_the_doorbell_carries_the_job_id_and_never_the_texts(client, api_settings):
+    job = client.post("/v1/jobs", json=SENTIMENT).json()
+    messages = published(api_settings, Task.SENTIMENT)
+    assert len(messages) == 1
+    _args, kwargs, _embed = messages[0]["body"]
+    assert kwargs == {"task": "sentiment", "job_id": job["id"]}
+    assert "I love it" not in messages[0]["raw"]
+
+
+def test_curl_without_a_content_type_header_works(client):
+    body = json.dumps(SENTIMENT)
+    response = client.post(
+        "/v1/jobs",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 202
+
+
+def test_summarization_options_are_kept(client):
+    response = client.post(
+        "/v1/jobs",
+        json={
+            "task": "summarize",
+            "input": {"text": "A long story."},
+            "options": {"max_length": 40, "min_length": 5, "num_beams": 2},
+        },
+    )
+    assert response.status_code == 202
+    assert response.json()["options"] == {"max_length": 40, "min_length": 5, "num_beams": 2}
+
+
+def problem(response, status, kind):
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status
+    if kind:
+        assert body["type"] == f"/problems/{kind}"
+    assert body["detail"]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "kind", "says"),
+    [
+        (b'{"task": "sentiment", "input": ', 400, "malformed-json", "not valid JSON"),
+        (b"", 400, "malformed-json", "empty"),
+        (b'{"task": "sentiment", "input": {"texts": ["caf\xe9"]}}', 400, "body-not-utf8", "0xe9"),
+        ({"task": "translate", "input": {"texts": ["a"]}}, 422, "invalid-request", "unknown task"),
+        ({"task": "sentiment"}, 422, "invalid-request", "input"),
+        ({"task": "sentiment", "input": {}}, 422, "invalid-request", "exactly one"),
+        ({"task": "sentiment", "input": {"texts": []}}, 422, "invalid-request", "at least one"),
+        ({"task": "sentiment", "input": {"texts": ["ok", ""]}}, 422, "invalid-request", "texts[1]"),
+        ({"task": "sentiment", "input": {"texts": ["x" * 101]}}, 422, "invalid-request", "101"),
+        ({"task": "sentiment", "input": {"texts": ["a"] * 6}}, 422, "invalid-request", "limit"),
+        (
+            {"task": "summarize", "input": {"text": "a"}, "options": {"beams": 4}},
+            422,
+            "invalid-request",
+            "unknown field 'beams'",
+        ),
+        (
+            {"task": "summarize", "input": {"text": "a"}, "options": {"num_beams": "4"}},
+            422,
+            "invalid-request",
+            "num_beams",
+        ),
+        ({"task": "sentiment", "input": {"texts": "not a list"}}, 422, "invalid-request", "texts"),
+        ([1, 2], 422, "invalid-request", "object"),
+        (
+            {"task": "sentiment", "input": {"texts": ["a" * 90] * 5}, "pad": "x" * 4000},
+            413,
+            None,
+            "",
+        ),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_written(
+    client, stored_rows, api_settings, payload, status, kind, says
+):
+    if isinstance(payload, bytes):
+        response = client.post(
+            "/v1/jobs", content=payload, headers={"content-type": "application/json"}
+        )
+    else:
+        response = client.post("/v1/jobs", json=payload)
+    body = problem(response, status, kind)
+    assert says in body["detail"]
+    assert stored_rows() == (0, 0)
+    assert published(api_settings, Task.SENTIMENT) == []
+
+
+def test_validation_problems_name_each_field(client):
+    body = problem(
+        client.post("/v1/jobs", json={"task": "nope", "input": {"texts": [""]}}),
+        422,
+        "invalid-request",
+    )
+    fields = {error["field"] for error in body["errors"]}
+    assert {"task", "input.texts"} <= fields
+
+
+def test_a_body_that_is_not_json_at_all_is_unsupported(client, stored_rows):
+    response = client.post(
+        "/v1/jobs", content=b"<xml/>", headers={"content-type": "application/xml"}
+    )
+    problem(response, 415, "unsupported-media-type")
+    assert stored_rows() == (0, 0)
+
+
+def test_problem_types_are_documented(client):
+    assert client.get("/problems/malformed-json").json()["status"] == 400
+    assert client.get("/problems/no-such-thing").status_code == 404

@@ -1,0 +1,107 @@
+"""Shared fixtures: tiny local models, and a real database and broker for each backend."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from shared.config import Settings
+from shared.db import Database
+from shared.migrate import upgrade
+from tests import services
+
+# Nothing a test does may reach the model hub: offline mode, and an endpoint on a closed
+# loopback port should anything ignore it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+for name in list(os.environ):
+    if name.startswith("TEXTQ_") and not name.startswith("TEXTQ_TEST_"):
+        del os.environ[name]
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@dataclass(frozen=True)
+class ModelDirs:
+    sentiment: Path
+    summarization: Path
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> ModelDirs:
+    """Build the tiny DistilBERT classifier and BART summarizer once per run."""
+    from tests.model_factory import build_sentiment_model, build_summarization_model
+
+    root = tmp_path_factory.mktemp("models")
+    return ModelDirs(
+        sentiment=build_sentiment_model(root / "sentiment"),
+        summarization=build_summarization_model(root / "summarization"),
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this run's own on the real Postgres, migrated once."""
+    url = services.create_postgres_database()
+    upgrade(url)
+    yield url
+    services.drop_postgres_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    services.redis_client()
+    return services.REDIS_URL
+
+
+def empty_postgres(url: str) -> None:
+    db = Database(url, application_name="textq-tests")
+    with db.write() as session:
+        session.execute(text("TRUNCATE job_items, jobs RESTART IDENTITY CASCADE"))
+    db.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(
+    backend: str, tmp_path: Path, model_dirs: ModelDirs, request: pytest.FixtureRequest
+) -> Iterator[Settings]:
+    """Settings for one test on a backend: SQLite + file broker, or Postgres + Redis."""
+    common = {
+        "data_dir": tmp_path / "data",
+        "queue_prefix": f"textq-test-{uuid.uuid4().hex[:8]}",
+        "sentiment_model": str(model_dirs.sentiment),
+        "summarization_model": str(model_dirs.summarization),
+        "dtype": "float32",
+    }
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'data' / 'textq.db'}"
+        upgrade(url)
+        yield Settings(**common)
+        return
+    postgres = request.getfixturevalue("postgres_url")
+    redis_url = request.getfixturevalue("redis_url")
+    empty_postgres(postgres)
+    yield Settings(database_url=postgres, broker_url=redis_url, **common)
+    client = services.redis_client()
+    for key in client.scan_iter(f"{common['queue_prefix']}*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.resolved_database_url, application_name="textq-tests")
+    yield database
+    database.dispose()

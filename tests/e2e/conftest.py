@@ -1,0 +1,65 @@
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from shared.migrate import upgrade
+from tests import services
+from tests.conftest import BACKENDS, ModelDirs
+from tests.e2e.polling import wait_for_job
+from tests.e2e.processes import Service, free_port, start, wait_until_ready
+
+
+def backend_env(backend: str, tmp, request: pytest.FixtureRequest) -> dict[str, str]:
+    env = {"TEXTQ_DATA_DIR": str(tmp / "data"), "TEXTQ_QUEUE_PREFIX": f"textq-e2e-{tmp.name}"}
+    if backend == "postgres":
+        url = services.create_postgres_database()
+        request.addfinalizer(lambda: services.drop_postgres_database(url))
+        request.getfixturevalue("redis_url")
+        env |= {"TEXTQ_DATABASE_URL": url, "TEXTQ_BROKER_URL": services.REDIS_URL}
+        upgrade(url)
+    else:
+        upgrade(f"sqlite:///{tmp / 'data' / 'textq.db'}")
+    return env
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def service(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    model_dirs: ModelDirs,
+) -> Iterator[Service]:
+    """`textq api` and `textq worker` as real processes, on SQLite or on Postgres + Redis."""
+    tmp = tmp_path_factory.mktemp(f"e2e-{request.param}")
+    port = free_port()
+    env = backend_env(request.param, tmp, request) | {
+        "TEXTQ_SENTIMENT_MODEL": str(model_dirs.sentiment),
+        "TEXTQ_SUMMARIZATION_MODEL": str(model_dirs.summarization),
+        "TEXTQ_DTYPE": "float32",
+        "TEXTQ_SWEEP_INTERVAL_S": "0.5",
+        "TEXTQ_LOG_LEVEL": "INFO",
+    }
+    svc = Service(base_url=f"http://127.0.0.1:{port}", env=env, logs=tmp / "logs")
+    svc.processes.append(start("api", ["api", "--port", str(port)], env, svc.logs))
+    svc.processes.append(start("worker", ["worker", "--device", "cpu"], env, svc.logs))
+    wait_until_ready(svc.base_url, svc.processes)
+    warm_up(svc)
+    yield svc
+    codes = {p.name: p.stop() for p in reversed(svc.processes)}
+    assert codes["worker"] == 0, svc.logs_text()
+
+
+def warm_up(svc: Service) -> None:
+    """Run one job through, so the worker has loaded its models before tests start."""
+    with httpx.Client(base_url=svc.base_url, timeout=30) as client:
+        job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "warm"}})
+        try:
+            wait_for_job(client, job.json()["id"], timeout_s=120)
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{svc.logs_text()}") from None
+
+
+@pytest.fixture
+def http(service: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.base_url, timeout=30) as client:
+        yield client

@@ -1,0 +1,101 @@
+"""`textq up`: the embedded default a new user starts with, and its clear start-up errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.e2e.polling import all_results, wait_for_job
+from tests.e2e.processes import free_port, start, wait_until_ready
+
+pytestmark = pytest.mark.e2e
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_up_serves_both_tasks_from_one_data_dir_and_stops_on_ctrl_c(tmp_path, model_dirs):
+    port = free_port()
+    data_dir = tmp_path / "textq-data"
+    env = {
+        "TEXTQ_DATA_DIR": str(data_dir),
+        "TEXTQ_SENTIMENT_MODEL": str(model_dirs.sentiment),
+        "TEXTQ_SUMMARIZATION_MODEL": str(model_dirs.summarization),
+    }
+    up = start("up", ["up", "--port", str(port)], env, tmp_path / "logs", own_group=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base, [up])
+        with httpx.Client(base_url=base, timeout=60) as http:
+            sentiment = http.post(
+                "/v1/jobs", json={"task": "sentiment", "input": {"texts": ["I love it", "meh"]}}
+            ).json()
+            summary = http.post(
+                "/v1/jobs", json={"task": "summarize", "input": {"text": "A short story."}}
+            ).json()
+            for job in (sentiment, summary):
+                assert wait_for_job(http, job["id"])["status"] == "succeeded", up.output()
+            assert {"label", "score", "scores"} <= set(all_results(http, sentiment["id"])[0])
+            assert "summary_text" in all_results(http, summary["id"])[0]
+            [answer] = http.post("/analyze", json={"text": "great"}).json()
+            assert set(answer) == {"label", "score"}
+    finally:
+        pgid = up.popen.pid
+        if up.popen.poll() is None:
+            os.killpg(pgid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        code = up.stop(signal.SIGINT)
+    assert code == 0, up.output()
+    deadline = time.monotonic() + 10
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not group_alive(pgid), "a textq process outlived Ctrl-C"
+    assert (data_dir / "textq.db").is_file()
+    assert (data_dir / "broker").is_dir()
+    assert "Traceback" not in up.output()
+
+
+def run_cli(args, env, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "textq", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_up_without_the_hub_says_which_setting_to_change(tmp_path):
+    # The defaults are hub ids; the hub is out of reach (offline mode, loopback endpoint).
+    result = run_cli(["up", "--port", str(free_port())], {"TEXTQ_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("textq:")]
+    assert len(lines) == 1, result.stderr
+    assert "distilbert/distilbert-base-uncased-finetuned-sst-2-english" in lines[0]
+    assert "TEXTQ_SENTIMENT_MODEL" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_with_a_missing_model_directory_names_the_setting(tmp_path, model_dirs):
+    result = run_cli(
+        ["worker", "--tasks", "summarize"],
+        {"TEXTQ_DATA_DIR": str(tmp_path), "TEXTQ_SUMMARIZATION_MODEL": str(tmp_path / "gone")},
+    )
+    assert result.returncode == 1
+    assert "TEXTQ_SUMMARIZATION_MODEL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_with_an_unknown_task_says_so(tmp_path):
+    result = run_cli(["worker", "--tasks", "translate"], {"TEXTQ_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 1
+    assert "unknown task" in result.stderr
+    assert "Traceback" not in result.stderr

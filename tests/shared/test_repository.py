@@ -1,0 +1,167 @@
+import threading
+import time
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+
+from shared import repository
+from shared.models import Base, Job, JobItem
+from shared.repository import Outcome
+from shared.states import ItemStatus, JobStatus, Task
+from tests.factories import claim, make_job
+
+
+def job_status(db, job_id):
+    with db.read() as session:
+        return session.get(Job, job_id)
+
+
+def test_migrations_build_exactly_the_models(db):
+    with db.engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_a_claim_takes_items_of_several_jobs_and_starts_them(db):
+    first = make_job(db, texts=["a", "b"])
+    second = make_job(db, texts=["c"])
+    claimed = claim(db)
+    assert [(i.job_id, i.index, i.text) for i in claimed.items] == [
+        (first.id, 0, "a"),
+        (first.id, 1, "b"),
+        (second.id, 0, "c"),
+    ]
+    for job_id in (first.id, second.id):
+        job = job_status(db, job_id)
+        assert job.status == JobStatus.RUNNING
+        assert job.model_revision == "rev-1"
+        assert job.started_at is not None
+    assert claim(db) is None
+
+
+def test_a_claim_stops_at_the_token_budget(db):
+    make_job(db, texts=["x" * 400] * 10)  # about 100 tokens each
+    claimed = claim(db, max_tokens=350)
+    assert len(claimed.items) == 3
+
+
+def test_a_worker_only_claims_jobs_of_its_task_and_model(db):
+    make_job(db, texts=["a"], model="model-b")
+    make_job(db, texts=["b"], task=Task.SUMMARIZE)
+    assert claim(db) is None
+    assert len(claim(db, model="model-b").items) == 1
+
+
+def test_outcomes_finish_the_job_with_the_right_status(db):
+    ok = make_job(db, texts=["a", "b"])
+    mixed = make_job(db, texts=["c", "d"])
+    claimed = claim(db)
+    outcomes = [
+        Outcome(item_id=i.id, result={"label": "POSITIVE"})
+        if i.text != "d"
+        else Outcome(item_id=i.id, error="boom")
+        for i in claimed.items
+    ]
+    with db.write() as session:
+        assert (
+            repository.record_outcomes(session, claim_token=claimed.token, outcomes=outcomes) == 4
+        )
+    assert job_status(db, ok.id).status == JobStatus.SUCCEEDED
+    finished = job_status(db, mixed.id)
+    assert finished.status == JobStatus.PARTIAL
+    assert (finished.done_items, finished.error_items) == (1, 1)
+    assert finished.finished_at is not None
+
+
+def test_an_outcome_from_a_lost_claim_is_dropped(db):
+    job = make_job(db, texts=["a"])
+    stale = claim(db, lease_s=0.01)
+    time.sleep(0.05)
+    with db.write() as session:
+        assert repository.expire_leases(session, max_attempts=3).repended == 1
+    fresh = claim(db)
+    item = fresh.items[0].id
+    with db.write() as session:
+        assert (
+            repository.record_outcomes(
+                session, claim_token=fresh.token, outcomes=[Outcome(item_id=item, result={"n": 2})]
+            )
+            == 1
+        )
+        assert (
+            repository.record_outcomes(
+                session, claim_token=stale.token, outcomes=[Outcome(item_id=item, result={"n": 1})]
+            )
+            == 0
+        )
+    with db.read() as session:
+        stored = session.get(JobItem, item)
+        assert stored.result == {"n": 2}
+        assert stored.attempts == 2
+    assert job_status(db, job.id).done_items == 1
+
+
+def test_an_item_whose_worker_keeps_dying_ends_in_an_error(db):
+    job = make_job(db, texts=["poison"])
+    for _ in range(2):
+        claim(db, lease_s=0.01)
+        time.sleep(0.03)
+        with db.write() as session:
+            repository.expire_leases(session, max_attempts=2)
+    finished = job_status(db, job.id)
+    assert finished.status == JobStatus.FAILED
+    with db.read() as session:
+        assert "lost 2 times" in session.scalar(select(JobItem.error))
+
+
+def test_a_released_claim_goes_back_without_costing_an_attempt(db):
+    make_job(db, texts=["a", "b"])
+    claimed = claim(db)
+    with db.write() as session:
+        assert repository.release_claim(session, claim_token=claimed.token) == 2
+    with db.read() as session:
+        rows = session.execute(select(JobItem.status, JobItem.attempts)).all()
+    assert set(rows) == {(ItemStatus.PENDING.value, 0)}
+
+
+def test_a_renewed_lease_does_not_expire(db):
+    make_job(db, texts=["a"])
+    claimed = claim(db, lease_s=0.05)
+    with db.write() as session:
+        repository.renew_lease(session, claim_token=claimed.token, lease_s=60)
+    time.sleep(0.1)
+    with db.write() as session:
+        assert repository.expire_leases(session, max_attempts=3).repended == 0
+
+
+def test_waiting_tasks_are_those_with_pending_items_and_no_live_claim(db):
+    make_job(db, texts=["a", "b"])
+    with db.read() as session:
+        assert repository.tasks_waiting_for_a_worker(session, list(Task)) == [Task.SENTIMENT]
+    claim(db, max_items=1)
+    with db.read() as session:
+        assert repository.tasks_waiting_for_a_worker(session, list(Task)) == []
+
+
+def test_concurrent_claims_never_share_an_item(db):
+    texts = [f"text {n}" for n in range(300)]
+    for start in range(0, 300, 50):
+        make_job(db, texts=texts[start : start + 50])
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def claimer():
+        while (claimed := claim(db, max_items=7)) is not None:
+            with lock:
+                seen.extend(item.id for item in claimed.items)
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(seen) == 300
+    assert len(set(seen)) == 300
+    with db.read() as session:
+        assert session.scalar(select(func.count()).where(JobItem.status == "running")) == 300

@@ -1,0 +1,63 @@
+from sqlalchemy import select
+
+from shared.models import Job, JobItem
+from shared.states import JobStatus, Task
+from tests.broker import published
+from tests.factories import make_job
+from worker import runtime as worker_runtime
+from worker.tasks import _work_on, drain_queue
+
+
+def jobs_of(db, task):
+    with db.read() as session:
+        return session.scalars(select(Job).where(Job.task == task.value)).all()
+
+
+def test_one_drain_batches_items_of_every_waiting_job(runtime, db, settings):
+    model = settings.sentiment_model
+    first = make_job(db, texts=["I love it", "meh"], model=model)
+    second = make_job(db, texts=["awful", "fine", "great"], model=model)
+    summary = make_job(
+        db, texts=["A story."], task=Task.SUMMARIZE, model=settings.summarization_model
+    )
+
+    assert drain_queue(runtime, Task.SENTIMENT) == 5
+    for job in jobs_of(db, Task.SENTIMENT):
+        assert job.status == JobStatus.SUCCEEDED
+        assert job.done_items == job.total_items
+        assert job.model_revision.startswith("sha256:")
+    with db.read() as session:
+        tokens = session.scalars(
+            select(JobItem.claim_token).where(JobItem.job_id.in_([first.id, second.id]))
+        ).all()
+    assert len(set(tokens)) == 1, "both jobs' texts should share one claim"
+    assert jobs_of(db, Task.SUMMARIZE)[0].status == JobStatus.QUEUED
+
+    assert drain_queue(runtime, Task.SUMMARIZE) == 1
+    with db.read() as session:
+        assert session.get(Job, summary.id).status == JobStatus.SUCCEEDED
+
+
+def test_a_drain_that_runs_out_of_time_rings_again(runtime, db, settings):
+    make_job(db, texts=["a", "b"], model=settings.sentiment_model)
+    runtime.settings = settings.model_copy(update={"drain_slice_s": 0.0})
+    assert drain_queue(runtime, Task.SENTIMENT) == 0
+    assert len(published(settings, Task.SENTIMENT)) == 1
+    assert jobs_of(db, Task.SENTIMENT)[0].status == JobStatus.QUEUED
+
+
+def test_shutdown_finishes_the_batch_and_hands_back_the_rest(runtime, db, settings):
+    make_job(db, texts=[f"text {n}" for n in range(6)], model=settings.sentiment_model)
+    runner = runtime.runners[Task.SENTIMENT]
+    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
+    from tests.factories import claim
+
+    claimed = claim(db, model=settings.sentiment_model)
+    worker_runtime.SHUTTING_DOWN.set()
+    try:
+        assert _work_on(runtime, runner, claimed) == 2
+    finally:
+        worker_runtime.SHUTTING_DOWN.clear()
+    with db.read() as session:
+        statuses = sorted(session.scalars(select(JobItem.status)).all())
+    assert statuses == ["done"] * 2 + ["pending"] * 4

@@ -1,0 +1,96 @@
+import uuid
+
+import pytest
+import torch
+from transformers import DistilBertForSequenceClassification
+
+from shared.repository import ClaimedItem
+from shared.states import Task
+from tests import reference
+from worker import models
+from worker.engine import BatchLimits, SentimentRunner, SummarizeRunner
+from worker.models import LoadedModel, ResolvedModel
+
+TEXTS = [
+    "I love it",
+    "meh",
+    "The delivery was late and the box was crushed, but support refunded me quickly.",
+    "Terrible. Would not buy again.",
+    "ok " * 300,  # longer than the model window: truncated like the pipeline does
+]
+
+
+def items(texts, options=None):
+    job = uuid.uuid4()
+    return [
+        ClaimedItem(id=n, job_id=job, index=n, text=t, options=options or {})
+        for n, t in enumerate(texts)
+    ]
+
+
+def load(path, task):
+    resolved = ResolvedModel(task=task, source=str(path), path=path, revision="test")
+    return models.load(resolved, device=torch.device("cpu"), dtype=torch.float32)
+
+
+def run_all(runner, claimed):
+    return {o.item_id: o for batch in runner.run(claimed) for o in batch}
+
+
+def test_sentiment_matches_the_model_run_one_text_at_a_time(model_dirs):
+    loaded = load(model_dirs.sentiment, Task.SENTIMENT)
+    runner = SentimentRunner(loaded, BatchLimits(max_tokens=2048, max_size=3))
+    outcomes = run_all(runner, items(TEXTS))
+    for n, expected in enumerate(reference.sentiment(model_dirs.sentiment, TEXTS)):
+        result = outcomes[n].result
+        assert result["scores"] == pytest.approx(expected, abs=1e-4)
+        assert result["label"] == max(expected, key=expected.get)
+        assert result["score"] == max(result["scores"].values())
+
+
+def test_summaries_match_the_model_generating_one_text_at_a_time(model_dirs):
+    loaded = load(model_dirs.summarization, Task.SUMMARIZE)
+    runner = SummarizeRunner(loaded, BatchLimits(max_tokens=4096, max_size=4))
+    outcomes = run_all(runner, items(TEXTS[:4]))
+    for n, expected in enumerate(reference.summaries(model_dirs.summarization, TEXTS[:4])):
+        assert outcomes[n].result == {"summary_text": expected}
+
+
+def test_job_options_override_the_models_decoding(model_dirs):
+    loaded = load(model_dirs.summarization, Task.SUMMARIZE)
+    runner = SummarizeRunner(loaded, BatchLimits(max_tokens=4096, max_size=4))
+    config = runner.generation_config({"max_length": 6, "num_beams": 1})
+    assert (config.max_length, config.num_beams, config.do_sample) == (6, 1, False)
+    assert config.min_length <= 6
+    assert config.no_repeat_ngram_size == 3  # untouched settings stay the model's own
+    outcome = run_all(runner, items(["a long text about many things"], {"max_length": 6}))[0]
+    tokens = loaded.tokenizer(outcome.result["summary_text"], add_special_tokens=False)
+    assert len(tokens["input_ids"]) <= 6
+
+
+POISON = "banana"
+
+
+class PoisonClassifier(DistilBertForSequenceClassification):
+    """A real classifier that fails on one word, as a model can on one odd input."""
+
+    poison_id: int
+
+    def forward(self, input_ids=None, **kwargs):
+        if (input_ids == self.poison_id).any():
+            raise RuntimeError("cannot process this input")
+        return super().forward(input_ids=input_ids, **kwargs)
+
+
+def test_one_bad_text_fails_alone_and_its_batch_mates_succeed(model_dirs):
+    loaded = load(model_dirs.sentiment, Task.SENTIMENT)
+    poisoned = PoisonClassifier.from_pretrained(model_dirs.sentiment).eval()
+    poisoned.poison_id = loaded.tokenizer.convert_tokens_to_ids(POISON)
+    assert poisoned.poison_id != loaded.tokenizer.unk_token_id
+    loaded = LoadedModel(**{**loaded.__dict__, "model": poisoned})
+    runner = SentimentRunner(loaded, BatchLimits(max_tokens=4096, max_size=8))
+    texts = ["fine", f"a {POISON} here", "also fine", "good"]
+    outcomes = run_all(runner, items(texts))
+    assert outcomes[1].error == "RuntimeError: cannot process this input"
+    assert outcomes[1].result is None
+    assert all(outcomes[n].result and outcomes[n].error is None for n in (0, 2, 3))
