@@ -1,0 +1,28 @@
+# One image for the API and the worker; the API never imports torch, so a slimmer API image
+# can be built with --build-arg EXTRAS= (no worker extra).
+FROM python:3.11-slim AS build
+ARG EXTRAS=worker
+# CPU wheels by default; for CUDA images pass e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu128
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY api api
+COPY worker worker
+COPY shared shared
+COPY textq textq
+RUN python -m venv /opt/textq \
+    && if [ -n "$EXTRAS" ]; then /opt/textq/bin/pip install --index-url "$TORCH_INDEX" "torch>=2.4"; fi \
+    && /opt/textq/bin/pip install ".${EXTRAS:+[$EXTRAS]}"
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 textq
+COPY --from=build /opt/textq /opt/textq
+ENV PATH=/opt/textq/bin:$PATH \
+    HF_HOME=/models \
+    TEXTQ_DATA_DIR=/data
+RUN mkdir -p /models /data && chown textq:textq /models /data
+USER textq
+EXPOSE 8000
+ENTRYPOINT ["textq"]
+CMD ["api", "--host", "0.0.0.0"]
