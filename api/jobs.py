@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
+from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
 from shared import repository
 from shared.celery_app import Doorbell
 from shared.config import Settings
@@ -17,29 +19,38 @@ from shared.schemas import JobLinks, JobRead, Progress
 from shared.states import JobStatus, Task
 
 
-def submit(
-    *,
-    db: Database,
-    doorbell: Doorbell,
-    settings: Settings,
-    tenant_id: str,
-    task: Task,
-    texts: list[str],
-    options: dict[str, Any],
-) -> Job:
-    """Store a job and its items in one transaction, then ring the task's doorbell."""
-    with db.write() as session:
-        job = repository.create_job(
-            session,
-            tenant_id=tenant_id,
-            task=task,
-            model=settings.model_for(task),
-            options=options,
-            texts=texts,
-        )
-    # Only after commit: a worker woken earlier could look before the rows exist.
-    doorbell.ring(task, job_id=job.id)
-    return job
+@dataclass(frozen=True)
+class Submitter:
+    """Submits jobs for the calling tenant."""
+
+    db: Database
+    doorbell: Doorbell
+    settings: Settings
+    tenant_id: str
+
+    def submit(self, task: Task, texts: list[str], options: dict[str, Any]) -> Job:
+        """Store a job and its items in one transaction, then ring the task's doorbell."""
+        with self.db.write() as session:
+            job = repository.create_job(
+                session,
+                tenant_id=self.tenant_id,
+                task=task,
+                model=self.settings.model_for(task),
+                options=options,
+                texts=texts,
+            )
+        # Only after commit: a worker woken earlier could look before the rows exist.
+        self.doorbell.ring(task, job_id=job.id)
+        return job
+
+
+def get_submitter(
+    db: DatabaseDep, doorbell: DoorbellDep, settings: SettingsDep, tenant_id: TenantDep
+) -> Submitter:
+    return Submitter(db=db, doorbell=doorbell, settings=settings, tenant_id=tenant_id)
+
+
+SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 
 
 def parse_job_id(raw: str) -> uuid.UUID:

@@ -15,8 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api.body import json_body, request_body_doc
-from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
-from api.jobs import present, submit
+from api.jobs import Submitter, SubmitterDep, present
 from shared import repository
 from shared.db import Database
 from shared.errors import InferenceFailed
@@ -33,79 +32,46 @@ ACCEPTED_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post(
-    "/analyze",
-    response_model=list[ClassicLabel],
-    responses=ACCEPTED_RESPONSE,
-    openapi_extra=request_body_doc(ClassicTextRequest),
-)
-@router.post(
-    "/v1/analyze",
-    response_model=list[ClassicLabel],
-    responses=ACCEPTED_RESPONSE,
-    openapi_extra=request_body_doc(ClassicTextRequest),
-)
 async def analyze(
     body: Annotated[ClassicTextRequest, Depends(json_body(ClassicTextRequest))],
     request: Request,
-    db: DatabaseDep,
-    doorbell: DoorbellDep,
-    settings: SettingsDep,
-    tenant_id: TenantDep,
+    submitter: SubmitterDep,
 ) -> Any:
     """Label one text and answer `[{"label": ..., "score": ...}]`, as the pipeline did."""
-    return await _run_and_wait(
-        request, db, doorbell, settings, tenant_id, Task.SENTIMENT, body.text, {}
-    )
+    return await _run_and_wait(request, submitter, Task.SENTIMENT, body.text, {})
 
 
-@router.post(
-    "/summarize",
-    response_model=list[ClassicSummary],
-    responses=ACCEPTED_RESPONSE,
-    openapi_extra=request_body_doc(ClassicSummarizeRequest),
-)
-@router.post(
-    "/v1/summarize",
-    response_model=list[ClassicSummary],
-    responses=ACCEPTED_RESPONSE,
-    openapi_extra=request_body_doc(ClassicSummarizeRequest),
-)
 async def summarize(
     body: Annotated[ClassicSummarizeRequest, Depends(json_body(ClassicSummarizeRequest))],
     request: Request,
-    db: DatabaseDep,
-    doorbell: DoorbellDep,
-    settings: SettingsDep,
-    tenant_id: TenantDep,
+    submitter: SubmitterDep,
 ) -> Any:
     """Summarize one text and answer `[{"summary_text": ...}]`, as the pipeline did."""
-    return await _run_and_wait(
-        request, db, doorbell, settings, tenant_id, Task.SUMMARIZE, body.text, body.options()
-    )
+    return await _run_and_wait(request, submitter, Task.SUMMARIZE, body.text, body.options())
+
+
+for _endpoint, _name, _answer, _body in (
+    (analyze, "analyze", ClassicLabel, ClassicTextRequest),
+    (summarize, "summarize", ClassicSummary, ClassicSummarizeRequest),
+):
+    for _prefix in ("", "/v1"):
+        router.add_api_route(
+            f"{_prefix}/{_name}",
+            _endpoint,
+            methods=["POST"],
+            response_model=list[_answer],  # type: ignore[valid-type]
+            responses=ACCEPTED_RESPONSE,
+            openapi_extra=request_body_doc(_body),
+        )
 
 
 async def _run_and_wait(
-    request: Request,
-    db: Database,
-    doorbell: Any,
-    settings: Any,
-    tenant_id: str,
-    task: Task,
-    text: str,
-    options: dict[str, Any],
+    request: Request, submitter: Submitter, task: Task, text: str, options: dict[str, Any]
 ) -> Any:
-    job = await run_in_threadpool(
-        submit,
-        db=db,
-        doorbell=doorbell,
-        settings=settings,
-        tenant_id=tenant_id,
-        task=task,
-        texts=[text],
-        options=options,
+    job = await run_in_threadpool(submitter.submit, task, [text], options)
+    finished = await _wait_for(
+        submitter.db, submitter.tenant_id, job.id, submitter.settings.sync_timeout_s
     )
-    finished = await _wait_for(db, tenant_id, job.id, settings.sync_timeout_s)
     if finished is None:
         read = present(job, request)
         return JSONResponse(

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from api import cursors
 from api.body import json_body, request_body_doc
-from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
-from api.jobs import parse_job_id, present, submit
+from api.deps import DatabaseDep, TenantDep
+from api.jobs import SubmitterDep, parse_job_id, present
 from shared import repository
 from shared.errors import InvalidRequest, JobNotFinished
 from shared.repository import StoredOutcome
@@ -40,21 +40,10 @@ def create_job(
     body: Annotated[JobCreate, Depends(json_body(JobCreate))],
     request: Request,
     response: Response,
-    db: DatabaseDep,
-    doorbell: DoorbellDep,
-    settings: SettingsDep,
-    tenant_id: TenantDep,
+    submitter: SubmitterDep,
 ) -> JobRead:
     """Submit a job; it runs in the background. Poll the `Location` it returns."""
-    job = submit(
-        db=db,
-        doorbell=doorbell,
-        settings=settings,
-        tenant_id=tenant_id,
-        task=body.task,
-        texts=body.input.all_texts(),
-        options=body.options,
-    )
+    job = submitter.submit(body.task, body.input.all_texts(), body.options)
     read = present(job, request)
     response.headers["Location"] = read.links.self
     return read
