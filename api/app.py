@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from api.errors import install_error_handlers
 from api.routes import classic, health, jobs, problems
+from api.waiting import JobWaiter
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings, get_settings
 from shared.db import Database
@@ -29,7 +30,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings.resolved_database_url, application_name="textq-api")
         app.state.doorbell = Doorbell(create_celery(settings), settings)
+        app.state.waiter = JobWaiter(app.state.db)
+        app.state.waiter.start()
         yield
+        app.state.waiter.stop()
         app.state.db.dispose()
 
     app = FastAPI(

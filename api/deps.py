@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.waiting import JobWaiter
 from shared.celery_app import Doorbell
 from shared.config import Settings
 from shared.db import Database
@@ -24,6 +25,10 @@ def get_doorbell(request: Request) -> Doorbell:
     return request.app.state.doorbell  # type: ignore[no-any-return]
 
 
+def get_waiter(request: Request) -> JobWaiter:
+    return request.app.state.waiter  # type: ignore[no-any-return]
+
+
 def get_tenant_id() -> str:
     """Return the caller's tenant (one default tenant until API keys arrive)."""
     return DEFAULT_TENANT_ID
@@ -33,3 +38,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_db)]
 DoorbellDep = Annotated[Doorbell, Depends(get_doorbell)]
 TenantDep = Annotated[str, Depends(get_tenant_id)]
+WaiterDep = Annotated[JobWaiter, Depends(get_waiter)]

@@ -24,6 +24,8 @@ from shared.states import (
 )
 
 INSERT_CHUNK_ROWS = 1000
+# Postgres channel a job's id is sent on when it finishes (API requests wait on it).
+JOB_FINISHED_CHANNEL = "textq_job_finished"
 # A rough characters-per-token ratio, only to size a claim before the worker tokenizes.
 CHARS_PER_TOKEN_ESTIMATE = 4
 
@@ -336,6 +338,7 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
         .with_for_update()
     ).all()
     now = utcnow()
+    notify = session.get_bind().dialect.name == "postgresql"
     for job_id, done, errored in complete:
         target = outcome_status(done=done, errored=errored)
         session.execute(
@@ -343,6 +346,8 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
             .where(Job.id == job_id, Job.status.in_(_values(job_sources(target))))
             .values(status=target.value, finished_at=now)
         )
+        if notify:  # delivered when this transaction commits, never before
+            session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
     return [row.id for row in complete]
 
 

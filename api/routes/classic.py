@@ -9,13 +9,14 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from api.body import json_body, request_body_doc
+from api.deps import WaiterDep
 from api.jobs import Submitter, SubmitterDep, present
+from api.waiting import JobWaiter
 from shared import repository
 from shared.db import Database
 from shared.errors import InferenceFailed
@@ -25,8 +26,6 @@ from shared.states import TERMINAL_JOB_STATUSES, JobStatus, Task
 
 router = APIRouter(tags=["classic"])
 
-FIRST_POLL_S = 0.02
-MAX_POLL_S = 0.25
 ACCEPTED_RESPONSE: dict[int | str, dict[str, Any]] = {
     202: {"description": "Still running after the timeout: the job, to poll."}
 }
@@ -36,18 +35,22 @@ async def analyze(
     body: Annotated[ClassicTextRequest, Depends(json_body(ClassicTextRequest))],
     request: Request,
     submitter: SubmitterDep,
+    waiter: WaiterDep,
 ) -> Any:
     """Label one text and answer `[{"label": ..., "score": ...}]`, as the pipeline did."""
-    return await _run_and_wait(request, submitter, Task.SENTIMENT, body.text, {})
+    return await _run_and_wait(request, submitter, waiter, Task.SENTIMENT, body.text, {})
 
 
 async def summarize(
     body: Annotated[ClassicSummarizeRequest, Depends(json_body(ClassicSummarizeRequest))],
     request: Request,
     submitter: SubmitterDep,
+    waiter: WaiterDep,
 ) -> Any:
     """Summarize one text and answer `[{"summary_text": ...}]`, as the pipeline did."""
-    return await _run_and_wait(request, submitter, Task.SUMMARIZE, body.text, body.options())
+    return await _run_and_wait(
+        request, submitter, waiter, Task.SUMMARIZE, body.text, body.options()
+    )
 
 
 for _endpoint, _name, _answer, _body in (
@@ -66,11 +69,18 @@ for _endpoint, _name, _answer, _body in (
 
 
 async def _run_and_wait(
-    request: Request, submitter: Submitter, task: Task, text: str, options: dict[str, Any]
+    request: Request,
+    submitter: Submitter,
+    waiter: JobWaiter,
+    task: Task,
+    text: str,
+    options: dict[str, Any],
 ) -> Any:
     job = await run_in_threadpool(submitter.submit, task, [text], options)
-    finished = await _wait_for(
-        submitter.db, submitter.tenant_id, job.id, submitter.settings.sync_timeout_s
+    finished = await waiter.wait(
+        job.id,
+        lambda: _outcome_if_finished(submitter.db, submitter.tenant_id, job.id),
+        submitter.settings.sync_timeout_s,
     )
     if finished is None:
         read = present(job, request)
@@ -83,21 +93,6 @@ async def _run_and_wait(
     if task is Task.SENTIMENT:
         return [{"label": result["label"], "score": result["score"]}]
     return [{"summary_text": result["summary_text"]}]
-
-
-async def _wait_for(
-    db: Database, tenant_id: str, job_id: uuid.UUID, timeout_s: float
-) -> tuple[dict[str, Any] | None, str | None] | None:
-    """Poll until the job finishes; return its one item's (result, error), or None on timeout."""
-    delay = FIRST_POLL_S
-    with anyio.move_on_after(timeout_s):
-        while True:
-            outcome = await run_in_threadpool(_outcome_if_finished, db, tenant_id, job_id)
-            if outcome is not None:
-                return outcome
-            await anyio.sleep(delay)
-            delay = min(delay * 2, MAX_POLL_S)
-    return None
 
 
 def _outcome_if_finished(

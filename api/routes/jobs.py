@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 
 from api import cursors
 from api.body import json_body, request_body_doc
-from api.deps import DatabaseDep, TenantDep
+from api.deps import DatabaseDep, TenantDep, WaiterDep
 from api.jobs import SubmitterDep, parse_job_id, present
 from shared import repository
 from shared.errors import InvalidRequest, JobNotFinished
+from shared.models import Job
 from shared.repository import StoredOutcome
 from shared.schemas import (
     ItemFailure,
@@ -28,6 +30,7 @@ from shared.states import TERMINAL_JOB_STATUSES, ItemStatus, JobStatus, Task
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_PAGE = 1000
+MAX_WAIT_S = 60
 
 
 @router.post(
@@ -79,11 +82,35 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobRead)
-def get_job(job_id: str, request: Request, db: DatabaseDep, tenant_id: TenantDep) -> JobRead:
-    """Return a job's status, progress, timings and model."""
-    with db.read() as session:
-        job = repository.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+async def get_job(
+    job_id: str,
+    request: Request,
+    db: DatabaseDep,
+    waiter: WaiterDep,
+    tenant_id: TenantDep,
+    wait_s: float = Query(
+        default=0,
+        ge=0,
+        le=MAX_WAIT_S,
+        description="Hold the answer until the job finishes or this many seconds pass.",
+    ),
+) -> JobRead:
+    """Return a job's status, progress, timings and model (optionally waiting for its end)."""
+    parsed = parse_job_id(job_id)
+
+    def read() -> Job:
+        with db.read() as session:
+            return repository.get_job(session, tenant_id=tenant_id, job_id=parsed)
+
+    job = await run_in_threadpool(read)
+    if wait_s > 0 and JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
+        finished = await waiter.wait(parsed, lambda: _if_finished(read()), wait_s)
+        job = finished if finished is not None else await run_in_threadpool(read)
     return present(job, request)
+
+
+def _if_finished(job: Job) -> Job | None:
+    return job if JobStatus(job.status) in TERMINAL_JOB_STATUSES else None
 
 
 @router.get("/{job_id}/results", response_model=ResultPage)

@@ -1,0 +1,53 @@
+import threading
+import time
+
+from api.waiting import NOTIFIED_RECHECK_S
+from shared import repository
+from shared.repository import Outcome
+from tests.factories import claim
+
+
+def finish_all(db, model):
+    claimed = claim(db, model=model)
+    with db.write() as session:
+        repository.record_outcomes(
+            session,
+            claim_token=claimed.token,
+            outcomes=[Outcome(item_id=i.id, result={"label": "POSITIVE"}) for i in claimed.items],
+        )
+
+
+def test_a_waiting_read_returns_as_soon_as_the_job_finishes(client, db, api_settings):
+    job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "a"}}).json()
+    answer = {}
+
+    def wait():
+        started = time.monotonic()
+        answer["job"] = client.get(f"/v1/jobs/{job['id']}", params={"wait_s": 20}).json()
+        answer["took_s"] = time.monotonic() - started
+
+    waiting = threading.Thread(target=wait)
+    waiting.start()
+    time.sleep(0.3)
+    assert waiting.is_alive(), "the read should still be waiting for the job"
+    finish_all(db, api_settings.sentiment_model)
+    waiting.join(timeout=25)
+    assert answer["job"]["status"] == "succeeded"
+    # Woken by the finish (a Postgres notification, or SQLite's backoff polling), well before
+    # the slow re-check that covers lost notifications.
+    assert answer["took_s"] < 0.3 + NOTIFIED_RECHECK_S / 2
+
+
+def test_a_waiting_read_gives_up_after_wait_s_with_the_job_as_it_is(client):
+    job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "a"}}).json()
+    started = time.monotonic()
+    answer = client.get(f"/v1/jobs/{job['id']}", params={"wait_s": 0.5}).json()
+    assert answer["status"] == "queued"
+    assert time.monotonic() - started >= 0.5
+
+
+def test_wait_s_is_bounded(client):
+    job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "a"}}).json()
+    response = client.get(f"/v1/jobs/{job['id']}", params={"wait_s": 3600})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
