@@ -51,7 +51,6 @@ def create_celery(settings: Settings) -> Celery:
         task_create_missing_queues=True,
         task_default_queue=f"{settings.queue_prefix}.default",
         worker_prefetch_multiplier=1,
-        worker_proc_alive_timeout=settings.model_load_timeout_s,
         # A drain interrupted by a lost connection keeps going; its claims stay valid and a
         # re-delivered doorbell finds nothing left to claim.
         worker_cancel_long_running_tasks_on_connection_loss=False,

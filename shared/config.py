@@ -48,7 +48,6 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     sweep_interval_s: float = Field(default=5.0, gt=0)
     drain_slice_s: float = Field(default=20.0, gt=0)
-    model_load_timeout_s: float = Field(default=600.0, gt=0)
 
     max_text_chars: int = Field(default=50_000, ge=1)
     max_items_per_job: int = Field(default=10_000, ge=1)

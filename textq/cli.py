@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import threading
 from typing import Annotated
 
 import typer
 
 from shared.config import Settings, get_settings
 from shared.logs import configure_logging
+from textq.supervise import WorkerSupervisor
 
 app = typer.Typer(
     help="textq: sentiment and summarization with Hugging Face models as durable jobs.",
@@ -24,7 +21,6 @@ models_app = typer.Typer(help="Manage the models workers serve.", no_args_is_hel
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 
-WORKER_STOP_TIMEOUT_S = 120
 HostOption = Annotated[str | None, typer.Option(help="Interface to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
 
@@ -42,7 +38,6 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     configure_logging(settings.log_level)
     _upgrade(settings, wait_s=0)
     _preflight_models(settings, settings.worker_tasks)
-    worker = subprocess.Popen([sys.executable, "-m", "textq", "worker"])
     host, port = host or settings.api_host, port or settings.api_port
     typer.echo(
         f"textq is up: API on http://{host}:{port} (docs at /docs), one worker, "
@@ -50,15 +45,16 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
         "Ctrl-C stops both."
     )
     server = _api_server(settings, host, port)
-    threading.Thread(target=_stop_api_when_worker_exits, args=(worker, server), daemon=True).start()
+    worker = WorkerSupervisor(on_give_up=lambda: setattr(server, "should_exit", True))
+    worker.start()
     try:
         server.run()
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the Ctrl-C it shut down on; stopping is what was asked
     finally:
-        code = _stop_worker(worker)
-    if code not in (0, -signal.SIGTERM, -signal.SIGINT):
-        raise fail(f"the worker exited with status {code}")
+        worker.stop()
+    if worker.gave_up:
+        raise fail("stopped because the worker could not stay up; see its log above")
 
 
 def _api_server(settings: Settings, host: str, port: int):  # type: ignore[no-untyped-def]
@@ -70,22 +66,6 @@ def _api_server(settings: Settings, host: str, port: int):  # type: ignore[no-un
         create_app(settings), host=host, port=port, log_level=settings.log_level.lower()
     )
     return uvicorn.Server(config)
-
-
-def _stop_api_when_worker_exits(worker: subprocess.Popen[bytes], server) -> None:  # type: ignore[no-untyped-def]
-    worker.wait()
-    server.should_exit = True
-
-
-def _stop_worker(worker: subprocess.Popen[bytes]) -> int:
-    """Ask the worker to finish its batch and stop; kill it if it does not in time."""
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)
-    try:
-        return worker.wait(WORKER_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        return worker.wait()
 
 
 @app.command()
@@ -118,7 +98,6 @@ def worker(
         str | None,
         typer.Option(help="Comma-separated tasks to serve: sentiment,summarize."),
     ] = None,
-    concurrency: Annotated[int, typer.Option(help="Pool processes (keep 1 per GPU).")] = 1,
 ) -> None:
     """Run a worker that keeps its models warm on one device and drains its task queues."""
     if device:
@@ -131,25 +110,14 @@ def worker(
     except Exception as error:
         raise fail(str(error).splitlines()[-1] if str(error) else repr(error)) from None
     configure_logging(settings.log_level)
-    from worker import runtime
-
     resolved = _preflight_models(settings, settings.worker_tasks)
-    runtime.RESOLVED.update(resolved)
-    from worker.celery_app import app as celery_app
+    from worker.main import serve
+    from worker.models import ModelUnavailable
 
-    queues = [settings.queue_for(task) for task in resolved]
-    celery_app.worker_main(
-        [
-            "worker",
-            f"--loglevel={settings.log_level}",
-            f"--concurrency={concurrency}",
-            "--pool=prefork",
-            f"--queues={','.join(queues)}",
-            f"--hostname={runtime.worker_name(settings)}",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
+    try:
+        serve(settings, resolved)
+    except ModelUnavailable as error:
+        raise fail(str(error)) from None
 
 
 def _preflight_models(settings: Settings, task_names: str):  # type: ignore[no-untyped-def]

@@ -58,13 +58,16 @@ class Runner:
     def run(self, items: Sequence[ClaimedItem]) -> Iterator[list[Outcome]]:
         """Yield the outcomes of each batch as soon as it is done."""
         for group in self._groups(items):
-            encoded = self._encode([item.text for item in group])
-            lengths = [len(ids) for ids in encoded]
+            encoded, failures = self._encode_each(group)
+            if failures:
+                yield failures
+                group = [item for item in group if item.id in encoded]
+            lengths = [len(encoded[item.id]) for item in group]
             for positions in plan_batches(
                 lengths, max_tokens=self.limits.max_tokens, max_size=self.limits.max_size
             ):
                 batch = [group[p] for p in positions]
-                yield self._run_isolated(batch, [encoded[p] for p in positions])
+                yield self._run_isolated(batch, [encoded[item.id] for item in batch])
 
     def _groups(self, items: Sequence[ClaimedItem]) -> list[list[ClaimedItem]]:
         """Split items into groups that may share a batch (same decoding options)."""
@@ -72,6 +75,24 @@ class Runner:
         for item in items:
             groups.setdefault(json.dumps(item.options, sort_keys=True), []).append(item)
         return list(groups.values())
+
+    def _encode_each(
+        self, items: Sequence[ClaimedItem]
+    ) -> tuple[dict[int, list[int]], list[Outcome]]:
+        """Tokenize all items at once; if that fails, one by one, so one bad text fails alone."""
+        try:
+            encoded = self._encode([item.text for item in items])
+            return {item.id: ids for item, ids in zip(items, encoded, strict=True)}, []
+        except Exception:
+            pass
+        by_id: dict[int, list[int]] = {}
+        failures = []
+        for item in items:
+            try:
+                by_id[item.id] = self._encode([item.text])[0]
+            except Exception as error:
+                failures.append(_failure(item, error))
+        return by_id, failures
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         tokenizer = self.loaded.tokenizer
@@ -86,13 +107,7 @@ class Runner:
             return self._forward(batch, encoded)
         except Exception as error:
             if len(batch) == 1:
-                log.warning(
-                    "item %s failed: %s",
-                    batch[0].id,
-                    error,
-                    extra={"action": "item_failed", "job_id": str(batch[0].job_id)},
-                )
-                return [Outcome(item_id=batch[0].id, error=f"{type(error).__name__}: {error}")]
+                return [_failure(batch[0], error)]
             log.warning(
                 "batch of %d failed (%s); retrying its items one by one",
                 len(batch),
@@ -170,6 +185,16 @@ class SummarizeRunner(Runner):
             overrides["min_length"] = min(generation.min_length or 0, overrides["max_length"])
         generation.update(**overrides)
         return generation
+
+
+def _failure(item: ClaimedItem, error: Exception) -> Outcome:
+    log.warning(
+        "item %s failed: %s",
+        item.id,
+        error,
+        extra={"action": "item_failed", "job_id": str(item.job_id)},
+    )
+    return Outcome(item_id=item.id, error=f"{type(error).__name__}: {error}")
 
 
 RUNNERS: dict[Task, type[Runner]] = {

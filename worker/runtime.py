@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 
 from shared.celery_app import Doorbell, create_celery
@@ -17,9 +17,8 @@ from worker.engine import BatchLimits, Runner, make_runner
 
 log = logging.getLogger(__name__)
 
-# Set by the worker's main process when it starts a warm shutdown; pool processes forked
-# from it see the same event and stop after the batch they are running.
-SHUTTING_DOWN = multiprocessing.Event()
+# Set when the worker starts a warm shutdown; a drain stops after the batch it is running.
+SHUTTING_DOWN = threading.Event()
 
 
 def worker_tasks(settings: Settings) -> list[Task]:
@@ -33,13 +32,9 @@ def worker_name(settings: Settings) -> str:
     return f"textq-worker-{device}@{socket.gethostname()}"
 
 
-# Filled by `textq worker` before the pool forks, so pool processes skip the hub lookups.
-RESOLVED: dict[Task, models.ResolvedModel] = {}
-
-
 @dataclass
 class WorkerRuntime:
-    """A pool process's warm state; built once per process, used by every task it runs."""
+    """A worker's warm state; built once per process, used by every task it runs."""
 
     settings: Settings
     db: Database
@@ -48,7 +43,9 @@ class WorkerRuntime:
     runners: dict[Task, Runner] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, settings: Settings) -> WorkerRuntime:
+    def start(
+        cls, settings: Settings, resolved: dict[Task, models.ResolvedModel] | None = None
+    ) -> WorkerRuntime:
         """Connect to the database and broker and load every served model onto the device."""
         name = f"{worker_name(settings)}:{os.getpid()}"
         db = Database(
@@ -64,8 +61,8 @@ class WorkerRuntime:
         device = models.pick_device(settings.device)
         dtype = models.pick_dtype(settings.dtype, device)
         for task in worker_tasks(settings):
-            resolved = RESOLVED.get(task) or models.resolve(settings, task)
-            loaded = models.load(resolved, device=device, dtype=dtype)
+            found = (resolved or {}).get(task) or models.resolve(settings, task)
+            loaded = models.load(found, device=device, dtype=dtype)
             limits = BatchLimits(
                 max_tokens=settings.max_batch_tokens,
                 max_size=(
@@ -90,7 +87,7 @@ def install(runtime: WorkerRuntime) -> None:
 
 
 def current() -> WorkerRuntime:
-    """Return this process's runtime (the pool process built it at start)."""
+    """Return this process's runtime (built when the worker started)."""
     if _current is None:
         raise RuntimeError("the worker runtime was not started in this process")
     return _current

@@ -3,30 +3,31 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, ClassVar
-
-from celery import bootsteps
+import threading
+import time
 
 from shared import repository
-from shared.celery_app import Doorbell
+from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings
 from shared.db import Database
 from shared.states import Task
 
 log = logging.getLogger(__name__)
 
+UNSERVED_WARNING_EVERY_S = 300.0
+
 
 class Sweeper:
     """One sweep: re-pend items of dead workers, then ring for pending work nobody is doing."""
 
     def __init__(
-        self, *, settings: Settings, db: Database, doorbell: Doorbell, tasks: Sequence[Task]
+        self, *, settings: Settings, db: Database, doorbell: Doorbell, served: dict[Task, str]
     ) -> None:
         self.settings = settings
         self.db = db
         self.doorbell = doorbell
-        self.tasks = list(tasks)
+        self.served = served
+        self._warned_at: dict[tuple[Task, str], float] = {}
 
     def sweep(self) -> None:
         """Run one sweep; never raises (a sweep that fails is simply tried again later)."""
@@ -41,40 +42,62 @@ class Sweeper:
                     extra={"action": "leases_expired"},
                 )
             with self.db.read() as session:
-                waiting = repository.tasks_waiting_for_a_worker(session, self.tasks)
+                waiting = repository.tasks_waiting_for_a_worker(session, self.served)
+                awaited = {task: repository.models_awaited(session, task) for task in self.served}
             for task in waiting:
                 self.doorbell.ring(task)
+            self._warn_about_unserved_models(awaited)
         except Exception as error:
             log.warning("sweep failed: %s", error, extra={"action": "sweep_failed"})
 
+    def _warn_about_unserved_models(self, awaited: dict[Task, dict[str, int]]) -> None:
+        """Say when jobs wait for a model this worker does not serve (rate-limited).
 
-class SweeperStep(bootsteps.StartStopStep):
-    """Runs the sweeper on the worker main process's timer (the worker loop, not a beat)."""
+        Without a worker for their model such jobs would wait silently forever.
+        """
+        now = time.monotonic()
+        for task, counts in awaited.items():
+            for model, jobs in counts.items():
+                key = (task, model)
+                recently = now - self._warned_at.get(key, -UNSERVED_WARNING_EVERY_S)
+                if model == self.served[task] or recently < UNSERVED_WARNING_EVERY_S:
+                    continue
+                self._warned_at[key] = now
+                log.warning(
+                    "%d %s jobs wait for model %r; this worker serves %r. Unless another "
+                    "worker serves that model, set %s to it",
+                    jobs,
+                    task.value,
+                    model,
+                    self.served[task],
+                    self.settings.model_setting_name(task),
+                    extra={"action": "model_unserved", "task": task.value},
+                )
 
-    requires: ClassVar[set[str]] = {"celery.worker.components:Timer"}
 
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        self.sweeper: Sweeper | None = None
-        self.tref: Any = None
+class SweeperThread:
+    """Sweeps every TEXTQ_SWEEP_INTERVAL_S on a thread of the worker, with its own connections."""
 
-    def start(self, parent: Any) -> None:
-        from shared.config import get_settings
-        from worker.runtime import worker_tasks
-
-        settings = get_settings()
+    def __init__(self, settings: Settings, *, served: dict[Task, str]) -> None:
         self.sweeper = Sweeper(
             settings=settings,
             db=Database(settings.resolved_database_url, application_name="textq-sweeper"),
-            doorbell=Doorbell(parent.app, settings),
-            tasks=worker_tasks(settings),
+            doorbell=Doorbell(create_celery(settings), settings),
+            served=served,
         )
-        parent.timer.call_after(0.0, self.sweeper.sweep)
-        self.tref = parent.timer.call_repeatedly(settings.sweep_interval_s, self.sweeper.sweep)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="textq-sweeper", daemon=True)
 
-    def stop(self, parent: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
-        if self.sweeper is not None:
-            self.sweeper.db.dispose()
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=self.sweeper.settings.sweep_interval_s + 5)
+        self.sweeper.db.dispose()
+
+    def _run(self) -> None:
+        while True:
+            self.sweeper.sweep()
+            if self._stopped.wait(self.sweeper.settings.sweep_interval_s):
+                return

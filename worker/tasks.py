@@ -72,19 +72,20 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
     """Run a claim's batches, recording each batch's outcomes as soon as it is done."""
     recorded = 0
     started = time.perf_counter()
-    with LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s):
-        for outcomes in runner.run(claim.items):
-            with runtime.db.write() as session:
-                recorded += repository.record_outcomes(
-                    session, claim_token=claim.token, outcomes=outcomes
-                )
-            if SHUTTING_DOWN.is_set():
-                break
-    if recorded < len(claim.items):
-        with runtime.db.write() as session:
-            released = repository.release_claim(session, claim_token=claim.token)
-        if released:
-            log.info("handed %d claimed items back to the queue", released)
+    try:
+        with LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s):
+            for outcomes in runner.run(claim.items):
+                with runtime.db.write() as session:
+                    recorded += repository.record_outcomes(
+                        session, claim_token=claim.token, outcomes=outcomes
+                    )
+                if SHUTTING_DOWN.is_set():
+                    break
+    finally:
+        # Whatever stopped us (shutdown, a database blip), the rest goes back now rather
+        # than when the lease lapses, and without using up an attempt.
+        if recorded < len(claim.items):
+            _release(runtime, claim)
     log.info(
         "%s: %d items in %.2f s",
         runner.task.value,
@@ -93,3 +94,14 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
         extra={"action": "claim_done", "task": runner.task.value},
     )
     return recorded
+
+
+def _release(runtime: WorkerRuntime, claim: repository.Claim) -> None:
+    try:
+        with runtime.db.write() as session:
+            released = repository.release_claim(session, claim_token=claim.token)
+    except Exception as error:  # the lease lapsing is the fallback
+        log.warning("could not hand back a claim: %s", error, extra={"action": "release"})
+        return
+    if released:
+        log.info("handed %d claimed items back to the queue", released)

@@ -1,0 +1,47 @@
+"""Start a worker: load its models, start its sweeper, then consume its queues.
+
+The worker runs Celery's solo pool: one process owns the device and runs every drain itself.
+A prefork pool would fork a child after the parent opened database connections and broker
+channels (a SQLite write lock held at fork time stays held in the child forever; a child
+killed while holding billiard's shared read lock hangs its successors) and CUDA must not be
+initialised before a fork. One process per device, restarted by its supervisor (`textq up`,
+Docker, Kubernetes) if it dies, has none of these traps; leases and the sweeper recover the
+items it held.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shared.config import Settings
+from shared.states import Task
+from worker import runtime as worker_runtime
+from worker.models import ResolvedModel
+from worker.sweeper import SweeperThread
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
+    """Run the worker until it is told to stop."""
+    runtime = worker_runtime.WorkerRuntime.start(settings, resolved)
+    worker_runtime.install(runtime)
+    sweeper = SweeperThread(settings, served={task: r.source for task, r in resolved.items()})
+    sweeper.start()
+    from worker.celery_app import app
+
+    try:
+        app.worker_main(
+            [
+                "worker",
+                f"--loglevel={settings.log_level}",
+                "--pool=solo",
+                f"--queues={','.join(settings.queue_for(task) for task in resolved)}",
+                f"--hostname={worker_runtime.worker_name(settings)}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        sweeper.stop()
+        runtime.stop()
