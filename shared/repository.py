@@ -125,6 +125,13 @@ def list_item_outcomes(
 # --- claims -----------------------------------------------------------------------------
 
 
+def _lease_clock(session: Session) -> Any:
+    """Return "now" for leases: on Postgres the server's clock, so workers on machines whose
+    clocks drift still agree on when a lease lapses; on SQLite (one machine) this process's.
+    """
+    return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+
+
 @dataclass(frozen=True)
 class ClaimedItem:
     id: int
@@ -159,7 +166,14 @@ def claim_items(
     caller's write transaction holds the database's write lock, so claims never overlap.
     """
     candidates = session.execute(
-        select(JobItem.id, JobItem.job_id, JobItem.idx, JobItem.input_text, JobItem.char_count)
+        select(
+            JobItem.id,
+            JobItem.job_id,
+            JobItem.idx,
+            JobItem.input_text,
+            JobItem.char_count,
+            JobItem.attempts,
+        )
         .join(Job, Job.id == JobItem.job_id)
         .where(
             JobItem.status == ItemStatus.PENDING.value,
@@ -172,7 +186,7 @@ def claim_items(
     ).all()
     if not candidates:
         return None
-    chosen = _within_budget(candidates, max_tokens)
+    chosen = _claimable(candidates, max_tokens)
     now = utcnow()
     token = uuid.uuid4()
     ids = [row.id for row in chosen]
@@ -183,7 +197,7 @@ def claim_items(
             status=ItemStatus.RUNNING.value,
             claim_token=token,
             claimed_by=worker,
-            lease_expires_at=now + timedelta(seconds=lease_s),
+            lease_expires_at=_lease_clock(session) + timedelta(seconds=lease_s),
             attempts=JobItem.attempts + 1,
         )
     )
@@ -211,12 +225,18 @@ def claim_items(
     )
 
 
-def _within_budget(candidates: Sequence[Any], max_tokens: int) -> Sequence[Any]:
-    """Return the longest prefix whose estimated tokens fit the budget (at least one row)."""
+def _claimable(candidates: Sequence[Any], max_tokens: int) -> Sequence[Any]:
+    """Return the longest prefix whose estimated tokens fit the budget (at least one row).
+
+    An item whose worker was lost before is claimed alone: if it is what killed that worker,
+    it must not take a claim full of other items down with it again.
+    """
+    if candidates[0].attempts > 0:
+        return candidates[:1]
     total = 0
     for count, row in enumerate(candidates):
         total += row.char_count // CHARS_PER_TOKEN_ESTIMATE + 2
-        if total > max_tokens and count > 0:
+        if count > 0 and (total > max_tokens or row.attempts > 0):
             return candidates[:count]
     return candidates
 
@@ -366,7 +386,7 @@ def expire_leases(session: Session, *, max_attempts: int, limit: int = 1000) -> 
         select(JobItem.id, JobItem.job_id, JobItem.attempts)
         .where(
             JobItem.status == ItemStatus.RUNNING.value,
-            JobItem.lease_expires_at < utcnow(),
+            JobItem.lease_expires_at < _lease_clock(session),
         )
         .order_by(JobItem.id)
         .limit(limit)
@@ -395,19 +415,19 @@ def expire_leases(session: Session, *, max_attempts: int, limit: int = 1000) -> 
     return ExpiredLeases(repended=len(retry), given_up=len(exhausted))
 
 
-def tasks_waiting_for_a_worker(session: Session, tasks: Iterable[Task]) -> list[Task]:
-    """Return the tasks with pending items and no item being worked on under a live lease.
+def tasks_waiting_for_a_worker(session: Session, served: dict[Task, str]) -> list[Task]:
+    """Return the served tasks whose model has pending items and none under a live lease.
 
     Their doorbell may have been lost (broker wiped, API died before publishing).
     """
-    now = utcnow()
+    now = _lease_clock(session)
     waiting = []
-    for task in tasks:
+    for task, model in served.items():
         pending = session.scalar(
             select(
-                exists().where(
-                    JobItem.task == task.value, JobItem.status == ItemStatus.PENDING.value
-                )
+                exists()
+                .where(JobItem.task == task.value, JobItem.status == ItemStatus.PENDING.value)
+                .where(Job.id == JobItem.job_id, Job.model == model)
             )
         )
         working = session.scalar(
@@ -422,6 +442,17 @@ def tasks_waiting_for_a_worker(session: Session, tasks: Iterable[Task]) -> list[
         if pending and not working:
             waiting.append(task)
     return waiting
+
+
+def models_awaited(session: Session, task: Task) -> dict[str, int]:
+    """Return how many unfinished jobs of a task wait for each model."""
+    return dict(
+        session.execute(
+            select(Job.model, func.count())
+            .where(Job.task == task.value, Job.status.in_(_values(ACTIVE_JOB_STATUSES)))
+            .group_by(Job.model)
+        ).all()
+    )
 
 
 def count_items(session: Session, *, job_id: uuid.UUID) -> dict[str, int]:

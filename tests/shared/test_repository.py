@@ -136,12 +136,26 @@ def test_a_renewed_lease_does_not_expire(db):
 
 
 def test_waiting_tasks_are_those_with_pending_items_and_no_live_claim(db):
+    served = {Task.SENTIMENT: "model-a", Task.SUMMARIZE: "model-a"}
     make_job(db, texts=["a", "b"])
+    make_job(db, texts=["c"], task=Task.SUMMARIZE, model="model-b")
     with db.read() as session:
-        assert repository.tasks_waiting_for_a_worker(session, list(Task)) == [Task.SENTIMENT]
+        assert repository.tasks_waiting_for_a_worker(session, served) == [Task.SENTIMENT]
+        assert repository.models_awaited(session, Task.SUMMARIZE) == {"model-b": 1}
     claim(db, max_items=1)
     with db.read() as session:
-        assert repository.tasks_waiting_for_a_worker(session, list(Task)) == []
+        assert repository.tasks_waiting_for_a_worker(session, served) == []
+
+
+def test_an_item_whose_worker_was_lost_is_claimed_alone(db):
+    make_job(db, texts=["a", "b", "c"])
+    first = claim(db, lease_s=0.01)
+    assert len(first.items) == 3
+    time.sleep(0.05)
+    with db.write() as session:
+        repository.expire_leases(session, max_attempts=3)
+    assert [i.text for i in claim(db).items] == ["a"]
+    assert [i.text for i in claim(db).items] == ["b"]
 
 
 def test_concurrent_claims_never_share_an_item(db):
