@@ -1,3 +1,4 @@
+import pytest
 from sqlalchemy import select
 
 from shared.models import Job, JobItem
@@ -61,3 +62,21 @@ def test_shutdown_finishes_the_batch_and_hands_back_the_rest(runtime, db, settin
     with db.read() as session:
         statuses = sorted(session.scalars(select(JobItem.status)).all())
     assert statuses == ["done"] * 2 + ["pending"] * 4
+
+
+def test_a_claim_interrupted_by_an_error_goes_back_at_once(runtime, db, settings, monkeypatch):
+    make_job(db, texts=["a", "b", "c"], model=settings.sentiment_model)
+    from shared import repository
+    from tests.factories import claim
+
+    def database_blip(*args, **kwargs):
+        raise ConnectionError("database went away")
+
+    monkeypatch.setattr(repository, "record_outcomes", database_blip)
+    claimed = claim(db, model=settings.sentiment_model)
+    runner = runtime.runners[Task.SENTIMENT]
+    with pytest.raises(ConnectionError):
+        _work_on(runtime, runner, claimed)
+    with db.read() as session:
+        rows = session.execute(select(JobItem.status, JobItem.attempts)).all()
+    assert set(rows) == {("pending", 0)}

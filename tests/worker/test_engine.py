@@ -94,3 +94,27 @@ def test_one_bad_text_fails_alone_and_its_batch_mates_succeed(model_dirs):
     assert outcomes[1].error == "RuntimeError: cannot process this input"
     assert outcomes[1].result is None
     assert all(outcomes[n].result and outcomes[n].error is None for n in (0, 2, 3))
+
+
+class PoisonTokenizer:
+    """The real tokenizer, except that it cannot tokenize one text."""
+
+    def __init__(self, real, poison: str) -> None:
+        self.real, self.poison = real, poison
+
+    def __call__(self, texts, **kwargs):
+        if self.poison in texts:
+            raise ValueError("cannot tokenize this text")
+        return self.real(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_text_the_tokenizer_rejects_fails_alone(model_dirs):
+    loaded = load(model_dirs.sentiment, Task.SENTIMENT)
+    loaded = LoadedModel(**{**loaded.__dict__, "tokenizer": PoisonTokenizer(loaded.tokenizer, "x")})
+    runner = SentimentRunner(loaded, BatchLimits(max_tokens=4096, max_size=8))
+    outcomes = run_all(runner, items(["fine", "x", "good"]))
+    assert outcomes[1].error == "ValueError: cannot tokenize this text"
+    assert outcomes[0].result and outcomes[2].result
