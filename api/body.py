@@ -49,6 +49,8 @@ async def read_json(request: Request, *, max_bytes: int) -> Any:
         raise MalformedJson(
             f"The body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}."
         ) from None
+    except (ValueError, RecursionError) as error:  # a 5,000-digit number; nesting 10,000 deep
+        raise MalformedJson(f"The body is not JSON this server accepts: {error}.") from None
 
 
 def parse_body(model: type[ModelT], data: Any, *, settings: Settings) -> ModelT:

@@ -16,11 +16,17 @@ def _encode(payload: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_CURSOR_CHARS = 512
+MAX_INDEX = 2**31 - 1
+
+
 def _decode(cursor: str, kind: str) -> dict[str, Any]:
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise InvalidCursor()
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         payload = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise InvalidCursor() from None
     if not isinstance(payload, dict) or payload.get("k") != kind:
         raise InvalidCursor()
@@ -35,10 +41,17 @@ def job_cursor(created_at: datetime, job_id: uuid.UUID) -> str:
 def read_job_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     """Return the (created_at, id) a jobs cursor points after."""
     payload = _decode(cursor, "jobs")
+    created, job_id = payload.get("t"), payload.get("id")
+    if not isinstance(created, str) or not isinstance(job_id, str):
+        raise InvalidCursor()
     try:
-        return datetime.fromisoformat(payload["t"]), uuid.UUID(payload["id"])
-    except (KeyError, TypeError, ValueError):
+        moment = datetime.fromisoformat(created)
+        parsed = uuid.UUID(job_id)
+    except ValueError:
         raise InvalidCursor() from None
+    if moment.tzinfo is None:
+        raise InvalidCursor()
+    return moment, parsed
 
 
 def result_cursor(index: int) -> str:
@@ -49,6 +62,6 @@ def result_cursor(index: int) -> str:
 def read_result_cursor(cursor: str) -> int:
     """Return the item index a results cursor points after."""
     index = _decode(cursor, "results").get("i")
-    if not isinstance(index, int) or index < -1:
+    if not isinstance(index, int) or isinstance(index, bool) or not -1 <= index <= MAX_INDEX:
         raise InvalidCursor()
     return index

@@ -111,6 +111,11 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("database unavailable: %s", error.orig, extra={"action": "db_unavailable"})
         return await _textq_error(request, ServiceUnavailable("The database is not reachable."))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path, extra={"action": "error"})
+        return await _textq_error(request, TextqError("An unexpected error occurred."))
+
 
 def _reason(status: int) -> str:
     from http import HTTPStatus

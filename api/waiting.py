@@ -31,7 +31,7 @@ FIRST_POLL_S = 0.02
 MAX_POLL_S = 0.25
 # With notifications a waiter re-reads the job this often anyway, in case one was missed.
 NOTIFIED_RECHECK_S = 2.0
-LISTEN_TIMEOUT_S = 1.0
+LISTEN_TIMEOUT_S = 0.25
 RECONNECT_DELAY_S = 1.0
 
 

@@ -81,9 +81,17 @@ OPTIONS_BY_TASK: dict[Task, type[Strict]] = {
 
 
 def check_text(text: str, info: ValidationInfo) -> str:
-    """Reject an empty text or one over the configured size."""
+    """Reject an empty text, one over the configured size, or one no database can store."""
     if not text.strip():
         raise ValueError("text must not be empty or only whitespace")
+    if "\x00" in text:
+        raise ValueError(f"text contains a NUL character at position {text.index(chr(0))}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"text contains an unpaired surrogate ({text[error.start]!a}) at position {error.start}"
+        ) from None
     limits = _limits(info)
     if limits and len(text) > limits.max_text_chars:
         raise ValueError(

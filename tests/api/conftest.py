@@ -12,7 +12,7 @@ from shared.models import Job, JobItem
 @pytest.fixture
 def api_settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"max_text_chars": 100, "max_items_per_job": 5, "max_request_bytes": 4096}
+        update={"max_text_chars": 100, "max_items_per_job": 5, "max_request_bytes": 16384}
     )
 
 

@@ -1,6 +1,8 @@
+import base64
 import uuid
 
 import pytest
+from sqlalchemy import text
 
 
 def submit(client, task="sentiment", texts=("a",)):
@@ -57,13 +59,38 @@ def test_jobs_can_be_filtered_by_task_and_status(client):
     assert client.get("/v1/jobs?status=succeeded").json()["items"] == []
 
 
+def forged(payload: str) -> str:
+    return base64.urlsafe_b64encode(payload.encode()).decode().rstrip("=")
+
+
 @pytest.mark.parametrize(
-    "query", ["status=done", "task=translate", "limit=0", "limit=5000", "cursor=garbage"]
+    "query",
+    [
+        "status=done",
+        "task=translate",
+        "limit=0",
+        "limit=5000",
+        "cursor=garbage",
+        "cursor=" + forged('{"k":"jobs","t":"2026-01-01T00:00:00+00:00","id":5}'),
+        "cursor=" + forged("[" * 5000 + "]" * 5000),
+        f"cursor={'A' * 5000}",
+    ],
 )
 def test_bad_list_queries_are_4xx_problems(client, query):
     response = client.get(f"/v1/jobs?{query}")
     assert 400 <= response.status_code < 500
     assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("index", ["10" * 15, "true", '"3"'])
+def test_a_forged_results_cursor_is_400(client, db, index):
+    job = submit(client)
+    with db.write() as session:  # finish it so its results are readable
+        session.execute(text("UPDATE jobs SET status = 'succeeded'"))
+    cursor = forged('{"k":"results","i":' + index + "}")
+    response = client.get(f"/v1/jobs/{job['id']}/results", params={"cursor": cursor})
+    assert response.status_code == 400
+    assert response.json()["type"] == "/problems/invalid-cursor"
 
 
 def test_docs_and_openapi_describe_the_bodies(client):

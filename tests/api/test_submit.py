@@ -90,7 +90,7 @@ def problem(response, status, kind):
         ({"task": "sentiment", "input": {"texts": "not a list"}}, 422, "invalid-request", "texts"),
         ([1, 2], 422, "invalid-request", "object"),
         (
-            {"task": "sentiment", "input": {"texts": ["a" * 90] * 5}, "pad": "x" * 4000},
+            {"task": "sentiment", "input": {"texts": ["a" * 90] * 5}, "pad": "x" * 20000},
             413,
             None,
             "",
@@ -133,3 +133,31 @@ def test_a_body_that_is_not_json_at_all_is_unsupported(client, stored_rows):
 def test_problem_types_are_documented(client):
     assert client.get("/problems/malformed-json").json()["status"] == 400
     assert client.get("/problems/no-such-thing").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("payload", "says"),
+    [
+        (b'{"task": "sentiment", "input": {"texts": [' + b"9" * 5000 + b"]}}", "accepts"),
+        (b"[" * 5000 + b"]" * 5000, "accepts"),
+    ],
+)
+def test_json_no_parser_should_take_is_malformed_not_an_error(client, stored_rows, payload, says):
+    response = client.post("/v1/jobs", content=payload)
+    body = problem(response, 400, "malformed-json")
+    assert says in body["detail"]
+    assert stored_rows() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("bad \ud800 surrogate", "unpaired surrogate"), ("nul \x00 byte", "NUL")],
+)
+def test_texts_no_database_can_store_are_refused(client, stored_rows, text, says):
+    for path, body in (
+        ("/v1/jobs", {"task": "sentiment", "input": {"texts": ["fine", text]}}),
+        ("/analyze", {"text": text}),
+    ):
+        response = client.post(path, content=json.dumps(body))
+        assert says in problem(response, 422, "invalid-request")["detail"]
+    assert stored_rows() == (0, 0)
