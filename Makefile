@@ -6,14 +6,14 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint unit demo-models clean
+.PHONY: install run test lint unit bench demo-models clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(if $(TORCH_SPEC),$(BIN)/pip install --quiet "$(TORCH_SPEC)")
-	$(BIN)/pip install --quiet -e '.[worker,dev]'
+	$(BIN)/pip install --quiet -e '.[worker,dev,bench]'
 	touch $@
 
 run: install
@@ -29,6 +29,10 @@ lint: install
 
 unit: install
 	$(BIN)/pytest tests/unit
+
+# The benchmark suite against the naive seed server (about 20 minutes on 2 cores).
+bench: install
+	$(BIN)/python -m benchmarks.run
 
 # Two tiny random-weight models for machines that cannot reach the model hub.
 demo-models: install

@@ -31,9 +31,9 @@ class Process:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        """Signal the process and wait for it; kill it if it hangs (and say so)."""
-        if self.popen.poll() is None:
+    def stop(self, sig: int | None = signal.SIGTERM) -> int:
+        """Signal the process (unless `sig` is None) and wait for it; kill it if it hangs."""
+        if sig is not None and self.popen.poll() is None:
             self.popen.send_signal(sig)
         try:
             return self.popen.wait(STOP_TIMEOUT_S)
@@ -51,11 +51,18 @@ def start(
     With `own_group`, the process leads a process group, as a command typed in a terminal
     does, so a test can send the whole group Ctrl-C.
     """
+    return start_command(name, ["-m", "textq", *args], env, logs, own_group=own_group)
+
+
+def start_command(
+    name: str, args: list[str], env: dict[str, str], logs: Path, *, own_group: bool = False
+) -> Process:
+    """Run `python <args>` like `start` does."""
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
     with log.open("wb") as handle:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "textq", *args],
+            [sys.executable, *args],
             env={**os.environ, **env},
             stdout=handle,
             stderr=subprocess.STDOUT,

@@ -7,6 +7,7 @@ import sys
 import time
 
 import httpx
+import psutil
 import pytest
 
 from tests.e2e.polling import all_results, wait_for_job
@@ -48,11 +49,19 @@ def test_up_serves_both_tasks_from_one_data_dir_and_stops_on_ctrl_c(tmp_path, mo
             assert "summary_text" in all_results(http, summary["id"])[0]
             [answer] = http.post("/analyze", json={"text": "great"}).json()
             assert set(answer) == {"label", "score"}
+
+            # A worker that dies (here kill -9) is restarted, and work goes on.
+            [worker] = psutil.Process(up.popen.pid).children()
+            worker.kill()
+            worker.wait(timeout=10)
+            again = http.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "x"}})
+            assert wait_for_job(http, again.json()["id"])["status"] == "succeeded", up.output()
+            assert "worker exited with status -9; restarting it" in up.output()
     finally:
         pgid = up.popen.pid
         if up.popen.poll() is None:
-            os.killpg(pgid, signal.SIGINT)  # what Ctrl-C in a terminal does
-        code = up.stop(signal.SIGINT)
+            os.killpg(pgid, signal.SIGINT)  # what one Ctrl-C in a terminal does
+        code = up.stop(sig=None)
     assert code == 0, up.output()
     deadline = time.monotonic() + 10
     while group_alive(pgid) and time.monotonic() < deadline:
