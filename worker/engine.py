@@ -18,30 +18,46 @@ from worker.models import LoadedModel
 log = logging.getLogger(__name__)
 
 
-def plan_batches(lengths: Sequence[int], *, max_tokens: int, max_size: int) -> list[list[int]]:
-    """Group positions into batches, shortest first, each padded size within `max_tokens`.
+def plan_batches(
+    lengths: Sequence[int], *, max_tokens: int, max_size: int, overhead_tokens: int = 32
+) -> list[list[int]]:
+    """Group positions into batches that cost the least to run, shortest texts first.
 
-    A batch costs (longest length x count) once padded; sorting by length keeps that close
-    to the real token count. A single text longer than the budget gets a batch of its own.
+    A batch costs its padded size (longest length x count) plus a fixed per-forward overhead
+    (`overhead_tokens`, in token-equivalents). Lengths are sorted, then split into runs by
+    dynamic programming: unlike filling each batch up to the budget, this keeps a long text
+    from padding a batch of short ones, which matters most for the small mixed pools many
+    small jobs produce. Each batch holds at most `max_size` texts and `max_tokens` padded
+    tokens; a text longer than the budget runs alone.
     """
     order = sorted(range(len(lengths)), key=lambda position: lengths[position])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for position in order:
-        padded = max(lengths[position], 1) * (len(current) + 1)
-        if current and (padded > max_tokens or len(current) >= max_size):
-            batches.append(current)
-            current = []
-        current.append(position)
-    if current:
-        batches.append(current)
-    return batches
+    sorted_lengths = [max(lengths[position], 1) for position in order]
+    count = len(order)
+    best = [0.0] + [float("inf")] * count  # best[j]: cheapest plan for the first j texts
+    start_of = [0] * (count + 1)
+    for end in range(1, count + 1):
+        longest = sorted_lengths[end - 1]
+        for begin in range(end - 1, max(0, end - max_size) - 1, -1):
+            size = end - begin
+            if size > 1 and longest * size > max_tokens:
+                break
+            cost = best[begin] + longest * size + overhead_tokens
+            if cost < best[end]:
+                best[end], start_of[end] = cost, begin
+    batches = []
+    end = count
+    while end > 0:
+        begin = start_of[end]
+        batches.append(order[begin:end])
+        end = begin
+    return batches[::-1]
 
 
 @dataclass(frozen=True)
 class BatchLimits:
     max_tokens: int
     max_size: int
+    overhead_tokens: int = 32
 
 
 class Runner:
@@ -64,7 +80,10 @@ class Runner:
                 group = [item for item in group if item.id in encoded]
             lengths = [len(encoded[item.id]) for item in group]
             for positions in plan_batches(
-                lengths, max_tokens=self.limits.max_tokens, max_size=self.limits.max_size
+                lengths,
+                max_tokens=self.limits.max_tokens,
+                max_size=self.limits.max_size,
+                overhead_tokens=self.limits.overhead_tokens,
             ):
                 batch = [group[p] for p in positions]
                 yield self._run_isolated(batch, [encoded[item.id] for item in batch])

@@ -37,3 +37,17 @@ def test_a_text_longer_than_the_budget_runs_alone():
 
 def test_no_lengths_no_batches():
     assert plan_batches([], max_tokens=100, max_size=4) == []
+
+
+def test_a_small_mixed_pool_is_not_padded_to_its_longest_text():
+    # What many small jobs give a worker: a few dozen texts of very different lengths.
+    rng = random.Random(5)
+    for _ in range(20):
+        lengths = [min(512, int(rng.lognormvariate(3.6, 0.9)) + 2) for _ in range(45)]
+        batches = plan_batches(lengths, max_tokens=8192, max_size=64)
+        padded = sum(max(lengths[p] for p in b) * len(b) for b in batches)
+        assert sum(lengths) / padded > 0.85
+
+
+def test_the_per_batch_overhead_keeps_equal_texts_together():
+    assert plan_batches([20] * 10, max_tokens=8192, max_size=64) == [list(range(10))]
