@@ -39,10 +39,16 @@ class Settings(BaseSettings):
     worker_tasks: str = "sentiment,summarize"
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    torch_threads: int = Field(default=0, ge=0)
     max_batch_tokens: int = Field(default=8192, ge=64)
     max_batch_size: int = Field(default=64, ge=1)
-    summarize_max_batch_size: int = Field(default=8, ge=1)
-    claim_batches: int = Field(default=4, ge=1)
+    summarize_max_batch_size: int = Field(default=4, ge=1)
+    claim_batches: int = Field(default=16, ge=1)
+    summarize_claim_batches: int = Field(default=2, ge=1)
+    record_interval_s: float = Field(default=0.25, ge=0)
+    result_cache: bool = True
+    result_cache_ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
+    batch_overhead_tokens: int = Field(default=32, ge=0)
 
     lease_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
@@ -96,6 +102,10 @@ class Settings(BaseSettings):
     def model_setting_name(self, task: Task) -> str:
         """Return the env var a user changes to pick the model of a task."""
         return "TEXTQ_SENTIMENT_MODEL" if task is Task.SENTIMENT else "TEXTQ_SUMMARIZATION_MODEL"
+
+    def claim_batches_for(self, task: Task) -> int:
+        """Return how many batches' worth of a task's items a worker claims at once."""
+        return self.summarize_claim_batches if task is Task.SUMMARIZE else self.claim_batches
 
     def queue_for(self, task: Task) -> str:
         """Return the broker queue whose messages wake the workers of a task."""

@@ -100,6 +100,9 @@ def worker(
     ] = None,
 ) -> None:
     """Run a worker that keeps its models warm on one device and drains its task queues."""
+    from worker.memory import limit_kernel_cache
+
+    limit_kernel_cache()
     if device:
         os.environ["TEXTQ_DEVICE"] = device
     if tasks:

@@ -13,6 +13,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.states import Task
 from worker import models
+from worker.cache import ResultCache
 from worker.engine import BatchLimits, Runner, make_runner
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class WorkerRuntime:
     doorbell: Doorbell
     name: str
     runners: dict[Task, Runner] = field(default_factory=dict)
+    caches: dict[Task, ResultCache] = field(default_factory=dict)
 
     @classmethod
     def start(
@@ -58,6 +60,10 @@ class WorkerRuntime:
             doorbell=Doorbell(create_celery(settings), settings),
             name=name,
         )
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
         device = models.pick_device(settings.device)
         dtype = models.pick_dtype(settings.dtype, device)
         for task in worker_tasks(settings):
@@ -70,8 +76,10 @@ class WorkerRuntime:
                     if task is Task.SUMMARIZE
                     else settings.max_batch_size
                 ),
+                overhead_tokens=settings.batch_overhead_tokens,
             )
             runtime.runners[task] = make_runner(loaded, limits)
+            runtime.caches[task] = ResultCache(db, loaded, enabled=settings.result_cache)
         return runtime
 
     def stop(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from celery import Celery
 
@@ -13,6 +14,7 @@ from shared.states import Task
 from worker import runtime as worker_runtime
 from worker.engine import Runner
 from worker.leases import LeaseKeeper
+from worker.memory import give_back_freed_memory
 from worker.runtime import SHUTTING_DOWN, WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -62,30 +64,55 @@ def _claim(runtime: WorkerRuntime, runner: Runner) -> repository.Claim | None:
             model=resolved.source,
             model_revision=resolved.revision,
             worker=runtime.name,
-            max_tokens=settings.max_batch_tokens * settings.claim_batches,
-            max_items=runner.limits.max_size * settings.claim_batches,
+            max_tokens=settings.max_batch_tokens * settings.claim_batches_for(runner.task),
+            max_items=runner.limits.max_size * settings.claim_batches_for(runner.task),
             lease_s=settings.lease_s,
         )
 
 
 def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) -> int:
-    """Run a claim's batches, recording each batch's outcomes as soon as it is done."""
+    """Run a claim's batches, recording outcomes every TEXTQ_RECORD_INTERVAL_S.
+
+    Recording after each batch would cost a transaction per batch of a few short texts;
+    recording only at the end would hold results (and progress) back for the whole claim.
+    """
     recorded = 0
     started = time.perf_counter()
+    pending: list[repository.Outcome] = []
+    to_cache: dict[str, dict[str, Any]] = {}
+    last_record = time.monotonic()
+
+    def record() -> None:
+        nonlocal recorded, last_record
+        with runtime.db.write() as session:
+            recorded += repository.record_outcomes(
+                session, claim_token=claim.token, outcomes=pending, cache_entries=to_cache
+            )
+        pending.clear()
+        to_cache.clear()
+        last_record = time.monotonic()
+
     try:
         with LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s):
-            for outcomes in runner.run(claim.items):
-                with runtime.db.write() as session:
-                    recorded += repository.record_outcomes(
-                        session, claim_token=claim.token, outcomes=outcomes
-                    )
-                if SHUTTING_DOWN.is_set():
+            plan = runtime.caches[runner.task].plan(claim.items)
+            pending.extend(plan.hits)
+            for outcomes in runner.run(plan.to_run):
+                completed, entries = plan.complete(outcomes)
+                pending.extend(completed)
+                to_cache.update(entries)
+                stopping = SHUTTING_DOWN.is_set()
+                if stopping or time.monotonic() - last_record >= runtime.settings.record_interval_s:
+                    record()
+                if stopping:
                     break
+            if pending:
+                record()
     finally:
         # Whatever stopped us (shutdown, a database blip), the rest goes back now rather
         # than when the lease lapses, and without using up an attempt.
         if recorded < len(claim.items):
             _release(runtime, claim)
+        give_back_freed_memory()
     log.info(
         "%s: %d items in %.2f s",
         runner.task.value,

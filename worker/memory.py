@@ -1,0 +1,34 @@
+"""Keep a long-running worker's memory flat whatever the sizes of the texts it has seen."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+
+# oneDNN keeps compiled kernels for the last N (batch, length) shapes; every batch has a new
+# shape, so the default of 1024 grows the worker by hundreds of MB for no measurable speed.
+ONEDNN_CACHE_SHAPES = "16"
+
+
+def limit_kernel_cache() -> None:
+    """Cap oneDNN's kernel cache; must run before torch is imported."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE_SHAPES)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+_libc = _load_libc()
+
+
+def give_back_freed_memory() -> None:
+    """Return memory freed by the last claim to the OS (glibc keeps it otherwise)."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
