@@ -67,7 +67,12 @@ def present(job: Job, request: Request) -> JobRead:
         id=job.id,
         task=Task(job.task),
         status=JobStatus(job.status),
-        progress=Progress(total=job.total_items, done=job.done_items, errored=job.error_items),
+        progress=Progress(
+            total=job.total_items,
+            done=job.done_items,
+            errored=job.error_items,
+            cached=job.cached_items,
+        ),
         model=job.model,
         model_revision=job.model_revision,
         options=job.options or {},

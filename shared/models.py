@@ -88,6 +88,8 @@ class Job(Base):
     total_items: Mapped[int] = mapped_column(Integer)
     done_items: Mapped[int] = mapped_column(Integer, default=0)
     error_items: Mapped[int] = mapped_column(Integer, default=0)
+    # Of the done items, how many were answered from the result cache.
+    cached_items: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -136,3 +138,13 @@ class JobItem(Base):
         ),
         Index("ix_job_items_claim", "claim_token"),
     )
+
+
+class CachedResult(Base):
+    """A result already computed for the same text, task options and exact model."""
+
+    __tablename__ = "result_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    result: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select, tuple_, update
+from sqlalchemy import delete, exists, func, insert, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from shared.errors import JobNotFound
-from shared.models import Job, JobItem, utcnow
+from shared.models import CachedResult, Job, JobItem, utcnow
 from shared.states import (
     ACTIVE_JOB_STATUSES,
     ItemStatus,
@@ -276,6 +278,7 @@ class Outcome:
     item_id: int
     result: dict[str, Any] | None = None
     error: str | None = None
+    from_cache: bool = False
 
     @property
     def status(self) -> ItemStatus:
@@ -283,7 +286,11 @@ class Outcome:
 
 
 def record_outcomes(
-    session: Session, *, claim_token: uuid.UUID, outcomes: Sequence[Outcome]
+    session: Session,
+    *,
+    claim_token: uuid.UUID,
+    outcomes: Sequence[Outcome],
+    cache_entries: dict[str, dict[str, Any]] | None = None,
 ) -> int:
     """Store outcomes of items this claim still owns; return how many were stored.
 
@@ -306,7 +313,42 @@ def record_outcomes(
     )
     kept = [o for o in outcomes if o.item_id in owned]
     _store_outcomes(session, kept, {o.item_id: owned[o.item_id] for o in kept})
+    if cache_entries:
+        remember_results(session, cache_entries)
     return len(kept)
+
+
+# --- result cache -----------------------------------------------------------------------
+
+
+def cached_results(session: Session, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Return the cached results among `keys`."""
+    wanted = sorted(set(keys))
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in range(0, len(wanted), INSERT_CHUNK_ROWS):
+        rows = session.execute(
+            select(CachedResult.key, CachedResult.result).where(
+                CachedResult.key.in_(wanted[chunk : chunk + INSERT_CHUNK_ROWS])
+            )
+        ).all()
+        found.update({key: result for key, result in rows})
+    return found
+
+
+def remember_results(session: Session, entries: dict[str, dict[str, Any]]) -> None:
+    """Cache results by key; a key already cached keeps its first result."""
+    dialect = session.get_bind().dialect.name
+    insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    now = utcnow()
+    rows = [{"key": key, "result": result, "created_at": now} for key, result in entries.items()]
+    for chunk in _chunks(rows, INSERT_CHUNK_ROWS):
+        session.execute(insert_into(CachedResult).on_conflict_do_nothing(), chunk)
+
+
+def forget_results_before(session: Session, moment: datetime) -> int:
+    """Drop cache entries created before `moment`; return how many."""
+    result = session.execute(delete(CachedResult).where(CachedResult.created_at < moment))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def _store_outcomes(
@@ -332,6 +374,7 @@ def _store_outcomes(
     )
     done = Counter(job_of[o.item_id] for o in outcomes if o.status is ItemStatus.DONE)
     errored = Counter(job_of[o.item_id] for o in outcomes if o.status is ItemStatus.ERROR)
+    cached = Counter(job_of[o.item_id] for o in outcomes if o.from_cache)
     job_ids = sorted(set(done) | set(errored))
     for job_id in job_ids:
         session.execute(
@@ -340,6 +383,7 @@ def _store_outcomes(
             .values(
                 done_items=Job.done_items + done[job_id],
                 error_items=Job.error_items + errored[job_id],
+                cached_items=Job.cached_items + cached[job_id],
             )
         )
     finish_complete_jobs(session, job_ids)

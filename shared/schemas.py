@@ -176,6 +176,7 @@ class Progress(BaseModel):
     total: int
     done: int
     errored: int
+    cached: int = Field(description="Of the done items, those answered from the result cache.")
 
 
 class JobLinks(BaseModel):

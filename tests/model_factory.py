@@ -7,6 +7,7 @@ through the same code users run. `python -m tests.model_factory DIR` writes them
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -101,3 +102,55 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def labelled_feedback() -> list[tuple[str, int]]:
+    """Return the labelled review sentences kept in tests/data (1 = POSITIVE)."""
+    rows = []
+    for path in sorted((Path(__file__).parent / "data").glob("uci_*_labelled.jsonl")):
+        for line in path.read_text(encoding="utf-8").split("\n"):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            rows.append((record["text"], int(record["label"] == "POSITIVE")))
+    return rows
+
+
+def build_fitted_sentiment_model(directory: Path, train: list[tuple[str, int]]) -> Path:
+    """Save the real MiniLM encoder with a classification head fitted on labelled rows.
+
+    Its logits have the margins of a trained model, so precision changes show up in the
+    scores as they would on a real deployment (a random head gives near-tied logits).
+    """
+    from transformers import BertForSequenceClassification
+
+    tok = tokenizer()
+    model = BertForSequenceClassification.from_pretrained(
+        TOKENIZER_DIR,
+        num_labels=2,
+        id2label=LABELS,
+        label2id={label: index for index, label in LABELS.items()},
+    ).eval()
+    texts = [text for text, _ in train]
+    labels = torch.tensor([label for _, label in train])
+    with torch.inference_mode():
+        encoded = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+        features = model.bert(**encoded).pooler_output
+    features = features.clone()
+    head = torch.nn.Linear(features.shape[1], 2)
+    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=200)
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = torch.nn.functional.cross_entropy(head(features), labels)
+        value = value + 1e-3 * head.weight.pow(2).sum()
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    with torch.no_grad():
+        model.classifier.weight.copy_(head.weight)
+        model.classifier.bias.copy_(head.bias)
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory

@@ -29,9 +29,9 @@ def _admin_conninfo() -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def create_postgres_database() -> str:
+def create_postgres_database(prefix: str = "textq_test") -> str:
     """Create an empty database of this run's own and return its SQLAlchemy URL."""
-    name = f"textq_test_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with psycopg.connect(_admin_conninfo(), autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')

@@ -5,16 +5,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import timedelta
 
 from shared import repository
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings
 from shared.db import Database
+from shared.models import utcnow
 from shared.states import Task
 
 log = logging.getLogger(__name__)
 
 UNSERVED_WARNING_EVERY_S = 300.0
+CACHE_EVICTION_EVERY_S = 60.0
 
 
 class Sweeper:
@@ -28,6 +31,7 @@ class Sweeper:
         self.doorbell = doorbell
         self.served = served
         self._warned_at: dict[tuple[Task, str], float] = {}
+        self._forgot_at = -CACHE_EVICTION_EVERY_S
 
     def sweep(self) -> None:
         """Run one sweep; never raises (a sweep that fails is simply tried again later)."""
@@ -41,6 +45,7 @@ class Sweeper:
                     expired.given_up,
                     extra={"action": "leases_expired"},
                 )
+            self._forget_old_results()
             with self.db.read() as session:
                 waiting = repository.tasks_waiting_for_a_worker(session, self.served)
                 awaited = {task: repository.models_awaited(session, task) for task in self.served}
@@ -49,6 +54,15 @@ class Sweeper:
             self._warn_about_unserved_models(awaited)
         except Exception as error:
             log.warning("sweep failed: %s", error, extra={"action": "sweep_failed"})
+
+    def _forget_old_results(self) -> None:
+        now = time.monotonic()
+        if now - self._forgot_at < CACHE_EVICTION_EVERY_S:
+            return
+        self._forgot_at = now
+        cutoff = utcnow() - timedelta(seconds=self.settings.result_cache_ttl_s)
+        with self.db.write() as session:
+            repository.forget_results_before(session, cutoff)
 
     def _warn_about_unserved_models(self, awaited: dict[Task, dict[str, int]]) -> None:
         """Say when jobs wait for a model this worker does not serve (rate-limited).

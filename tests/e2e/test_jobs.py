@@ -33,7 +33,7 @@ def test_a_sentiment_job_from_submit_to_results(http, model_dirs):
     assert submitted.status_code == 202
     job = wait_for_job(http, submitted.json()["id"])
     assert job["status"] == "succeeded"
-    assert job["progress"] == {"total": 4, "done": 4, "errored": 0}
+    assert job["progress"] | {"cached": 0} == {"total": 4, "done": 4, "errored": 0, "cached": 0}
     assert job["created_at"] <= job["started_at"] <= job["finished_at"]
     assert job["model"] == str(model_dirs.sentiment)
     assert job["model_revision"].startswith("sha256:")
@@ -45,6 +45,21 @@ def test_a_sentiment_job_from_submit_to_results(http, model_dirs):
         assert set(result) == {"index", "label", "score", "scores"}
         assert result["scores"] == pytest.approx(expected, abs=1e-4)
         assert result["label"] == max(expected, key=expected.get)
+
+
+def test_repeated_texts_are_answered_from_the_cache_with_the_same_results(http):
+    texts = ["cache me if you can", "great product", "great product", "slow delivery"]
+    first = wait_for_job(
+        http,
+        http.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": texts}}).json()["id"],
+    )
+    assert first["progress"]["cached"] == 1  # the repeat within the job ran once
+    second = wait_for_job(
+        http,
+        http.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": texts}}).json()["id"],
+    )
+    assert second["progress"] == {"total": 4, "done": 4, "errored": 0, "cached": 4}
+    assert all_results(http, second["id"]) == all_results(http, first["id"])
 
 
 def test_a_summarization_job_uses_the_options_given(http, model_dirs):

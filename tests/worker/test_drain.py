@@ -1,7 +1,7 @@
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from shared.models import Job, JobItem
+from shared.models import CachedResult, Job, JobItem
 from shared.states import JobStatus, Task
 from tests.broker import published
 from tests.factories import make_job
@@ -80,3 +80,51 @@ def test_a_claim_interrupted_by_an_error_goes_back_at_once(runtime, db, settings
     with db.read() as session:
         rows = session.execute(select(JobItem.status, JobItem.attempts)).all()
     assert set(rows) == {("pending", 0)}
+
+
+def test_repeated_texts_run_once_and_later_jobs_reuse_them(runtime, db, settings):
+    model = settings.sentiment_model
+    first = make_job(db, texts=["love it", "love it", "meh", "love it"], model=model)
+    drain_queue(runtime, Task.SENTIMENT)
+    second = make_job(db, texts=["meh", "love it", "new text"], model=model)
+    summary = make_job(
+        db, texts=["love it"], task=Task.SUMMARIZE, model=settings.summarization_model
+    )
+    drain_queue(runtime, Task.SENTIMENT)
+    drain_queue(runtime, Task.SUMMARIZE)
+    with db.read() as session:
+        jobs = {job.id: job for job in session.scalars(select(Job))}
+        results = {(row.job_id, row.idx): row.result for row in session.scalars(select(JobItem))}
+        cached_keys = session.scalar(select(func.count()).select_from(CachedResult))
+    assert (jobs[first.id].done_items, jobs[first.id].cached_items) == (4, 2)
+    assert (jobs[second.id].done_items, jobs[second.id].cached_items) == (3, 2)
+    assert jobs[summary.id].cached_items == 0  # another task is another key
+    assert results[(second.id, 0)] == results[(first.id, 2)]
+    assert results[(second.id, 1)] == results[(first.id, 0)] == results[(first.id, 3)]
+    assert cached_keys == 4  # love it, meh, new text, and the summary
+
+
+def test_the_cache_can_be_turned_off(runtime, db, settings):
+    for cache in runtime.caches.values():
+        cache.enabled = False
+    job = make_job(db, texts=["same", "same"], model=settings.sentiment_model)
+    drain_queue(runtime, Task.SENTIMENT)
+    with db.read() as session:
+        assert session.get(Job, job.id).cached_items == 0
+        assert session.scalar(select(func.count()).select_from(CachedResult)) == 0
+
+
+def test_old_cache_entries_are_forgotten(db):
+    from datetime import timedelta
+
+    from shared import repository
+    from shared.models import utcnow
+
+    with db.write() as session:
+        repository.remember_results(session, {"a" * 64: {"label": "x"}})
+        repository.remember_results(session, {"a" * 64: {"label": "changed"}})
+    with db.read() as session:
+        assert repository.cached_results(session, ["a" * 64]) == {"a" * 64: {"label": "x"}}
+    with db.write() as session:
+        assert repository.forget_results_before(session, utcnow() - timedelta(hours=1)) == 0
+        assert repository.forget_results_before(session, utcnow() + timedelta(seconds=1)) == 1
