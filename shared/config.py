@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=0, ge=0)
     max_batch_tokens: int = Field(default=8192, ge=64)
     max_batch_size: int = Field(default=64, ge=1)
-    summarize_max_batch_size: int = Field(default=4, ge=1)
+    summarize_max_batch_size: int = Field(default=6, ge=1)
     claim_batches: int = Field(default=16, ge=1)
     summarize_claim_batches: int = Field(default=2, ge=1)
     record_interval_s: float = Field(default=0.25, ge=0)
