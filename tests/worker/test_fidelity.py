@@ -37,7 +37,9 @@ def textq_scores(directory, texts, dtype):
     loaded = models.load(resolved, device=torch.device("cpu"), dtype=dtype)
     runner = SentimentRunner(loaded, BatchLimits(max_tokens=8192, max_size=64))
     job = uuid.uuid4()
-    items = [ClaimedItem(id=n, job_id=job, index=n, text=t, options={}) for n, t in enumerate(texts)]
+    items = [
+        ClaimedItem(id=n, job_id=job, index=n, text=t, options={}) for n, t in enumerate(texts)
+    ]
     by_id = {o.item_id: o.result for batch in runner.run(items) for o in batch}
     return [by_id[n]["scores"] for n in range(len(texts))]
 
@@ -64,8 +66,6 @@ def test_each_precision_keeps_the_answers(fitted, dtype, agreement, delta):
     same_label = sum(
         max(g, key=g.get) == max(e, key=e.get) for g, e in zip(got, expected, strict=True)
     )
-    worst = max(
-        abs(g[label] - e[label]) for g, e in zip(got, expected, strict=True) for label in e
-    )
+    worst = max(abs(g[label] - e[label]) for g, e in zip(got, expected, strict=True) for label in e)
     assert same_label / len(texts) >= agreement
     assert worst <= delta
