@@ -90,6 +90,14 @@ class Job(Base):
     error_items: Mapped[int] = mapped_column(Integer, default=0)
     # Of the done items, how many were answered from the result cache.
     cached_items: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Chunks of long texts: created as texts are split, counted as they finish.
+    total_parts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    done_parts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Sentiment jobs: how many finished items got each label so far.
+    label_counts: Mapped[dict[str, int] | None] = mapped_column(Json)
+    # "texts", "document" or "file", and what a file upload said about itself.
+    input_kind: Mapped[str] = mapped_column(String(16), default="texts", server_default="texts")
+    input_meta: Mapped[dict[str, Any] | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -101,18 +109,37 @@ class Job(Base):
 
 
 class JobItem(Base):
-    """One text of a job: its input, its claim by a worker, and its result or error."""
+    """One text of a job (or one chunk of a long text): its input, claim, and result or error.
+
+    A text longer than the model's window is split: its chunks are items too, with
+    `parent_id` set, claimed and batched like any text; the text waits for them, then is
+    reduced (summaries) or aggregated (sentiment) into its own result.
+    """
 
     __tablename__ = "job_items"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # A text's position in the job; a chunk's position among its parent's chunks.
     idx: Mapped[int] = mapped_column(Integer)
     # Copied from the job so a worker finds its pending items through one small index.
     task: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     input_text: Mapped[str] = mapped_column(Text)
+    # Characters of the text the next claim will run (sizes claims before tokenizing).
     char_count: Mapped[int] = mapped_column(Integer)
+    custom_id: Mapped[str | None] = mapped_column(String(512))
+    parent_id: Mapped[int | None] = mapped_column(BigId)
+    # A text: its reduce round (0: the text itself). A chunk: the round it belongs to.
+    level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A chunk: its characters in the text of its round, and its token count.
+    span_start: Mapped[int | None] = mapped_column(Integer)
+    span_end: Mapped[int | None] = mapped_column(Integer)
+    token_count: Mapped[int | None] = mapped_column(Integer)
+    # A text past round 0: its chunks' summaries, joined, to summarize next.
+    work_text: Mapped[str | None] = mapped_column(Text)
+    # A waiting text: how many of its chunks have not finished.
+    open_parts: Mapped[int | None] = mapped_column(Integer)
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)
     error: Mapped[str | None] = mapped_column(Text)
     claim_token: Mapped[uuid.UUID | None] = mapped_column(Uuid())
@@ -122,7 +149,15 @@ class JobItem(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     __table_args__ = (
-        Index("uq_job_items_job_idx", "job_id", "idx", unique=True),
+        Index(
+            "uq_job_items_job_idx",
+            "job_id",
+            "idx",
+            unique=True,
+            postgresql_where=text("parent_id IS NULL"),
+            sqlite_where=text("parent_id IS NULL"),
+        ),
+        Index("ix_job_items_parent", "parent_id", "level", "idx"),
         Index(
             "ix_job_items_pending",
             "task",

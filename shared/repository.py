@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, insert, select, tuple_, update
+from sqlalchemy import Text, cast, delete, exists, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from shared.errors import JobNotFound
+from shared import documents
+from shared.errors import InvalidRequest, JobNotFound, RequestTooLarge
 from shared.models import CachedResult, Job, JobItem, utcnow
 from shared.states import (
     ACTIVE_JOB_STATUSES,
@@ -43,6 +44,7 @@ def create_job(
     model: str,
     options: dict[str, Any],
     texts: Sequence[str],
+    input_kind: str = "texts",
 ) -> Job:
     """Add a queued job and one pending item per text."""
     job = Job(
@@ -54,6 +56,8 @@ def create_job(
         total_items=len(texts),
         done_items=0,
         error_items=0,
+        input_kind=input_kind,
+        label_counts={} if task is Task.SENTIMENT else None,
     )
     session.add(job)
     session.flush()
@@ -72,6 +76,159 @@ def create_job(
     for chunk in _chunks(rows, INSERT_CHUNK_ROWS):
         session.execute(insert(JobItem), chunk)
     return job
+
+
+@dataclass(frozen=True)
+class FileRow:
+    """A row of an uploaded file: its text, or the error that keeps it from running."""
+
+    index: int
+    custom_id: str
+    text: str | None
+    error: str | None
+
+
+# COPY's column order for file rows (Postgres).
+_FILE_ROW_COLUMNS = (
+    "job_id",
+    "idx",
+    "task",
+    "status",
+    "input_text",
+    "char_count",
+    "custom_id",
+    "error",
+    "attempts",
+    "level",
+    "finished_at",
+)
+
+
+def create_file_job(
+    session: Session,
+    *,
+    tenant_id: str,
+    task: Task,
+    model: str,
+    options: dict[str, Any],
+    input_meta: dict[str, Any],
+    rows: Iterable[FileRow],
+    max_rows: int,
+    check_duplicate_ids: bool,
+) -> Job:
+    """Add a queued job for an uploaded file, streaming its rows in (COPY on Postgres).
+
+    Rows with an error are stored as finished with that error, so they appear in the
+    results in place. Raise (and so store nothing) if the file has no rows or too many.
+    """
+    job = Job(
+        tenant_id=tenant_id,
+        task=task.value,
+        status=JobStatus.QUEUED.value,
+        model=model,
+        options=options,
+        total_items=0,
+        done_items=0,
+        error_items=0,
+        input_kind="file",
+        input_meta=input_meta,
+        label_counts={} if task is Task.SENTIMENT else None,
+    )
+    session.add(job)
+    session.flush()
+    counts = Counter[str]()
+
+    def tuples() -> Iterable[tuple[Any, ...]]:
+        now = utcnow()
+        for row in rows:
+            counts["rows"] += 1
+            if counts["rows"] > max_rows:
+                raise RequestTooLarge(
+                    f"The file has more than {max_rows} rows (TEXTQ_MAX_UPLOAD_ROWS)."
+                )
+            failed = row.text is None
+            counts["errors"] += failed
+            yield (
+                job.id,
+                row.index,
+                task.value,
+                (ItemStatus.ERROR if failed else ItemStatus.PENDING).value,
+                row.text or "",
+                len(row.text or ""),
+                row.custom_id,
+                row.error if failed else None,
+                0,
+                0,
+                now if failed else None,
+            )
+
+    if session.get_bind().dialect.name == "postgresql":
+        _copy_rows(session, tuples())
+    else:
+        records = (dict(zip(_FILE_ROW_COLUMNS, values, strict=True)) for values in tuples())
+        for chunk in _chunks(records, INSERT_CHUNK_ROWS):
+            session.execute(insert(JobItem), chunk)
+    if counts["rows"] == 0:
+        raise InvalidRequest("The file has no rows to process.")
+    if check_duplicate_ids:
+        counts["errors"] += _fail_duplicate_ids(session, job.id)
+    job.total_items = counts["rows"]
+    job.error_items = counts["errors"]
+    session.flush()
+    finish_complete_jobs(session, [job.id])
+    return job
+
+
+def _copy_rows(session: Session, rows: Iterable[tuple[Any, ...]]) -> None:
+    """Stream rows into job_items with COPY, on the session's own connection (transaction)."""
+    connection = session.connection().connection.driver_connection
+    statement = f"COPY job_items ({', '.join(_FILE_ROW_COLUMNS)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+        for row in rows:
+            copy.write_row(row)
+
+
+def _fail_duplicate_ids(session: Session, job_id: uuid.UUID) -> int:
+    """Turn every row whose custom_id an earlier row already used into an error row.
+
+    Done in the database after the rows are in: remembering a million ids in the API
+    process would cost more memory than the whole upload is allowed to.
+    """
+    first = (
+        select(
+            JobItem.id,
+            JobItem.idx,
+            JobItem.custom_id,
+            func.min(JobItem.idx).over(partition_by=JobItem.custom_id).label("first_idx"),
+        )
+        # Rows that already failed may carry their row number for want of a readable id.
+        .where(
+            JobItem.job_id == job_id,
+            JobItem.parent_id.is_(None),
+            JobItem.status == ItemStatus.PENDING.value,
+        )
+        .subquery()
+    )
+    message = (
+        "row "
+        + cast(first.c.idx + 1, Text)
+        + ": custom_id "
+        + first.c.custom_id
+        + " is already used by row "
+        + cast(first.c.first_idx + 1, Text)
+    )
+    result = session.execute(
+        update(JobItem)
+        .where(JobItem.id == first.c.id, first.c.idx > first.c.first_idx)
+        .values(
+            status=ItemStatus.ERROR.value,
+            error=message,
+            input_text="",
+            char_count=0,
+            finished_at=utcnow(),
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def get_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
@@ -109,19 +266,61 @@ class StoredOutcome:
     status: str
     result: dict[str, Any] | None
     error: str | None
+    custom_id: str | None = None
+    item_id: int = 0
 
 
 def list_item_outcomes(
     session: Session, *, job_id: uuid.UUID, after_index: int, limit: int
 ) -> list[StoredOutcome]:
-    """Return the index, status, result and error of a job's items in input order."""
+    """Return the index, status, result and error of a job's texts in input order."""
     rows = session.execute(
-        select(JobItem.idx, JobItem.status, JobItem.result, JobItem.error)
-        .where(JobItem.job_id == job_id, JobItem.idx > after_index)
+        select(
+            JobItem.idx,
+            JobItem.status,
+            JobItem.result,
+            JobItem.error,
+            JobItem.custom_id,
+            JobItem.id,
+        )
+        .where(JobItem.job_id == job_id, JobItem.parent_id.is_(None), JobItem.idx > after_index)
         .order_by(JobItem.idx)
         .limit(limit)
     ).all()
     return [StoredOutcome(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    parent_id: int
+    index: int
+    start: int
+    end: int
+    tokens: int
+    status: str
+    result: dict[str, Any] | None
+    error: str | None
+
+
+def list_first_round_chunks(session: Session, parent_ids: Sequence[int]) -> list[StoredChunk]:
+    """Return the chunks the given texts were first split into, in order, with outcomes."""
+    if not parent_ids:
+        return []
+    rows = session.execute(
+        select(
+            JobItem.parent_id,
+            JobItem.idx,
+            JobItem.span_start,
+            JobItem.span_end,
+            JobItem.token_count,
+            JobItem.status,
+            JobItem.result,
+            JobItem.error,
+        )
+        .where(JobItem.parent_id.in_(list(parent_ids)), JobItem.level == 0)
+        .order_by(JobItem.parent_id, JobItem.idx)
+    ).all()
+    return [StoredChunk(*row) for row in rows]
 
 
 # --- claims -----------------------------------------------------------------------------
@@ -141,6 +340,14 @@ class ClaimedItem:
     index: int
     text: str
     options: dict[str, Any]
+    # Set on a chunk of a long text: the text's item id.
+    parent_id: int | None = None
+    # A text: its reduce round (0: as submitted). A chunk: the round it belongs to.
+    level: int = 0
+
+    @property
+    def is_chunk(self) -> bool:
+        return self.parent_id is not None
 
 
 @dataclass(frozen=True)
@@ -172,9 +379,11 @@ def claim_items(
             JobItem.id,
             JobItem.job_id,
             JobItem.idx,
-            JobItem.input_text,
+            func.coalesce(JobItem.work_text, JobItem.input_text).label("text"),
             JobItem.char_count,
             JobItem.attempts,
+            JobItem.parent_id,
+            JobItem.level,
         )
         .join(Job, Job.id == JobItem.job_id)
         .where(
@@ -219,8 +428,10 @@ def claim_items(
                 id=row.id,
                 job_id=row.job_id,
                 index=row.idx,
-                text=row.input_text,
+                text=row.text,
                 options=options[row.job_id] or {},
+                parent_id=row.parent_id,
+                level=row.level,
             )
             for row in chosen
         ],
@@ -272,17 +483,39 @@ def release_claim(session: Session, *, claim_token: uuid.UUID) -> int:
 
 
 @dataclass(frozen=True)
+class NewPart:
+    """A chunk a text too long for the model's window is split into."""
+
+    start: int
+    end: int
+    tokens: int
+    text: str
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """The result (or error) of one claimed item."""
+    """The result (or error) of one claimed item, or the chunks it was split into."""
 
     item_id: int
     result: dict[str, Any] | None = None
     error: str | None = None
     from_cache: bool = False
+    parts: list[NewPart] | None = None
 
     @property
     def status(self) -> ItemStatus:
+        if self.parts is not None:
+            return ItemStatus.WAITING
         return ItemStatus.ERROR if self.error is not None else ItemStatus.DONE
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """Where an item whose outcome is being stored belongs."""
+
+    job_id: uuid.UUID
+    parent_id: int | None
+    level: int
 
 
 def record_outcomes(
@@ -299,9 +532,10 @@ def record_outcomes(
     """
     if not outcomes:
         return 0
-    owned = dict(
-        session.execute(
-            select(JobItem.id, JobItem.job_id)
+    owned = {
+        row.id: ItemRef(row.job_id, row.parent_id, row.level)
+        for row in session.execute(
+            select(JobItem.id, JobItem.job_id, JobItem.parent_id, JobItem.level)
             .where(
                 JobItem.id.in_([o.item_id for o in outcomes]),
                 JobItem.claim_token == claim_token,
@@ -309,8 +543,8 @@ def record_outcomes(
             )
             .order_by(JobItem.id)
             .with_for_update()
-        ).all()
-    )
+        )
+    }
     kept = [o for o in outcomes if o.item_id in owned]
     _store_outcomes(session, kept, {o.item_id: owned[o.item_id] for o in kept})
     if cache_entries:
@@ -352,41 +586,202 @@ def forget_results_before(session: Session, moment: datetime) -> int:
 
 
 def _store_outcomes(
-    session: Session, outcomes: Sequence[Outcome], job_of: dict[int, uuid.UUID]
+    session: Session, outcomes: Sequence[Outcome], refs: dict[int, ItemRef]
 ) -> None:
-    """Write outcomes of locked, running items, then bump job counters and finish jobs."""
+    """Write outcomes of locked, running items, then update their texts and jobs.
+
+    A split item starts waiting for its new chunks; a finished chunk counts down its text,
+    and the text whose last chunk finished moves on (see `_advance`). Outcomes of texts
+    (not chunks) then bump their jobs' counters, and jobs whose every text finished end.
+    """
     if not outcomes:
         return
     now = utcnow()
-    session.execute(
-        update(JobItem),
-        [
-            {
-                "id": o.item_id,
-                "status": o.status.value,
-                "result": o.result,
-                "error": o.error,
-                "lease_expires_at": None,
-                "finished_at": now,
-            }
-            for o in outcomes
-        ],
-    )
-    done = Counter(job_of[o.item_id] for o in outcomes if o.status is ItemStatus.DONE)
-    errored = Counter(job_of[o.item_id] for o in outcomes if o.status is ItemStatus.ERROR)
-    cached = Counter(job_of[o.item_id] for o in outcomes if o.from_cache)
-    job_ids = sorted(set(done) | set(errored))
-    for job_id in job_ids:
+    finished = [o for o in outcomes if o.parts is None]
+    if finished:
         session.execute(
-            update(Job)
-            .where(Job.id == job_id)
+            update(JobItem),
+            [
+                {
+                    "id": o.item_id,
+                    "status": o.status.value,
+                    "result": o.result,
+                    "error": o.error,
+                    "lease_expires_at": None,
+                    "finished_at": now,
+                }
+                for o in finished
+            ],
+        )
+    _split(session, [o for o in outcomes if o.parts is not None], refs)
+    texts = [(refs[o.item_id].job_id, o) for o in finished if refs[o.item_id].parent_id is None]
+    texts += _count_down_parents(session, [o for o in finished if refs[o.item_id].parent_id], refs)
+    _count_texts(session, texts)
+    finish_complete_jobs(session, {job_id for job_id, _ in texts})
+
+
+def _split(session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]) -> None:
+    """Make each split item wait for its chunks, and add the chunks as pending items."""
+    if not splits:
+        return
+    added: Counter[uuid.UUID] = Counter()
+    for outcome in splits:
+        ref, parts = refs[outcome.item_id], outcome.parts or []
+        task = session.scalar(select(JobItem.task).where(JobItem.id == outcome.item_id))
+        session.execute(
+            update(JobItem)
+            .where(JobItem.id == outcome.item_id)
             .values(
-                done_items=Job.done_items + done[job_id],
-                error_items=Job.error_items + errored[job_id],
-                cached_items=Job.cached_items + cached[job_id],
+                status=ItemStatus.WAITING.value,
+                open_parts=len(parts),
+                claim_token=None,
+                lease_expires_at=None,
             )
         )
-    finish_complete_jobs(session, job_ids)
+        rows = (
+            {
+                "job_id": ref.job_id,
+                "idx": position,
+                "task": task,
+                "status": ItemStatus.PENDING.value,
+                "input_text": part.text,
+                "char_count": len(part.text),
+                "parent_id": outcome.item_id,
+                "level": ref.level,
+                "span_start": part.start,
+                "span_end": part.end,
+                "token_count": part.tokens,
+                "attempts": 0,
+            }
+            for position, part in enumerate(parts)
+        )
+        for chunk in _chunks(rows, INSERT_CHUNK_ROWS):
+            session.execute(insert(JobItem), chunk)
+        added[ref.job_id] += len(parts)
+    for job_id in sorted(added):
+        session.execute(
+            update(Job).where(Job.id == job_id).values(total_parts=Job.total_parts + added[job_id])
+        )
+
+
+def _count_down_parents(
+    session: Session, chunks: Sequence[Outcome], refs: dict[int, ItemRef]
+) -> list[tuple[uuid.UUID, Outcome]]:
+    """Count finished chunks against their texts; return outcomes of texts that finished."""
+    per_parent = Counter(refs[o.item_id].parent_id for o in chunks)
+    per_job = Counter(refs[o.item_id].job_id for o in chunks)
+    for job_id in sorted(per_job):
+        session.execute(
+            update(Job).where(Job.id == job_id).values(done_parts=Job.done_parts + per_job[job_id])
+        )
+    finished: list[tuple[uuid.UUID, Outcome]] = []
+    for parent_id in sorted(p for p in per_parent if p is not None):
+        # One row update at a time serializes recorders: exactly one sees the count reach 0.
+        left = session.execute(
+            update(JobItem)
+            .where(JobItem.id == parent_id, JobItem.status == ItemStatus.WAITING.value)
+            .values(open_parts=JobItem.open_parts - per_parent[parent_id])
+            .returning(JobItem.open_parts, JobItem.job_id)
+        ).first()
+        if left is not None and left.open_parts <= 0:
+            outcome = _advance(session, parent_id)
+            if outcome is not None:
+                finished.append((left.job_id, outcome))
+    return finished
+
+
+def _advance(session: Session, parent_id: int) -> Outcome | None:
+    """Move on a text whose chunks all finished; return its outcome if that finishes it.
+
+    Sentiment: the text's label is its chunks' labels combined. Summaries: the chunks'
+    summaries, joined, are what the text's next round summarizes (splitting again if they
+    are still too long for one window).
+    """
+    task, level = session.execute(
+        select(JobItem.task, JobItem.level).where(JobItem.id == parent_id)
+    ).one()
+    parts = [
+        documents.FinishedPart(
+            index=row.idx,
+            start=row.span_start or 0,
+            end=row.span_end or 0,
+            tokens=row.token_count or 0,
+            result=row.result,
+            error=row.error,
+        )
+        for row in session.execute(
+            select(
+                JobItem.idx,
+                JobItem.span_start,
+                JobItem.span_end,
+                JobItem.token_count,
+                JobItem.result,
+                JobItem.error,
+            )
+            .where(JobItem.parent_id == parent_id, JobItem.level == level)
+            .order_by(JobItem.idx)
+        )
+    ]
+    failure = documents.first_failure(parts)
+    if failure is None and task == Task.SUMMARIZE.value:
+        text = documents.joined_summaries(parts)
+        session.execute(
+            update(JobItem)
+            .where(JobItem.id == parent_id)
+            .values(
+                status=ItemStatus.PENDING.value,
+                level=level + 1,
+                work_text=text,
+                char_count=len(text),
+                open_parts=None,
+                attempts=0,
+            )
+        )
+        return None
+    outcome = (
+        Outcome(item_id=parent_id, error=failure)
+        if failure is not None
+        else Outcome(item_id=parent_id, result=documents.document_sentiment(parts))
+    )
+    session.execute(
+        update(JobItem)
+        .where(JobItem.id == parent_id)
+        .values(
+            status=outcome.status.value,
+            result=outcome.result,
+            error=outcome.error,
+            open_parts=None,
+            finished_at=utcnow(),
+        )
+    )
+    return outcome
+
+
+def _count_texts(session: Session, finished: Sequence[tuple[uuid.UUID, Outcome]]) -> None:
+    """Add finished texts to their jobs' done, errored, cached and per-label counts."""
+    done = Counter(job_id for job_id, o in finished if o.status is ItemStatus.DONE)
+    errored = Counter(job_id for job_id, o in finished if o.status is ItemStatus.ERROR)
+    cached = Counter(job_id for job_id, o in finished if o.from_cache)
+    labels: dict[uuid.UUID, Counter[str]] = {}
+    for job_id, o in finished:
+        if o.result is not None and "label" in o.result:
+            labels.setdefault(job_id, Counter())[str(o.result["label"])] += 1
+    for job_id in sorted(set(done) | set(errored)):
+        values: dict[str, Any] = {
+            "done_items": Job.done_items + done[job_id],
+            "error_items": Job.error_items + errored[job_id],
+            "cached_items": Job.cached_items + cached[job_id],
+        }
+        if job_id in labels:
+            # The job's row is locked by this transaction from here on, so the
+            # read-modify-write of the counts cannot interleave with another recorder's.
+            current = session.scalar(
+                select(Job.label_counts).where(Job.id == job_id).with_for_update()
+            )
+            merged = Counter(current or {})
+            merged.update(labels[job_id])
+            values["label_counts"] = dict(sorted(merged.items()))
+        session.execute(update(Job).where(Job.id == job_id).values(**values))
 
 
 def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
@@ -427,7 +822,7 @@ class ExpiredLeases:
 def expire_leases(session: Session, *, max_attempts: int, limit: int = 1000) -> ExpiredLeases:
     """Re-pend items whose worker stopped renewing its lease; error those tried too often."""
     expired = session.execute(
-        select(JobItem.id, JobItem.job_id, JobItem.attempts)
+        select(JobItem.id, JobItem.job_id, JobItem.attempts, JobItem.parent_id, JobItem.level)
         .where(
             JobItem.status == ItemStatus.RUNNING.value,
             JobItem.lease_expires_at < _lease_clock(session),
@@ -454,7 +849,7 @@ def expire_leases(session: Session, *, max_attempts: int, limit: int = 1000) -> 
             )
             for row in exhausted
         ],
-        {row.id: row.job_id for row in exhausted},
+        {row.id: ItemRef(row.job_id, row.parent_id, row.level) for row in exhausted},
     )
     return ExpiredLeases(repended=len(retry), given_up=len(exhausted))
 

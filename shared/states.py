@@ -58,6 +58,8 @@ class ItemStatus(StrEnum):
     """Waiting for a worker to claim it."""
     RUNNING = "running"
     """Claimed by a worker under a lease; re-pended if the lease expires."""
+    WAITING = "waiting"
+    """Longer than the model's window: split into chunks, waits for them to finish."""
     DONE = "done"
     """Has its result."""
     ERROR = "error"
@@ -71,7 +73,13 @@ TERMINAL_ITEM_STATUSES = frozenset({ItemStatus.DONE, ItemStatus.ERROR, ItemStatu
 ITEM_TRANSITIONS: dict[ItemStatus, frozenset[ItemStatus]] = {
     ItemStatus.PENDING: frozenset({ItemStatus.RUNNING, ItemStatus.CANCELLED, ItemStatus.ERROR}),
     # RUNNING -> PENDING is the lease expiring or a worker handing its claim back.
-    ItemStatus.RUNNING: frozenset({ItemStatus.PENDING, ItemStatus.DONE, ItemStatus.ERROR}),
+    ItemStatus.RUNNING: frozenset(
+        {ItemStatus.PENDING, ItemStatus.WAITING, ItemStatus.DONE, ItemStatus.ERROR}
+    ),
+    # WAITING -> PENDING is a summary's next reduce round over its chunks' summaries.
+    ItemStatus.WAITING: frozenset(
+        {ItemStatus.PENDING, ItemStatus.DONE, ItemStatus.ERROR, ItemStatus.CANCELLED}
+    ),
     **{status: frozenset() for status in TERMINAL_ITEM_STATUSES},
 }
 

@@ -1,0 +1,91 @@
+"""A file's rows go in as one job, streamed (COPY on Postgres); bad rows become errors."""
+
+import pytest
+from sqlalchemy import func, select
+
+from shared import repository
+from shared.errors import InvalidRequest, RequestTooLarge
+from shared.models import DEFAULT_TENANT_ID, Job, JobItem
+from shared.repository import FileRow
+from shared.states import JobStatus, Task
+
+
+def create(db, rows, *, max_rows=100, check_duplicate_ids=True):
+    with db.write() as session:
+        return repository.create_file_job(
+            session,
+            tenant_id=DEFAULT_TENANT_ID,
+            task=Task.SENTIMENT,
+            model="model-a",
+            options={},
+            input_meta={"filename": "f.csv"},
+            rows=iter(rows),
+            max_rows=max_rows,
+            check_duplicate_ids=check_duplicate_ids,
+        )
+
+
+def outcomes(db, job_id):
+    with db.read() as session:
+        return repository.list_item_outcomes(session, job_id=job_id, after_index=-1, limit=100)
+
+
+def stored(db):
+    with db.read() as session:
+        return (
+            session.scalar(select(func.count()).select_from(Job)),
+            session.scalar(select(func.count()).select_from(JobItem)),
+        )
+
+
+def test_rows_are_stored_in_order_with_their_ids_and_errors(db):
+    job = create(
+        db,
+        [
+            FileRow(0, "a-1", "great phone", None),
+            FileRow(1, "a-2", None, "row 2: the text is empty"),
+            FileRow(2, "a-3", "it broke", None),
+        ],
+    )
+    assert (job.total_items, job.error_items, job.status) == (3, 1, JobStatus.QUEUED)
+    assert [(o.index, o.custom_id, o.status, o.error) for o in outcomes(db, job.id)] == [
+        (0, "a-1", "pending", None),
+        (1, "a-2", "error", "row 2: the text is empty"),
+        (2, "a-3", "pending", None),
+    ]
+    assert stored(db) == (1, 3)
+
+
+def test_a_repeated_custom_id_is_an_error_on_every_later_row(db):
+    job = create(
+        db,
+        [
+            FileRow(0, "x", "one", None),
+            FileRow(1, "y", "two", None),
+            FileRow(2, "x", "three", None),
+            FileRow(3, "x", "four", None),
+        ],
+    )
+    assert job.error_items == 2
+    errors = {o.index: o.error for o in outcomes(db, job.id) if o.error}
+    assert errors == {
+        2: "row 3: custom_id x is already used by row 1",
+        3: "row 4: custom_id x is already used by row 1",
+    }
+
+
+def test_a_file_whose_every_row_failed_is_a_failed_job_at_once(db):
+    job = create(db, [FileRow(0, "1", None, "row 1: the text is empty")])
+    with db.read() as session:
+        assert session.get(Job, job.id).status == JobStatus.FAILED
+
+
+@pytest.mark.parametrize(
+    ("rows", "error"),
+    [([], InvalidRequest), ([FileRow(n, str(n), "t", None) for n in range(4)], RequestTooLarge)],
+    ids=["no rows", "too many rows"],
+)
+def test_a_file_that_is_refused_stores_nothing(db, rows, error):
+    with pytest.raises(error):
+        create(db, rows, max_rows=3)
+    assert stored(db) == (0, 0)
