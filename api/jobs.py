@@ -15,7 +15,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.errors import JobNotFound
 from shared.models import Job
-from shared.schemas import JobLinks, JobRead, Progress
+from shared.schemas import ChunkProgress, JobLinks, JobRead, Progress
 from shared.states import JobStatus, Task
 
 
@@ -28,7 +28,9 @@ class Submitter:
     settings: Settings
     tenant_id: str
 
-    def submit(self, task: Task, texts: list[str], options: dict[str, Any]) -> Job:
+    def submit(
+        self, task: Task, texts: list[str], options: dict[str, Any], *, kind: str = "texts"
+    ) -> Job:
         """Store a job and its items in one transaction, then ring the task's doorbell."""
         with self.db.write() as session:
             job = repository.create_job(
@@ -38,6 +40,7 @@ class Submitter:
                 model=self.settings.model_for(task),
                 options=options,
                 texts=texts,
+                input_kind=kind,
             )
         # Only after commit: a worker woken earlier could look before the rows exist.
         self.doorbell.ring(task, job_id=job.id)
@@ -72,10 +75,13 @@ def present(job: Job, request: Request) -> JobRead:
             done=job.done_items,
             errored=job.error_items,
             cached=job.cached_items,
+            chunks=ChunkProgress(total=job.total_parts, done=job.done_parts),
         ),
         model=job.model,
         model_revision=job.model_revision,
         options=job.options or {},
+        input={"kind": job.input_kind, **(job.input_meta or {})},
+        labels=job.label_counts if job.task == Task.SENTIMENT.value else None,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

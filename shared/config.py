@@ -56,7 +56,10 @@ class Settings(BaseSettings):
     drain_slice_s: float = Field(default=20.0, gt=0)
 
     max_text_chars: int = Field(default=50_000, ge=1)
+    max_document_chars: int = Field(default=1_000_000, ge=1)
     max_items_per_job: int = Field(default=10_000, ge=1)
+    max_upload_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
+    max_upload_rows: int = Field(default=2_000_000, ge=1)
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     sync_timeout_s: float = Field(default=30.0, ge=0)
 

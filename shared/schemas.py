@@ -12,8 +12,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -26,6 +28,7 @@ class InputLimits:
 
     max_text_chars: int
     max_items_per_job: int
+    max_document_chars: int
 
 
 def _limits(info: ValidationInfo) -> InputLimits | None:
@@ -80,7 +83,7 @@ OPTIONS_BY_TASK: dict[Task, type[Strict]] = {
 }
 
 
-def check_text(text: str, info: ValidationInfo) -> str:
+def check_text(text: str, info: ValidationInfo, *, document: bool = False) -> str:
     """Reject an empty text, one over the configured size, or one no database can store."""
     if not text.strip():
         raise ValueError("text must not be empty or only whitespace")
@@ -93,19 +96,32 @@ def check_text(text: str, info: ValidationInfo) -> str:
             f"text contains an unpaired surrogate ({text[error.start]!a}) at position {error.start}"
         ) from None
     limits = _limits(info)
-    if limits and len(text) > limits.max_text_chars:
+    if limits is None:
+        return text
+    limit, setting = (
+        (limits.max_document_chars, "TEXTQ_MAX_DOCUMENT_CHARS")
+        if document
+        else (limits.max_text_chars, "TEXTQ_MAX_TEXT_CHARS")
+    )
+    if len(text) > limit:
+        what = "document" if document else "text"
+        hint = "" if document else "; send a long text as input.document"
         raise ValueError(
-            f"text is {len(text)} characters; the limit is {limits.max_text_chars} "
-            "(TEXTQ_MAX_TEXT_CHARS)"
+            f"{what} is {len(text)} characters; the limit is {limit} ({setting}){hint}"
         )
     return text
 
 
 class JobInput(Strict):
-    """The texts of a job: `texts` (a list) or `text` (one), not both."""
+    """The texts of a job: `texts` (a list), `text` (one) or `document` (one long text)."""
 
     texts: list[str] | None = None
     text: str | None = None
+    document: str | None = Field(
+        default=None,
+        description="A text of any length up to TEXTQ_MAX_DOCUMENT_CHARS; split into chunks "
+        "that fit the model, summarized (or labelled) chunk by chunk, then combined.",
+    )
 
     @field_validator("texts")
     @classmethod
@@ -132,15 +148,30 @@ class JobInput(Strict):
     def _check_text(cls, text: str | None, info: ValidationInfo) -> str | None:
         return None if text is None else check_text(text, info)
 
+    @field_validator("document")
+    @classmethod
+    def _check_document(cls, document: str | None, info: ValidationInfo) -> str | None:
+        return None if document is None else check_text(document, info, document=True)
+
     @model_validator(mode="after")
     def _exactly_one(self) -> JobInput:
-        if (self.texts is None) == (self.text is None):
-            raise ValueError("input needs exactly one of `texts` (a list) or `text` (a string)")
+        given = [self.texts, self.text, self.document]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError(
+                "input needs exactly one of `texts` (a list), `text` (a string) "
+                "or `document` (a long string)"
+            )
         return self
+
+    @property
+    def kind(self) -> str:
+        return "document" if self.document is not None else "texts"
 
     def all_texts(self) -> list[str]:
         """Return the texts in submission order."""
-        return self.texts if self.texts is not None else [self.text or ""]
+        if self.texts is not None:
+            return self.texts
+        return [self.text if self.text is not None else self.document or ""]
 
 
 class JobCreate(Strict):
@@ -172,11 +203,17 @@ class JobCreate(Strict):
         return self
 
 
+class ChunkProgress(BaseModel):
+    total: int = Field(description="Chunks long texts were split into so far.")
+    done: int
+
+
 class Progress(BaseModel):
     total: int
     done: int
     errored: int
     cached: int = Field(description="Of the done items, those answered from the result cache.")
+    chunks: ChunkProgress
 
 
 class JobLinks(BaseModel):
@@ -194,6 +231,13 @@ class JobRead(BaseModel):
     model: str
     model_revision: str | None
     options: dict[str, Any]
+    input: dict[str, Any] = Field(
+        description="What was submitted: `kind` (texts, document or file), and for a file its "
+        "name, format and columns."
+    )
+    labels: dict[str, int] | None = Field(
+        default=None, description="Sentiment jobs: how many finished items got each label."
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -207,20 +251,47 @@ class JobPage(BaseModel):
     next_cursor: str | None
 
 
-class SentimentResult(BaseModel):
+class _WithoutNulls(BaseModel):
+    """A result entry: fields that do not apply (no custom id, no chunks) are left out."""
+
+    @model_serializer(mode="wrap")
+    def _drop_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class ChunkResult(_WithoutNulls):
+    """One chunk of a long text: its characters [start, end) in the text, and its outcome."""
+
     index: int
+    start: int
+    end: int
+    tokens: int
+    label: str | None = None
+    score: float | None = None
+    scores: dict[str, float] | None = None
+    summary_text: str | None = None
+    error: str | None = None
+
+
+class SentimentResult(_WithoutNulls):
+    index: int
+    custom_id: str | None = None
     label: str
     score: float
     scores: dict[str, float]
+    chunks: list[ChunkResult] | None = None
 
 
-class SummaryResult(BaseModel):
+class SummaryResult(_WithoutNulls):
     index: int
+    custom_id: str | None = None
     summary_text: str
+    chunks: list[ChunkResult] | None = None
 
 
-class ItemFailure(BaseModel):
+class ItemFailure(_WithoutNulls):
     index: int
+    custom_id: str | None = None
     error: str
 
 

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
-from api import cursors
-from api.body import json_body, request_body_doc
+from api import cursors, exports
+from api.body import read_job_submission, request_body_doc
 from api.deps import DatabaseDep, TenantDep, WaiterDep
 from api.jobs import SubmitterDep, parse_job_id, present
 from shared import repository
 from shared.errors import InvalidRequest, JobNotFinished
 from shared.models import Job
-from shared.repository import StoredOutcome
+from shared.repository import StoredChunk, StoredOutcome
 from shared.schemas import (
+    ChunkResult,
     ItemFailure,
     JobCreate,
     JobPage,
@@ -37,16 +39,20 @@ MAX_WAIT_S = 60
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobRead,
-    openapi_extra=request_body_doc(JobCreate),
+    openapi_extra=request_body_doc(JobCreate, plain_text_document=True),
 )
 def create_job(
-    body: Annotated[JobCreate, Depends(json_body(JobCreate))],
+    body: Annotated[JobCreate, Depends(read_job_submission)],
     request: Request,
     response: Response,
     submitter: SubmitterDep,
 ) -> JobRead:
-    """Submit a job; it runs in the background. Poll the `Location` it returns."""
-    job = submitter.submit(body.task, body.input.all_texts(), body.options)
+    """Submit a job; it runs in the background. Poll the `Location` it returns.
+
+    A long document may also be sent as the raw body with `Content-Type: text/plain` and
+    `?task=summarize` (options as a JSON string in `?options=`).
+    """
+    job = submitter.submit(body.task, body.input.all_texts(), body.options, kind=body.input.kind)
     read = present(job, request)
     response.headers["Location"] = read.links.self
     return read
@@ -113,15 +119,35 @@ def _if_finished(job: Job) -> Job | None:
     return job if JobStatus(job.status) in TERMINAL_JOB_STATUSES else None
 
 
-@router.get("/{job_id}/results", response_model=ResultPage)
+@router.get(
+    "/{job_id}/results",
+    response_model=ResultPage,
+    responses={
+        200: {
+            "content": {
+                "application/x-ndjson": {"schema": {"type": "string"}},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+            "description": "A page of results (JSON), or all of them streamed (JSONL, CSV).",
+        }
+    },
+)
 def get_job_results(
     job_id: str,
     db: DatabaseDep,
     tenant_id: TenantDep,
     limit: int = Query(default=100, ge=1, le=MAX_PAGE),
     cursor: str | None = None,
-) -> ResultPage:
-    """Return a finished job's results in input order, a page at a time."""
+    format: Literal["json", "jsonl", "csv"] = Query(
+        default="json",
+        description="json: a page (follow next_cursor); jsonl or csv: every result, streamed.",
+    ),
+    include_chunks: bool = Query(
+        default=False,
+        description="For texts split into chunks, add each chunk's span and outcome.",
+    ),
+) -> ResultPage | StreamingResponse:
+    """Return a finished job's results in input order, a page at a time or all streamed."""
     after = cursors.read_result_cursor(cursor) if cursor else -1
     with db.read() as session:
         job = repository.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
@@ -130,29 +156,66 @@ def get_job_results(
                 f"Job {job.id} is {job.status} ({job.done_items + job.error_items} of "
                 f"{job.total_items} items finished); results are readable once it finishes."
             )
+        if format != "json":
+            stream = exports.stream_jsonl if format == "jsonl" else exports.stream_csv
+            return StreamingResponse(
+                stream(db, job.id, Task(job.task)),
+                media_type=exports.MEDIA_TYPES[format],
+                headers={
+                    "Content-Disposition": f'attachment; filename="{job.id}-results.{format}"'
+                },
+            )
         rows = repository.list_item_outcomes(
             session, job_id=job.id, after_index=after, limit=limit + 1
         )
-    page, more = rows[:limit], len(rows) > limit
+        page, more = rows[:limit], len(rows) > limit
+        chunks: dict[int, list[StoredChunk]] = {}
+        if include_chunks:
+            for chunk in repository.list_first_round_chunks(session, [r.item_id for r in page]):
+                chunks.setdefault(chunk.parent_id, []).append(chunk)
     return ResultPage(
         job_id=job.id,
         task=Task(job.task),
         status=JobStatus(job.status),
-        items=[item for row in page if (item := _result_item(row)) is not None],
+        items=[
+            item
+            for row in page
+            if (item := _result_item(row, chunks.get(row.item_id) if include_chunks else None))
+            is not None
+        ],
         next_cursor=cursors.result_cursor(page[-1].index) if more else None,
     )
 
 
-def _result_item(row: StoredOutcome) -> ResultItem | None:
+def _result_item(row: StoredOutcome, chunks: list[StoredChunk] | None) -> ResultItem | None:
+    parts = [_chunk_result(chunk) for chunk in chunks] if chunks is not None else None
     if row.status == ItemStatus.DONE and row.result is not None:
         if "summary_text" in row.result:
-            return SummaryResult(index=row.index, **row.result)
-        return SentimentResult(index=row.index, **row.result)
+            return SummaryResult(
+                index=row.index, custom_id=row.custom_id, chunks=parts, **row.result
+            )
+        return SentimentResult(index=row.index, custom_id=row.custom_id, chunks=parts, **row.result)
     if row.status == ItemStatus.ERROR:
-        return ItemFailure(index=row.index, error=row.error or "unknown error")
+        return ItemFailure(
+            index=row.index, custom_id=row.custom_id, error=row.error or "unknown error"
+        )
     if row.status == ItemStatus.CANCELLED:
-        return ItemFailure(index=row.index, error="cancelled before it ran")
+        return ItemFailure(
+            index=row.index, custom_id=row.custom_id, error="cancelled before it ran"
+        )
     return None
+
+
+def _chunk_result(chunk: StoredChunk) -> ChunkResult:
+    outputs = chunk.result if chunk.status == ItemStatus.DONE and chunk.result else {}
+    return ChunkResult(
+        index=chunk.index,
+        start=chunk.start,
+        end=chunk.end,
+        tokens=chunk.tokens,
+        error=chunk.error if chunk.status == ItemStatus.ERROR else None,
+        **outputs,
+    )
 
 
 def _parse_task(task: str | None) -> Task | None:

@@ -12,7 +12,13 @@ from shared.models import Job, JobItem
 @pytest.fixture
 def api_settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"max_text_chars": 100, "max_items_per_job": 5, "max_request_bytes": 16384}
+        update={
+            "max_text_chars": 100,
+            "max_document_chars": 5000,
+            "max_items_per_job": 5,
+            "max_request_bytes": 16384,
+            "max_upload_bytes": 1024 * 1024,
+        }
     )
 
 

@@ -13,7 +13,13 @@ def test_a_job_is_accepted_with_its_location(client, api_settings):
     assert response.status_code == 202
     job = response.json()
     assert job["status"] == "queued"
-    assert job["progress"] == {"total": 2, "done": 0, "errored": 0, "cached": 0}
+    assert job["progress"] == {
+        "total": 2,
+        "done": 0,
+        "errored": 0,
+        "cached": 0,
+        "chunks": {"total": 0, "done": 0},
+    }
     assert job["model"] == api_settings.sentiment_model
     assert response.headers["location"].endswith(f"/v1/jobs/{job['id']}")
     assert client.get(response.headers["location"]).json()["id"] == job["id"]

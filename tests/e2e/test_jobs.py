@@ -33,7 +33,13 @@ def test_a_sentiment_job_from_submit_to_results(http, model_dirs):
     assert submitted.status_code == 202
     job = wait_for_job(http, submitted.json()["id"])
     assert job["status"] == "succeeded"
-    assert job["progress"] | {"cached": 0} == {"total": 4, "done": 4, "errored": 0, "cached": 0}
+    assert job["progress"] | {"cached": 0} == {
+        "total": 4,
+        "done": 4,
+        "errored": 0,
+        "cached": 0,
+        "chunks": {"total": 0, "done": 0},
+    }
     assert job["created_at"] <= job["started_at"] <= job["finished_at"]
     assert job["model"] == str(model_dirs.sentiment)
     assert job["model_revision"].startswith("sha256:")
@@ -58,7 +64,13 @@ def test_repeated_texts_are_answered_from_the_cache_with_the_same_results(http):
         http,
         http.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": texts}}).json()["id"],
     )
-    assert second["progress"] == {"total": 4, "done": 4, "errored": 0, "cached": 4}
+    assert second["progress"] == {
+        "total": 4,
+        "done": 4,
+        "errored": 0,
+        "cached": 4,
+        "chunks": {"total": 0, "done": 0},
+    }
     assert all_results(http, second["id"]) == all_results(http, first["id"])
 
 

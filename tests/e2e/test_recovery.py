@@ -77,7 +77,13 @@ def test_a_job_survives_its_worker_being_killed(backend, tmp_path, model_dirs, r
             held, _ = kill_while_holding_a_claim(http, db, job_id, start_worker)
             finished = wait_for_job(http, job_id, timeout_s=180)
         assert finished["status"] == "succeeded", workers[-1].output()
-        assert finished["progress"] == {"total": 6000, "done": 6000, "errored": 0, "cached": 0}
+        assert finished["progress"] == {
+            "total": 6000,
+            "done": 6000,
+            "errored": 0,
+            "cached": 0,
+            "chunks": {"total": 0, "done": 0},
+        }
         with db.read() as session:
             statuses = dict(
                 session.execute(select(JobItem.status, func.count()).group_by(JobItem.status)).all()

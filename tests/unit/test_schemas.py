@@ -4,7 +4,7 @@ from pydantic import ValidationError
 from shared.schemas import InputLimits, JobCreate
 from shared.states import Task
 
-LIMITS = {"limits": InputLimits(max_text_chars=20, max_items_per_job=3)}
+LIMITS = {"limits": InputLimits(max_text_chars=20, max_items_per_job=3, max_document_chars=100)}
 
 
 def parse(data):

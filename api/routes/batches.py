@@ -1,0 +1,169 @@
+"""`/v1/batches`: submit a bulk file (CSV or JSONL) as one job, streamed into the database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from api import uploads
+from api.body import parse_json
+from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
+from api.errors import invalid_request
+from api.jobs import present
+from shared import repository
+from shared.errors import InvalidRequest, RequestTooLarge
+from shared.models import Job
+from shared.schemas import OPTIONS_BY_TASK, JobRead
+from shared.states import Task
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+FORM_FIELDS = {
+    "file": "The CSV or JSONL file (may be gzip-compressed).",
+    "task": "sentiment or summarize.",
+    "text_column": "CSV: the column with the text (default `text`); JSONL: the key.",
+    "id_column": "CSV: the column with each row's id; JSONL: the key (default `custom_id`).",
+    "options": "The task's options as a JSON object string.",
+    "format": "csv or jsonl, when the file name does not say.",
+    "encoding": "The file's text encoding when it is not UTF-8 or UTF-16 with a BOM.",
+    "webhook_url": "Not available yet: a URL here is refused rather than ignored.",
+}
+FORM_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "task"],
+                    "properties": {
+                        name: (
+                            {"type": "string", "format": "binary", "description": doc}
+                            if name == "file"
+                            else {"type": "string", "description": doc}
+                        )
+                        for name, doc in FORM_FIELDS.items()
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead, openapi_extra=FORM_DOC
+)
+async def create_batch(
+    request: Request,
+    response: Response,
+    db: DatabaseDep,
+    doorbell: DoorbellDep,
+    settings: SettingsDep,
+    tenant_id: TenantDep,
+) -> JobRead:
+    """Submit a file of texts as one job; each row's outcome is a line of its results."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.max_upload_bytes:
+        raise RequestTooLarge(
+            f"The upload is {declared} bytes; the limit is {settings.max_upload_bytes} "
+            "(TEXTQ_MAX_UPLOAD_BYTES)."
+        )
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest(
+            "Send the file as multipart/form-data with fields `file` and `task` "
+            "(curl -F file=@feedback.csv -F task=sentiment)."
+        )
+    # The file part is spooled to a temporary file, never held in memory.
+    async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest(
+                "The form has no file in field `file`.",
+                errors=[{"field": "file", "message": "required"}],
+            )
+        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+        task, options = _task_and_options(fields)
+        if fields.get("webhook_url"):
+            raise InvalidRequest(
+                "webhook_url is not available yet; poll the job's Location instead.",
+                errors=[{"field": "webhook_url", "message": "not available yet"}],
+            )
+        if upload.size is not None and upload.size > settings.max_upload_bytes:
+            raise RequestTooLarge(
+                f"The file is {upload.size} bytes; the limit is {settings.max_upload_bytes} "
+                "(TEXTQ_MAX_UPLOAD_BYTES)."
+            )
+
+        def ingest() -> Job:
+            file_format, rows = uploads.open_upload(
+                upload.file,
+                filename=upload.filename,
+                declared_format=fields.get("format") or None,
+                text_column=fields.get("text_column") or None,
+                id_column=fields.get("id_column") or None,
+                encoding=fields.get("encoding") or None,
+                max_text_chars=settings.max_text_chars,
+                max_decompressed_bytes=settings.max_upload_bytes,
+            )
+            meta = {
+                "filename": upload.filename,
+                "format": file_format.kind,
+                "encoding": file_format.encoding,
+                "compressed": file_format.compressed,
+                "text_column": fields.get("text_column") or "text",
+                "id_column": fields.get("id_column") or None,
+            }
+            with db.write() as session:
+                return repository.create_file_job(
+                    session,
+                    tenant_id=tenant_id,
+                    task=task,
+                    model=settings.model_for(task),
+                    options=options,
+                    input_meta=meta,
+                    rows=(
+                        repository.FileRow(row.index, row.custom_id, row.text, row.error)
+                        for row in rows
+                    ),
+                    max_rows=settings.max_upload_rows,
+                    check_duplicate_ids=_has_own_ids(file_format.kind, fields),
+                )
+
+        job = await run_in_threadpool(ingest)
+    doorbell.ring(task, job_id=job.id)
+    read = present(job, request)
+    response.headers["Location"] = read.links.self
+    return read
+
+
+def _has_own_ids(kind: str, fields: dict[str, str]) -> bool:
+    """Return whether rows carry ids of their own (else their row numbers, never repeated)."""
+    return bool(fields.get("id_column")) or kind == "jsonl"
+
+
+def _task_and_options(fields: dict[str, str]) -> tuple[Task, dict[str, Any]]:
+    raw_task = fields.get("task")
+    if not raw_task:
+        raise InvalidRequest(
+            "The form has no `task` field (sentiment or summarize).",
+            errors=[{"field": "task", "message": "required"}],
+        )
+    try:
+        task = Task.parse(raw_task)
+    except ValueError:
+        raise InvalidRequest(
+            f"unknown task {raw_task!r}; expected sentiment or summarize",
+            errors=[{"field": "task", "message": "unknown task"}],
+        ) from None
+    raw_options = fields.get("options") or "{}"
+    options = parse_json(raw_options, what="The options field")
+    try:
+        model = OPTIONS_BY_TASK[task].model_validate(options)
+    except ValidationError as error:
+        raise invalid_request(error) from None
+    return task, model.model_dump(exclude_defaults=True)
