@@ -44,6 +44,7 @@ class CachePlan:
                         result=outcome.result,
                         error=outcome.error,
                         from_cache=outcome.result is not None,
+                        parts=outcome.parts,
                     )
                 )
             if outcome.result is not None and outcome.item_id in self.key_of:
@@ -69,7 +70,9 @@ class ResultCache:
     def key(self, item: ClaimedItem) -> str:
         """Return the cache key of an item: a hash of all that decides its result."""
         material = json.dumps(
-            [self.identity, item.options, item.text], sort_keys=True, ensure_ascii=False
+            [self.identity, item.options, item.is_chunk, item.text],
+            sort_keys=True,
+            ensure_ascii=False,
         )
         return hashlib.sha256(material.encode()).hexdigest()
 

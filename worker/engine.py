@@ -11,8 +11,10 @@ from typing import Any
 
 import torch
 
-from shared.repository import ClaimedItem, Outcome
+from shared.documents import MAX_REDUCE_ROUNDS
+from shared.repository import ClaimedItem, NewPart, Outcome
 from shared.states import Task
+from worker.chunking import split_into_chunks
 from worker.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -71,13 +73,25 @@ class Runner:
     def task(self) -> Task:
         return self.loaded.resolved.task
 
+    @property
+    def chunk_tokens(self) -> int:
+        """Return how many content tokens fit the model's window beside its special tokens."""
+        specials = self.loaded.tokenizer.num_special_tokens_to_add(pair=False)
+        return self.loaded.max_input_tokens - specials
+
     def run(self, items: Sequence[ClaimedItem]) -> Iterator[list[Outcome]]:
-        """Yield the outcomes of each batch as soon as it is done."""
+        """Yield the outcomes of each batch as soon as it is done.
+
+        A text longer than the model's window is not truncated: it comes back split into
+        chunks (an outcome with `parts`), which later claims run like any other text.
+        """
         for group in self._groups(items):
             encoded, failures = self._encode_each(group)
-            if failures:
-                yield failures
-                group = [item for item in group if item.id in encoded]
+            splits = self._split_too_long(group, encoded)
+            if failures or splits:
+                yield failures + splits
+                done = {o.item_id for o in failures + splits}
+                group = [item for item in group if item.id not in done]
             lengths = [len(encoded[item.id]) for item in group]
             for positions in plan_batches(
                 lengths,
@@ -92,8 +106,42 @@ class Runner:
         """Split items into groups that may share a batch (same decoding options)."""
         groups: dict[str, list[ClaimedItem]] = {}
         for item in items:
-            groups.setdefault(json.dumps(item.options, sort_keys=True), []).append(item)
+            key = json.dumps([item.is_chunk, item.options], sort_keys=True)
+            groups.setdefault(key, []).append(item)
         return list(groups.values())
+
+    def _split_too_long(
+        self, items: Sequence[ClaimedItem], encoded: dict[int, list[int]]
+    ) -> list[Outcome]:
+        """Split the texts longer than the window; truncate the rare chunk that still is.
+
+        A chunk can come out a few tokens over when the tokenizer merges across the
+        boundary it was cut at; the last reduce round never splits, so a summary ends.
+        """
+        window = self.loaded.max_input_tokens
+        outcomes = []
+        for item in items:
+            ids = encoded.get(item.id)
+            if ids is None or len(ids) <= window:
+                continue
+            if item.is_chunk or item.level >= MAX_REDUCE_ROUNDS:
+                encoded[item.id] = ids[: window - 1] + ids[-1:]
+                continue
+            try:
+                chunks = split_into_chunks(item.text, self.loaded.tokenizer, self.chunk_tokens)
+            except Exception as error:
+                outcomes.append(_failure(item, error))
+                continue
+            outcomes.append(
+                Outcome(
+                    item_id=item.id,
+                    parts=[
+                        NewPart(c.start, c.end, c.tokens, item.text[c.start : c.end])
+                        for c in chunks
+                    ],
+                )
+            )
+        return outcomes
 
     def _encode_each(
         self, items: Sequence[ClaimedItem]
@@ -115,9 +163,7 @@ class Runner:
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         tokenizer = self.loaded.tokenizer
-        encoded = tokenizer(
-            texts, truncation=True, max_length=self.loaded.max_input_tokens, padding=False
-        )
+        encoded = tokenizer(texts, truncation=False, padding=False, verbose=False)
         return [list(ids) for ids in encoded["input_ids"]]
 
     def _run_isolated(self, batch: list[ClaimedItem], encoded: list[list[int]]) -> list[Outcome]:
@@ -181,7 +227,7 @@ class SummarizeRunner(Runner):
     """Summarizes texts with a seq2seq model, on the model's own decoding settings by default."""
 
     def _forward(self, batch: list[ClaimedItem], encoded: list[list[int]]) -> list[Outcome]:
-        generation = self.generation_config(batch[0].options)
+        generation = self.generation_config(batch[0].options, chunk=batch[0].is_chunk)
         with torch.inference_mode():
             output = self.loaded.model.generate(
                 **self._tensors(encoded), generation_config=generation
@@ -194,11 +240,22 @@ class SummarizeRunner(Runner):
             for item, summary in zip(batch, summaries, strict=True)
         ]
 
-    def generation_config(self, options: dict[str, Any]) -> Any:
-        """Return the model's generation config with the job's options laid over it."""
+    def generation_config(self, options: dict[str, Any], *, chunk: bool = False) -> Any:
+        """Return the model's generation config with the job's options laid over it.
+
+        A chunk's summary is an intermediate: it keeps the model's own lengths (the job's
+        lengths are for the final summary), held to a quarter of a window so that each
+        reduce round shrinks the text.
+        """
         generation = copy.deepcopy(self.loaded.model.generation_config)
         overrides = {k: v for k, v in options.items() if v is not None}
         overrides.setdefault("do_sample", False)
+        if chunk:
+            cap = max(self.chunk_tokens // 4, 8)
+            overrides.pop("min_length", None)
+            overrides["max_length"] = min(generation.max_length or cap, cap)
+            if generation.max_new_tokens:
+                overrides["max_new_tokens"] = min(generation.max_new_tokens, cap)
         # A job that only lowers max_length must not be held to the model's longer minimum.
         if "max_length" in overrides and "min_length" not in overrides:
             overrides["min_length"] = min(generation.min_length or 0, overrides["max_length"])
