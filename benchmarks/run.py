@@ -252,11 +252,13 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def update_readme(markdown: str) -> None:
+def update_readme(markdown: str, marker: str = "bench") -> None:
+    """Put `markdown` in the README between the `<marker>:start` and `:end` comments."""
     readme = ROOT / "README.md"
     text = readme.read_text()
-    block = f"<!-- bench:start -->\n{markdown}\n<!-- bench:end -->"
-    text = re.sub(r"<!-- bench:start -->.*<!-- bench:end -->", block, text, flags=re.S)
+    block = f"<!-- {marker}:start -->\n{markdown}\n<!-- {marker}:end -->"
+    pattern = rf"<!-- {marker}:start -->.*<!-- {marker}:end -->"
+    text = re.sub(pattern, lambda _: block, text, flags=re.S)
     readme.write_text(text)
 
 
