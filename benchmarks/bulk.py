@@ -25,11 +25,10 @@ import psutil
 from sqlalchemy import text
 
 from benchmarks import data
-from benchmarks.run import RESULTS, WORK, machine, update_readme
+from benchmarks.run import RESULTS, WORK, machine, postgres_service_env, update_readme
 from shared.db import Database
-from shared.migrate import upgrade
 from tests import services
-from tests.e2e.processes import free_port, start, wait_until_ready
+from tests.e2e.processes import start, wait_until_ready
 
 JSON_JOB_TEXTS = 10_000
 
@@ -128,18 +127,7 @@ def main() -> None:
     path = WORK / "feedback-1m.csv"
     size = write_csv(path, args.rows)
 
-    url = services.create_postgres_database(prefix="textq_bench")
-    services.redis_client()
-    upgrade(url)
-    port = free_port()
-    env = {
-        "TEXTQ_DATABASE_URL": url,
-        "TEXTQ_BROKER_URL": services.REDIS_URL,
-        "TEXTQ_QUEUE_PREFIX": f"textq-bench-{port}",
-        "TEXTQ_DATA_DIR": str(WORK / "data"),
-        "TEXTQ_MAX_ITEMS_PER_JOB": str(JSON_JOB_TEXTS),
-        "TEXTQ_LOG_LEVEL": "WARNING",
-    }
+    url, port, env = postgres_service_env({"TEXTQ_MAX_ITEMS_PER_JOB": str(JSON_JOB_TEXTS)})
     api = start("api", ["api", "--port", str(port)], env, logs)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -79,11 +79,8 @@ def naive_server(models: dict[str, Path], logs: Path) -> Iterator[str]:
         server.stop()
 
 
-@contextmanager
-def textq_service(
-    models: dict[str, Path], logs: Path, extra_env: dict[str, str] | None = None
-) -> Iterator[tuple[str, Process]]:
-    """textq api + textq worker on Postgres and Redis, in a database of the run's own."""
+def postgres_service_env(extra_env: dict[str, str]) -> tuple[str, int, dict[str, str]]:
+    """Create a migrated database of the run's own; return it, a free port and textq's env."""
     url = services.create_postgres_database(prefix="textq_bench")
     services.redis_client()
     upgrade(url)
@@ -92,12 +89,25 @@ def textq_service(
         "TEXTQ_DATABASE_URL": url,
         "TEXTQ_BROKER_URL": services.REDIS_URL,
         "TEXTQ_QUEUE_PREFIX": f"textq-bench-{port}",
-        "TEXTQ_SENTIMENT_MODEL": str(models["sentiment"]),
-        "TEXTQ_SUMMARIZATION_MODEL": str(models["summarize"]),
         "TEXTQ_DATA_DIR": str(WORK / "data"),
-        "TEXTQ_MAX_ITEMS_PER_JOB": "100000",
         "TEXTQ_LOG_LEVEL": "WARNING",
-    } | (extra_env or {})
+    } | extra_env
+    return url, port, env
+
+
+@contextmanager
+def textq_service(
+    models: dict[str, Path], logs: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, Process]]:
+    """textq api + textq worker on Postgres and Redis, in a database of the run's own."""
+    url, port, env = postgres_service_env(
+        {
+            "TEXTQ_SENTIMENT_MODEL": str(models["sentiment"]),
+            "TEXTQ_SUMMARIZATION_MODEL": str(models["summarize"]),
+            "TEXTQ_MAX_ITEMS_PER_JOB": "100000",
+        }
+        | (extra_env or {})
+    )
     api = start("api", ["api", "--port", str(port)], env, logs)
     worker = start("worker", ["worker", "--device", "cpu"], env, logs)
     base = f"http://127.0.0.1:{port}"

@@ -47,20 +47,15 @@ def create_job(
     input_kind: str = "texts",
 ) -> Job:
     """Add a queued job and one pending item per text."""
-    job = Job(
+    job = _add_job(
+        session,
         tenant_id=tenant_id,
-        task=task.value,
-        status=JobStatus.QUEUED.value,
+        task=task,
         model=model,
         options=options,
         total_items=len(texts),
-        done_items=0,
-        error_items=0,
         input_kind=input_kind,
-        label_counts={} if task is Task.SENTIMENT else None,
     )
-    session.add(job)
-    session.flush()
     rows = (
         {
             "job_id": job.id,
@@ -75,6 +70,35 @@ def create_job(
     )
     for chunk in _chunks(rows, INSERT_CHUNK_ROWS):
         session.execute(insert(JobItem), chunk)
+    return job
+
+
+def _add_job(
+    session: Session,
+    *,
+    tenant_id: str,
+    task: Task,
+    model: str,
+    options: dict[str, Any],
+    total_items: int,
+    input_kind: str,
+    input_meta: dict[str, Any] | None = None,
+) -> Job:
+    job = Job(
+        tenant_id=tenant_id,
+        task=task.value,
+        status=JobStatus.QUEUED.value,
+        model=model,
+        options=options,
+        total_items=total_items,
+        done_items=0,
+        error_items=0,
+        input_kind=input_kind,
+        input_meta=input_meta,
+        label_counts={} if task is Task.SENTIMENT else None,
+    )
+    session.add(job)
+    session.flush()
     return job
 
 
@@ -121,21 +145,16 @@ def create_file_job(
     Rows with an error are stored as finished with that error, so they appear in the
     results in place. Raise (and so store nothing) if the file has no rows or too many.
     """
-    job = Job(
+    job = _add_job(
+        session,
         tenant_id=tenant_id,
-        task=task.value,
-        status=JobStatus.QUEUED.value,
+        task=task,
         model=model,
         options=options,
         total_items=0,
-        done_items=0,
-        error_items=0,
         input_kind="file",
         input_meta=input_meta,
-        label_counts={} if task is Task.SENTIMENT else None,
     )
-    session.add(job)
-    session.flush()
     counts = Counter[str]()
 
     def tuples() -> Iterable[tuple[Any, ...]]:
