@@ -74,6 +74,14 @@ class JobNotFinished(TextqError):
     title = "Job not finished"
 
 
+class JobAlreadyFinished(TextqError):
+    """The job has already finished; there is nothing left to cancel."""
+
+    status_code = 409
+    problem_type = "job-already-finished"
+    title = "Job already finished"
+
+
 class InvalidCursor(TextqError):
     """The cursor is not one this server issued."""
 

@@ -15,10 +15,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from shared import documents
-from shared.errors import InvalidRequest, JobNotFound, RequestTooLarge
+from shared.errors import InvalidRequest, JobAlreadyFinished, JobNotFound, RequestTooLarge
 from shared.models import CachedResult, Job, JobItem, utcnow
 from shared.states import (
     ACTIVE_JOB_STATUSES,
+    TERMINAL_JOB_STATUSES,
     ItemStatus,
     JobStatus,
     Task,
@@ -409,6 +410,7 @@ def claim_items(
             JobItem.status == ItemStatus.PENDING.value,
             JobItem.task == task.value,
             Job.model == model,
+            Job.status.in_(_values(ACTIVE_JOB_STATUSES)),
         )
         .order_by(JobItem.id)
         .limit(max_items)
@@ -484,7 +486,14 @@ def renew_lease(session: Session, *, claim_token: uuid.UUID, lease_s: float) -> 
 
 
 def release_claim(session: Session, *, claim_token: uuid.UUID) -> int:
-    """Hand a claim's unfinished items back to the queue without counting an attempt."""
+    """Hand a claim's unfinished items back to the queue without counting an attempt.
+
+    Items of a job cancelled meanwhile are not handed back: they end cancelled.
+    """
+    _cancel_items_of_ended_jobs(
+        session,
+        (JobItem.claim_token == claim_token) & (JobItem.status == ItemStatus.RUNNING.value),
+    )
     result = session.execute(
         update(JobItem)
         .where(JobItem.claim_token == claim_token, JobItem.status == ItemStatus.RUNNING.value)
@@ -496,6 +505,66 @@ def release_claim(session: Session, *, claim_token: uuid.UUID) -> int:
         )
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
+    """Cancel a job now: its waiting and pending items end cancelled, the job too.
+
+    Items a worker is running keep running: their batch finishes and its results are kept.
+    """
+    job = session.scalar(
+        select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id).with_for_update()
+    )
+    if job is None:
+        raise JobNotFound(f"No job with id {job_id}.")
+    if JobStatus(job.status) in TERMINAL_JOB_STATUSES:
+        raise JobAlreadyFinished(
+            f"Job {job.id} already finished as {job.status}; there is nothing to cancel."
+        )
+    now = utcnow()
+    session.execute(
+        update(JobItem)
+        .where(
+            JobItem.job_id == job_id,
+            JobItem.status.in_(_values({ItemStatus.PENDING, ItemStatus.WAITING})),
+        )
+        .values(status=ItemStatus.CANCELLED.value, finished_at=now, open_parts=None)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(status=JobStatus.CANCELLED.value, finished_at=now)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+def ended_jobs_among(session: Session, job_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Return those of the jobs that have ended (a worker drops their items not yet run)."""
+    return set(
+        session.scalars(
+            select(Job.id).where(
+                Job.id.in_(sorted(set(job_ids))), Job.status.in_(_values(TERMINAL_JOB_STATUSES))
+            )
+        )
+    )
+
+
+def _cancel_items_of_ended_jobs(session: Session, which: Any) -> None:
+    ended = select(Job.id).where(Job.status.in_(_values(TERMINAL_JOB_STATUSES)))
+    session.execute(
+        update(JobItem)
+        .where(which, JobItem.job_id.in_(ended))
+        .values(
+            status=ItemStatus.CANCELLED.value,
+            claim_token=None,
+            lease_expires_at=None,
+            finished_at=utcnow(),
+        )
+    )
 
 
 # --- outcomes ---------------------------------------------------------------------------
@@ -839,7 +908,15 @@ class ExpiredLeases:
 
 
 def expire_leases(session: Session, *, max_attempts: int, limit: int = 1000) -> ExpiredLeases:
-    """Re-pend items whose worker stopped renewing its lease; error those tried too often."""
+    """Re-pend items whose worker stopped renewing its lease; error those tried too often.
+
+    Expired items of a job cancelled meanwhile end cancelled instead.
+    """
+    _cancel_items_of_ended_jobs(
+        session,
+        (JobItem.status == ItemStatus.RUNNING.value)
+        & (JobItem.lease_expires_at < _lease_clock(session)),
+    )
     expired = session.execute(
         select(JobItem.id, JobItem.job_id, JobItem.attempts, JobItem.parent_id, JobItem.level)
         .where(
@@ -886,6 +963,7 @@ def tasks_waiting_for_a_worker(session: Session, served: dict[Task, str]) -> lis
                 exists()
                 .where(JobItem.task == task.value, JobItem.status == ItemStatus.PENDING.value)
                 .where(Job.id == JobItem.job_id, Job.model == model)
+                .where(Job.status.in_(_values(ACTIVE_JOB_STATUSES)))
             )
         )
         working = session.scalar(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,11 +79,17 @@ class Runner:
         specials = self.loaded.tokenizer.num_special_tokens_to_add(pair=False)
         return self.loaded.max_input_tokens - specials
 
-    def run(self, items: Sequence[ClaimedItem]) -> Iterator[list[Outcome]]:
+    def run(
+        self,
+        items: Sequence[ClaimedItem],
+        skip: Callable[[ClaimedItem], bool] = lambda item: False,
+    ) -> Iterator[list[Outcome]]:
         """Yield the outcomes of each batch as soon as it is done.
 
         A text longer than the model's window is not truncated: it comes back split into
         chunks (an outcome with `parts`), which later claims run like any other text.
+        Items `skip` names when their batch comes up (their job was cancelled) are left
+        out of it, without an outcome.
         """
         for group in self._groups(items):
             encoded, failures = self._encode_each(group)
@@ -99,8 +105,9 @@ class Runner:
                 max_size=self.limits.max_size,
                 overhead_tokens=self.limits.overhead_tokens,
             ):
-                batch = [group[p] for p in positions]
-                yield self._run_isolated(batch, [encoded[item.id] for item in batch])
+                batch = [group[p] for p in positions if not skip(group[p])]
+                if batch:
+                    yield self._run_isolated(batch, [encoded[item.id] for item in batch])
 
     def _groups(self, items: Sequence[ClaimedItem]) -> list[list[ClaimedItem]]:
         """Split items into groups that may share a batch (same decoding options)."""

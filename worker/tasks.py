@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import Any
 
 from celery import Celery
@@ -82,12 +83,17 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
     to_cache: dict[str, dict[str, Any]] = {}
     last_record = time.monotonic()
 
+    ended_jobs: set[uuid.UUID] = set()
+    job_ids = {item.job_id for item in claim.items}
+
     def record() -> None:
         nonlocal recorded, last_record
         with runtime.db.write() as session:
             recorded += repository.record_outcomes(
                 session, claim_token=claim.token, outcomes=pending, cache_entries=to_cache
             )
+            # Learned at each record: items of a job cancelled since the claim are skipped.
+            ended_jobs.update(repository.ended_jobs_among(session, job_ids))
         pending.clear()
         to_cache.clear()
         last_record = time.monotonic()
@@ -96,7 +102,7 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
         with LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s):
             plan = runtime.caches[runner.task].plan(claim.items)
             pending.extend(plan.hits)
-            for outcomes in runner.run(plan.to_run):
+            for outcomes in runner.run(plan.to_run, skip=lambda i: i.job_id in ended_jobs):
                 completed, entries = plan.complete(outcomes)
                 pending.extend(completed)
                 to_cache.update(entries)

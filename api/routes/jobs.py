@@ -115,6 +115,18 @@ async def get_job(
     return present(job, request)
 
 
+@router.post("/{job_id}/cancel", response_model=JobRead)
+def cancel_job(job_id: str, request: Request, db: DatabaseDep, tenant_id: TenantDep) -> JobRead:
+    """Cancel a job: what has not started never will; a batch already running finishes.
+
+    The job ends `cancelled` at once; results computed before (and by that last batch)
+    stay readable. Cancelling a finished job is a 409.
+    """
+    with db.write() as session:
+        job = repository.cancel_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+    return present(job, request)
+
+
 def _if_finished(job: Job) -> Job | None:
     return job if JobStatus(job.status) in TERMINAL_JOB_STATUSES else None
 

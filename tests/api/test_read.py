@@ -106,3 +106,20 @@ def test_health_and_readiness(client):
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_cancelling_a_queued_job_then_again(client):
+    job = submit(client, texts=("a", "b"))
+    cancelled = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["status"] == "cancelled"
+    again = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert again.status_code == 409
+    assert again.json()["type"] == "/problems/job-already-finished"
+    assert "already finished as cancelled" in again.json()["detail"]
+    results = client.get(f"/v1/jobs/{job['id']}/results").json()["items"]
+    assert results == [
+        {"index": 0, "error": "cancelled before it ran"},
+        {"index": 1, "error": "cancelled before it ran"},
+    ]
+    assert client.post(f"/v1/jobs/{uuid.uuid4()}/cancel").status_code == 404

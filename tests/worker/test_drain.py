@@ -128,3 +128,33 @@ def test_old_cache_entries_are_forgotten(db):
     with db.write() as session:
         assert repository.forget_results_before(session, utcnow() - timedelta(hours=1)) == 0
         assert repository.forget_results_before(session, utcnow() + timedelta(seconds=1)) == 1
+
+
+def test_a_job_cancelled_mid_claim_keeps_the_batch_that_ran_and_skips_the_rest(
+    runtime, db, settings, monkeypatch
+):
+    from shared import repository
+    from shared.models import DEFAULT_TENANT_ID
+    from tests.factories import claim
+
+    job = make_job(db, texts=[f"text {n}" for n in range(6)], model=settings.sentiment_model)
+    runner = runtime.runners[Task.SENTIMENT]
+    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
+    runtime.settings = settings.model_copy(update={"record_interval_s": 0.0})
+    forward = runner._forward
+    batches = []
+
+    def cancel_during_the_first_batch(batch, encoded):
+        batches.append(len(batch))
+        if len(batches) == 1:
+            with db.write() as session:
+                repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+        return forward(batch, encoded)
+
+    monkeypatch.setattr(runner, "_forward", cancel_during_the_first_batch)
+    _work_on(runtime, runner, claim(db, model=settings.sentiment_model))
+    assert batches == [2]
+    with db.read() as session:
+        statuses = sorted(session.scalars(select(JobItem.status)).all())
+        assert session.get(Job, job.id).status == JobStatus.CANCELLED
+    assert statuses == ["cancelled"] * 4 + ["done"] * 2

@@ -1,0 +1,81 @@
+"""Cancelling a job: nothing not started starts, a running batch's results are kept."""
+
+import pytest
+from sqlalchemy import select
+
+from shared import repository
+from shared.errors import JobAlreadyFinished
+from shared.models import DEFAULT_TENANT_ID, Job, JobItem
+from shared.repository import NewPart, Outcome
+from shared.states import ItemStatus, JobStatus
+from tests.factories import claim, make_job
+
+
+def cancel(db, job_id):
+    with db.write() as session:
+        return repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job_id)
+
+
+def statuses(db, job_id):
+    with db.read() as session:
+        return session.scalars(
+            select(JobItem.status).where(JobItem.job_id == job_id).order_by(JobItem.id)
+        ).all()
+
+
+def test_a_queued_job_is_cancelled_with_all_its_items(db):
+    job = make_job(db, texts=["a", "b"])
+    assert cancel(db, job.id).status == JobStatus.CANCELLED
+    assert statuses(db, job.id) == ["cancelled", "cancelled"]
+    assert claim(db) is None
+
+
+def test_a_finished_job_cannot_be_cancelled(db):
+    job = make_job(db, texts=["a"])
+    held = claim(db)
+    with db.write() as session:
+        repository.record_outcomes(
+            session, claim_token=held.token, outcomes=[Outcome(held.items[0].id, result={})]
+        )
+    with pytest.raises(JobAlreadyFinished, match="already finished as succeeded"):
+        cancel(db, job.id)
+
+
+def test_running_items_keep_their_results_and_the_rest_is_not_handed_back(db):
+    job = make_job(db, texts=["a", "b", "c"])
+    held = claim(db)
+    cancel(db, job.id)
+    with db.write() as session:
+        stored = repository.record_outcomes(
+            session,
+            claim_token=held.token,
+            outcomes=[Outcome(held.items[0].id, result={"label": "POSITIVE"})],
+        )
+        repository.release_claim(session, claim_token=held.token)
+    assert stored == 1
+    assert statuses(db, job.id) == ["done", "cancelled", "cancelled"]
+    with db.read() as session:
+        finished = session.get(Job, job.id)
+    assert (finished.status, finished.done_items) == (JobStatus.CANCELLED, 1)
+
+
+def test_a_waiting_long_text_and_its_chunks_are_cancelled(db):
+    job = make_job(db, texts=["x" * 100])
+    held = claim(db)
+    parts = [NewPart(0, 50, 12, "x" * 50), NewPart(50, 100, 12, "x" * 50)]
+    with db.write() as session:
+        repository.record_outcomes(
+            session, claim_token=held.token, outcomes=[Outcome(held.items[0].id, parts=parts)]
+        )
+    cancel(db, job.id)
+    assert statuses(db, job.id) == ["cancelled"] * 3
+
+
+def test_an_expired_lease_of_a_cancelled_job_ends_cancelled_not_pending(db):
+    job = make_job(db, texts=["a"])
+    claim(db, lease_s=-1)
+    cancel(db, job.id)
+    with db.write() as session:
+        expired = repository.expire_leases(session, max_attempts=3)
+    assert (expired.repended, expired.given_up) == (0, 0)
+    assert statuses(db, job.id) == [ItemStatus.CANCELLED]
