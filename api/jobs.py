@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 
 from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
+from api.idempotency import TTL_S, Idempotency
 from shared import repository
 from shared.celery_app import Doorbell
 from shared.config import Settings
@@ -29,11 +32,21 @@ class Submitter:
     tenant_id: str
 
     def submit(
-        self, task: Task, texts: list[str], options: dict[str, Any], *, kind: str = "texts"
-    ) -> Job:
-        """Store a job and its items in one transaction, then ring the task's doorbell."""
-        with self.db.write() as session:
-            job = repository.create_job(
+        self,
+        task: Task,
+        texts: list[str],
+        options: dict[str, Any],
+        *,
+        kind: str = "texts",
+        idempotency: Idempotency | None = None,
+    ) -> Submitted:
+        """Store a job and its items in one transaction, then ring the task's doorbell.
+
+        With an idempotency key already used for the same request, return that job instead.
+        """
+
+        def create(session: Session) -> Job:
+            return repository.create_job(
                 session,
                 tenant_id=self.tenant_id,
                 task=task,
@@ -42,9 +55,40 @@ class Submitter:
                 texts=texts,
                 input_kind=kind,
             )
+
+        return self.submit_with(task, create, idempotency)
+
+    def submit_with(
+        self, task: Task, create: Callable[[Session], Job], idempotency: Idempotency | None
+    ) -> Submitted:
+        """Run `create` in a write transaction (once per idempotency key), then ring."""
+        with self.db.write() as session:
+            if idempotency is not None:
+                earlier = repository.reserve_idempotency_key(
+                    session,
+                    tenant_id=self.tenant_id,
+                    key=idempotency.key,
+                    request_hash=idempotency.request_hash,
+                    ttl_s=TTL_S,
+                )
+                if earlier is not None:
+                    return Submitted(job=earlier, created=False)
+            job = create(session)
+            if idempotency is not None:
+                repository.attach_idempotency_key(
+                    session, tenant_id=self.tenant_id, key=idempotency.key, job=job
+                )
         # Only after commit: a worker woken earlier could look before the rows exist.
         self.doorbell.ring(task, job_id=job.id)
-        return job
+        return Submitted(job=job, created=True)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The job a submit stored, or (`created` false) the one its idempotency key found."""
+
+    job: Job
+    created: bool
 
 
 def get_submitter(

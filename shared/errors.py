@@ -58,6 +58,14 @@ class InvalidRequest(TextqError):
     title = "Invalid request"
 
 
+class IdempotencyKeyReused(TextqError):
+    """This Idempotency-Key was already used with a different request."""
+
+    status_code = 422
+    problem_type = "idempotency-key-reused"
+    title = "Idempotency key reused"
+
+
 class JobNotFound(TextqError):
     """No job with this id exists."""
 

@@ -175,6 +175,20 @@ class JobItem(Base):
     )
 
 
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key: the request it came with first, and the job it created."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+
+
 class CachedResult(Base):
     """A result already computed for the same text, task options and exact model."""
 

@@ -15,8 +15,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from shared import documents
-from shared.errors import InvalidRequest, JobAlreadyFinished, JobNotFound, RequestTooLarge
-from shared.models import CachedResult, Job, JobItem, utcnow
+from shared.errors import (
+    IdempotencyKeyReused,
+    InvalidRequest,
+    JobAlreadyFinished,
+    JobNotFound,
+    RequestTooLarge,
+)
+from shared.models import CachedResult, IdempotencyKey, Job, JobItem, utcnow
 from shared.states import (
     ACTIVE_JOB_STATUSES,
     TERMINAL_JOB_STATUSES,
@@ -249,6 +255,50 @@ def _fail_duplicate_ids(session: Session, job_id: uuid.UUID) -> int:
         )
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def reserve_idempotency_key(
+    session: Session, *, tenant_id: str, key: str, request_hash: str, ttl_s: float
+) -> Job | None:
+    """Reserve a key for this request; return the job an earlier identical request made.
+
+    None means this request is the first with the key (within `ttl_s`): the caller creates
+    the job and `attach_idempotency_key`s it in the same transaction. A concurrent request
+    with the same key waits on the primary key until this transaction ends, then finds the
+    job: twenty simultaneous retries make one job.
+    """
+    dialect = session.get_bind().dialect.name
+    insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    row = {"tenant_id": tenant_id, "key": key, "request_hash": request_hash, "created_at": utcnow()}
+    reserve = insert_into(IdempotencyKey).values(**row).on_conflict_do_nothing()
+    if session.execute(reserve.returning(IdempotencyKey.key)).first() is not None:
+        return None
+    earlier = session.scalar(
+        select(IdempotencyKey)
+        .where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key)
+        .with_for_update()
+    )
+    assert earlier is not None  # keys are only deleted when expired, below
+    expired = earlier.created_at < utcnow() - timedelta(seconds=ttl_s)
+    if expired or earlier.job_id is None:
+        earlier.request_hash, earlier.created_at, earlier.job_id = request_hash, utcnow(), None
+        session.flush()
+        return None
+    if earlier.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key {key!r} was used with a different request "
+            f"(for job {earlier.job_id}); use a new key for a new request."
+        )
+    return get_job(session, tenant_id=tenant_id, job_id=earlier.job_id)
+
+
+def attach_idempotency_key(session: Session, *, tenant_id: str, key: str, job: Job) -> None:
+    """Record the job a reserved key's request created."""
+    session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.key == key)
+        .values(job_id=job.id)
+    )
 
 
 def get_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:

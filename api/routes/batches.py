@@ -7,13 +7,14 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from api import uploads
+from api import idempotency, uploads
 from api.body import parse_json
-from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
+from api.deps import SettingsDep, TenantDep
 from api.errors import invalid_request
-from api.jobs import present
+from api.jobs import Submitted, SubmitterDep, present
 from shared import repository
 from shared.errors import InvalidRequest, RequestTooLarge
 from shared.models import Job
@@ -61,12 +62,15 @@ FORM_DOC = {
 async def create_batch(
     request: Request,
     response: Response,
-    db: DatabaseDep,
-    doorbell: DoorbellDep,
+    submitter: SubmitterDep,
     settings: SettingsDep,
     tenant_id: TenantDep,
 ) -> JobRead:
-    """Submit a file of texts as one job; each row's outcome is a line of its results."""
+    """Submit a file of texts as one job; each row's outcome is a line of its results.
+
+    An `Idempotency-Key` header makes a retried upload of the same file and fields within
+    24 h answer `200` with the job the first try created.
+    """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > settings.max_upload_bytes:
         raise RequestTooLarge(
@@ -99,7 +103,7 @@ async def create_batch(
                 "(TEXTQ_MAX_UPLOAD_BYTES)."
             )
 
-        def ingest() -> Job:
+        def ingest(session: Session) -> Job:
             file_format, rows = uploads.open_upload(
                 upload.file,
                 filename=upload.filename,
@@ -118,26 +122,32 @@ async def create_batch(
                 "text_column": fields.get("text_column") or "text",
                 "id_column": fields.get("id_column") or None,
             }
-            with db.write() as session:
-                return repository.create_file_job(
-                    session,
-                    tenant_id=tenant_id,
-                    task=task,
-                    model=settings.model_for(task),
-                    options=options,
-                    input_meta=meta,
-                    rows=(
-                        repository.FileRow(row.index, row.custom_id, row.text, row.error)
-                        for row in rows
-                    ),
-                    max_rows=settings.max_upload_rows,
-                    check_duplicate_ids=_has_own_ids(file_format.kind, fields),
-                )
+            return repository.create_file_job(
+                session,
+                tenant_id=tenant_id,
+                task=task,
+                model=settings.model_for(task),
+                options=options,
+                input_meta=meta,
+                rows=(
+                    repository.FileRow(row.index, row.custom_id, row.text, row.error)
+                    for row in rows
+                ),
+                max_rows=settings.max_upload_rows,
+                check_duplicate_ids=_has_own_ids(file_format.kind, fields),
+            )
 
-        job = await run_in_threadpool(ingest)
-    doorbell.ring(task, job_id=job.id)
-    read = present(job, request)
+        def submit() -> Submitted:
+            key = idempotency.for_request(
+                request, sorted(fields.items()), upload.filename, file=upload.file
+            )
+            return submitter.submit_with(task, ingest, key)
+
+        submitted = await run_in_threadpool(submit)
+    read = present(submitted.job, request)
     response.headers["Location"] = read.links.self
+    if not submitted.created:
+        response.status_code = status.HTTP_200_OK
     return read
 
 

@@ -76,7 +76,8 @@ async def _run_and_wait(
     text: str,
     options: dict[str, Any],
 ) -> Any:
-    job = await run_in_threadpool(submitter.submit, task, [text], options)
+    submitted = await run_in_threadpool(submitter.submit, task, [text], options)
+    job = submitted.job
     finished = await waiter.wait(
         job.id,
         lambda: _outcome_if_finished(submitter.db, submitter.tenant_id, job.id),

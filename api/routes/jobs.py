@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from api import cursors, exports
+from api import cursors, exports, idempotency
 from api.body import read_job_submission, request_body_doc
 from api.deps import DatabaseDep, TenantDep, WaiterDep
 from api.jobs import SubmitterDep, parse_job_id, present
@@ -50,11 +50,21 @@ def create_job(
     """Submit a job; it runs in the background. Poll the `Location` it returns.
 
     A long document may also be sent as the raw body with `Content-Type: text/plain` and
-    `?task=summarize` (options as a JSON string in `?options=`).
+    `?task=summarize` (options as a JSON string in `?options=`). With an `Idempotency-Key`
+    header, a retry of the same request within 24 h answers `200` with the job the first
+    try created; the same key with a different request is a `422`.
     """
-    job = submitter.submit(body.task, body.input.all_texts(), body.options, kind=body.input.kind)
-    read = present(job, request)
+    submitted = submitter.submit(
+        body.task,
+        body.input.all_texts(),
+        body.options,
+        kind=body.input.kind,
+        idempotency=idempotency.for_request(request, body.model_dump(mode="json")),
+    )
+    read = present(submitted.job, request)
     response.headers["Location"] = read.links.self
+    if not submitted.created:
+        response.status_code = status.HTTP_200_OK
     return read
 
 

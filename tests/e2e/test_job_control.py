@@ -1,7 +1,10 @@
-"""Job control over HTTP through a real worker: cancelling a job that is running."""
+"""Job control over HTTP through a real worker: cancelling, idempotent submits."""
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from tests.e2e.polling import all_results
@@ -37,3 +40,18 @@ def test_a_running_job_is_cancelled_and_keeps_what_was_computed(http):
     assert len(summaries) == done
     assert len(summaries) + len(skipped) == 400
     assert http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
+
+
+def test_twenty_identical_retries_at_once_make_one_job(service):
+    body = {"task": "sentiment", "input": {"texts": ["retried at once"]}}
+    barrier = threading.Barrier(20)
+
+    def submit(_: int) -> httpx.Response:
+        with httpx.Client(base_url=service.base_url, timeout=30) as client:
+            barrier.wait()
+            return client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "burst-1"})
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        responses = list(pool.map(submit, range(20)))
+    assert sorted(r.status_code for r in responses) == [200] * 19 + [202]
+    assert len({r.json()["id"] for r in responses}) == 1
