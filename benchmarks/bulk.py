@@ -1,12 +1,14 @@
 """Bulk files on Postgres: ingest of a 1 M-row CSV upload, and the streamed results export.
 
-    python -m benchmarks.bulk [--rows 1000000]
+    python -m benchmarks.bulk [--rows 1000000] [--worker]
 
 Starts `textq api` on a database of its own (no worker: ingest and export are what is
 timed), uploads the CSV, samples the API process's memory throughout, then writes a result
 into every row straight in SQL (the model's speed is the other benchmark's business) and
 streams the results back as JSONL and CSV. The baseline, in the same run on the same rows,
-is the way in without /v1/batches: the JSON API in jobs of 10,000 texts.
+is the way in without /v1/batches: the JSON API in jobs of 10,000 texts. With --worker,
+a real `textq worker` runs every row instead (a tiny model: the worker's own overhead and
+memory over a million rows are what is measured, not the model's speed).
 """
 
 from __future__ import annotations
@@ -25,10 +27,18 @@ import psutil
 from sqlalchemy import text
 
 from benchmarks import data
-from benchmarks.run import RESULTS, WORK, machine, postgres_service_env, update_readme
+from benchmarks.run import (
+    RESULTS,
+    WORK,
+    machine,
+    postgres_service_env,
+    update_readme,
+    worker_peak_rss_mb,
+)
 from shared.db import Database
 from tests import services
 from tests.e2e.processes import start, wait_until_ready
+from tests.model_factory import build_sentiment_model
 
 JSON_JOB_TEXTS = 10_000
 
@@ -103,6 +113,43 @@ def finish_with_results(url: str, job_id: str) -> None:
     db.dispose()
 
 
+def run_through_worker(
+    base: str, url: str, job_id: str, env: dict[str, str], logs: Path
+) -> dict[str, Any]:
+    """Run the job on a real `textq worker` (tiny model); return its speed and memory."""
+    db = Database(url, application_name="textq-bench")
+    with db.write() as session:  # the baseline's jobs are not what is timed here
+        session.execute(text("DELETE FROM jobs WHERE id <> :job"), {"job": job_id})
+    db.dispose()
+    worker = start(
+        "worker", ["worker", "--device", "cpu"], env | {"TEXTQ_WORKER_TASKS": "sentiment"}, logs
+    )
+    started = time.perf_counter()
+    peak_at_tenth = 0.0
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            while True:
+                job = client.get(f"/v1/jobs/{job_id}").raise_for_status().json()
+                progress = job["progress"]
+                if not peak_at_tenth and progress["done"] >= progress["total"] / 10:
+                    peak_at_tenth = worker_peak_rss_mb(worker)
+                if job["status"] not in ("queued", "running"):
+                    break
+                if worker.popen.poll() is not None:
+                    raise RuntimeError(f"the worker exited: {(logs / 'worker.log').read_text()}")
+                time.sleep(2)
+        elapsed = time.perf_counter() - started
+        peak_at_end = worker_peak_rss_mb(worker)
+    finally:
+        worker.stop()
+    return {
+        "worker_rows_per_s": round(job["progress"]["total"] / elapsed),
+        "worker_peak_rss_mb_at_10pct": round(peak_at_tenth),
+        "worker_peak_rss_mb_at_end": round(peak_at_end),
+        "worker_labels": job["labels"],
+    }
+
+
 def export(base: str, job_id: str, fmt: str) -> tuple[int, float]:
     started = time.perf_counter()
     lines = 0
@@ -120,6 +167,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--baseline-rows", type=int, default=100_000)
+    parser.add_argument(
+        "--worker",
+        action="store_true",
+        help="run the rows through a real worker with a tiny model instead of writing results",
+    )
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     logs = WORK / "logs-bulk"
@@ -127,7 +179,10 @@ def main() -> None:
     path = WORK / "feedback-1m.csv"
     size = write_csv(path, args.rows)
 
-    url, port, env = postgres_service_env({"TEXTQ_MAX_ITEMS_PER_JOB": str(JSON_JOB_TEXTS)})
+    model = build_sentiment_model(WORK / "tiny-sentiment")
+    url, port, env = postgres_service_env(
+        {"TEXTQ_MAX_ITEMS_PER_JOB": str(JSON_JOB_TEXTS), "TEXTQ_SENTIMENT_MODEL": str(model)}
+    )
     api = start("api", ["api", "--port", str(port)], env, logs)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -139,7 +194,11 @@ def main() -> None:
         sampler.stopping.set()
         sampler.join()
         baseline = json_api_baseline(base, args.baseline_rows)
-        finish_with_results(url, job_id)
+        through_worker: dict[str, Any] = {}
+        if args.worker:
+            through_worker = run_through_worker(base, url, job_id, env, logs)
+        else:
+            finish_with_results(url, job_id)
         jsonl_lines, jsonl_s = export(base, job_id, "jsonl")
         csv_lines, csv_s = export(base, job_id, "csv")
     finally:
@@ -160,7 +219,7 @@ def main() -> None:
         "api_rss_growth_mb": round(sampler.peak_mb - idle_mb),
         "export_jsonl_rows_per_s": round(args.rows / jsonl_s),
         "export_csv_rows_per_s": round(args.rows / csv_s),
-    }
+    } | through_worker
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"bulk-{result['when']}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
@@ -188,6 +247,17 @@ def table(result: dict[str, Any]) -> str:
             "| ≥ 50,000 rows/s |",
             f"| results export, CSV | {result['export_csv_rows_per_s']:,} rows/s "
             "| ≥ 50,000 rows/s |",
+            *(
+                [
+                    f"| every row through a real worker (tiny model) | "
+                    f"{result['worker_rows_per_s']:,} rows/s | |",
+                    f"| worker peak memory at 10% of the rows / at the end | "
+                    f"{result['worker_peak_rss_mb_at_10pct']} / "
+                    f"{result['worker_peak_rss_mb_at_end']} MB | flat |",
+                ]
+                if "worker_rows_per_s" in result
+                else []
+            ),
         ]
     )
 
