@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from api.errors import install_error_handlers
-from api.routes import batches, classic, health, jobs, problems
+from api.routes import batches, classic, health, jobs, problems, webhooks
 from api.waiting import JobWaiter
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings, get_settings
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(batches.router)
+    app.include_router(webhooks.router)
     app.include_router(classic.router)
     app.include_router(health.router)
     app.include_router(problems.router)

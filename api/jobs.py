@@ -16,10 +16,13 @@ from shared import repository
 from shared.celery_app import Doorbell
 from shared.config import Settings
 from shared.db import Database
+from shared.destinations import parse_networks, safe_addresses
 from shared.errors import JobNotFound
 from shared.models import Job
-from shared.schemas import ChunkProgress, JobLinks, JobRead, Progress
-from shared.states import JobStatus, Task
+from shared.presenting import present_job
+from shared.repository import Webhook
+from shared.schemas import JobRead, WebhookSettings
+from shared.states import Task
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Submitter:
         *,
         kind: str = "texts",
         idempotency: Idempotency | None = None,
+        webhook: Webhook | None = None,
     ) -> Submitted:
         """Store a job and its items in one transaction, then ring the task's doorbell.
 
@@ -54,6 +58,7 @@ class Submitter:
                 options=options,
                 texts=texts,
                 input_kind=kind,
+                webhook=webhook,
             )
 
         return self.submit_with(task, create, idempotency)
@@ -110,27 +115,12 @@ def parse_job_id(raw: str) -> uuid.UUID:
 
 def present(job: Job, request: Request) -> JobRead:
     """Return the job as clients see it, with links to itself and its results."""
-    return JobRead(
-        id=job.id,
-        task=Task(job.task),
-        status=JobStatus(job.status),
-        progress=Progress(
-            total=job.total_items,
-            done=job.done_items,
-            errored=job.error_items,
-            cached=job.cached_items,
-            chunks=ChunkProgress(total=job.total_parts, done=job.done_parts),
-        ),
-        model=job.model,
-        model_revision=job.model_revision,
-        options=job.options or {},
-        input={"kind": job.input_kind, **(job.input_meta or {})},
-        labels=job.label_counts if job.task == Task.SENTIMENT.value else None,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        links=JobLinks(
-            self=str(request.url_for("get_job", job_id=str(job.id))),
-            results=str(request.url_for("get_job_results", job_id=str(job.id))),
-        ),
-    )
+    return present_job(job, str(request.base_url).rstrip("/"))
+
+
+def checked_webhook(webhook: WebhookSettings | None, settings: Settings) -> Webhook | None:
+    """Return the job's webhook once its URL is known to be safe to send to, or raise 422."""
+    if webhook is None:
+        return None
+    safe_addresses(webhook.url, allowed=parse_networks(settings.webhook_allowed_networks))
+    return Webhook(url=webhook.url, events=list(dict.fromkeys(webhook.events)))

@@ -14,6 +14,7 @@ from shared.states import Task
 log = logging.getLogger(__name__)
 
 DRAIN_TASK = "textq.drain"
+WEBHOOK_TASK = "textq.deliver_webhook"
 REDIS_VISIBILITY_TIMEOUT_S = 3600
 EMBEDDED_POLLING_INTERVAL_S = 0.05
 

@@ -63,9 +63,25 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     sync_timeout_s: float = Field(default=30.0, ge=0)
 
+    webhook_allowed_networks: str = ""
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
+    webhook_concurrency: int = Field(default=8, ge=1)
+    # Seconds after the event (first) and after each failed attempt, as Standard Webhooks.
+    webhook_retry_schedule_s: str = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
+    webhook_secret_overlap_s: float = Field(default=24 * 3600, ge=0)
+    public_url: str = "http://127.0.0.1:8000"
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from shared.destinations import parse_networks
+
+        parse_networks(value)  # a typo here must stop start-up, not every delivery
+        return value
 
     @field_validator("device")
     @classmethod
@@ -73,6 +89,11 @@ class Settings(BaseSettings):
         if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
             return value
         raise ValueError("device must be auto, cpu, cuda, cuda:N or mps")
+
+    @property
+    def webhook_retry_delays_s(self) -> list[float]:
+        """Return the delay before each delivery attempt of an event."""
+        return [float(part) for part in self.webhook_retry_schedule_s.split(",") if part.strip()]
 
     @property
     def resolved_database_url(self) -> str:
@@ -109,6 +130,11 @@ class Settings(BaseSettings):
     def claim_batches_for(self, task: Task) -> int:
         """Return how many batches' worth of a task's items a worker claims at once."""
         return self.summarize_claim_batches if task is Task.SUMMARIZE else self.claim_batches
+
+    @property
+    def webhook_queue(self) -> str:
+        """Return the broker queue of webhook deliveries."""
+        return f"{self.queue_prefix}.webhooks"
 
     def queue_for(self, task: Task) -> str:
         """Return the broker queue whose messages wake the workers of a task."""

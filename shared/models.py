@@ -98,6 +98,9 @@ class Job(Base):
     # "texts", "document" or "file", and what a file upload said about itself.
     input_kind: Mapped[str] = mapped_column(String(16), default="texts", server_default="texts")
     input_meta: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Where to send signed events about this job, and which: completed, failed, progress.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[list[str] | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -187,6 +190,75 @@ class IdempotencyKey(Base):
         ForeignKey("jobs.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+
+
+class WebhookEvent(Base):
+    """An event to deliver to a job's webhook: written with the change it reports (outbox).
+
+    Its id is the `webhook-id` of every attempt, so a receiver can drop duplicates.
+    """
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048))
+    # pending -> delivered | failed (retries used up) | disabled (the receiver said 410)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Set while a sender holds the event; an expired lease makes it due again.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    __table_args__ = (
+        Index("ix_webhook_events_job", "job_id", "created_at"),
+        Index(
+            "ix_webhook_events_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try at delivering an event: when, the answer (or the error), how long it took."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(
+        ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookSecret(Base):
+    """A tenant's signing secret, and the one it replaced while that is still honoured."""
+
+    __tablename__ = "webhook_secrets"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_valid_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    rotated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class DisabledWebhookUrl(Base):
+    """A URL whose receiver answered 410 Gone: nothing more is sent there."""
+
+    __tablename__ = "disabled_webhook_urls"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    disabled_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class CachedResult(Base):

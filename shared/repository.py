@@ -14,7 +14,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from shared import documents
+from shared import documents, webhook_repository
 from shared.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
@@ -52,6 +52,7 @@ def create_job(
     options: dict[str, Any],
     texts: Sequence[str],
     input_kind: str = "texts",
+    webhook: Webhook | None = None,
 ) -> Job:
     """Add a queued job and one pending item per text."""
     job = _add_job(
@@ -62,6 +63,7 @@ def create_job(
         options=options,
         total_items=len(texts),
         input_kind=input_kind,
+        webhook=webhook,
     )
     rows = (
         {
@@ -80,6 +82,14 @@ def create_job(
     return job
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """Where a job's events go, and which events."""
+
+    url: str
+    events: list[str]
+
+
 def _add_job(
     session: Session,
     *,
@@ -90,8 +100,11 @@ def _add_job(
     total_items: int,
     input_kind: str,
     input_meta: dict[str, Any] | None = None,
+    webhook: Webhook | None = None,
 ) -> Job:
     job = Job(
+        webhook_url=webhook.url if webhook else None,
+        webhook_events=webhook.events if webhook else None,
         tenant_id=tenant_id,
         task=task.value,
         status=JobStatus.QUEUED.value,
@@ -146,6 +159,7 @@ def create_file_job(
     rows: Iterable[FileRow],
     max_rows: int,
     check_duplicate_ids: bool,
+    webhook: Webhook | None = None,
 ) -> Job:
     """Add a queued job for an uploaded file, streaming its rows in (COPY on Postgres).
 
@@ -161,6 +175,7 @@ def create_file_job(
         total_items=0,
         input_kind="file",
         input_meta=input_meta,
+        webhook=webhook,
     )
     counts = Counter[str]()
 
@@ -585,6 +600,7 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
         .where(Job.id == job_id)
         .values(status=JobStatus.CANCELLED.value, finished_at=now)
     )
+    webhook_repository.queue_event(session, job, "completed")
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
     session.flush()
@@ -919,13 +935,47 @@ def _count_texts(session: Session, finished: Sequence[tuple[uuid.UUID, Outcome]]
             merged = Counter(current or {})
             merged.update(labels[job_id])
             values["label_counts"] = dict(sorted(merged.items()))
-        session.execute(update(Job).where(Job.id == job_id).values(**values))
+        counts = session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(**values)
+            .returning(
+                Job.id,
+                Job.tenant_id,
+                Job.webhook_url,
+                Job.webhook_events,
+                Job.done_items,
+                Job.error_items,
+                Job.total_items,
+            )
+        ).one()
+        _queue_progress_event(session, counts, done[job_id] + errored[job_id])
+
+
+PROGRESS_EVENT_STEPS = 10
+
+
+def _queue_progress_event(session: Session, job: Any, just_finished: int) -> None:
+    """Announce progress each time a job passes another tenth of its items (not the last)."""
+    finished = job.done_items + job.error_items
+    if not job.webhook_url or finished >= job.total_items:
+        return
+    step_before = (finished - just_finished) * PROGRESS_EVENT_STEPS // job.total_items
+    if finished * PROGRESS_EVENT_STEPS // job.total_items > step_before:
+        webhook_repository.queue_event(session, job, "progress")
 
 
 def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
     """Move jobs whose every item has finished to their terminal status; return those ids."""
     complete = session.execute(
-        select(Job.id, Job.done_items, Job.error_items)
+        select(
+            Job.id,
+            Job.done_items,
+            Job.error_items,
+            Job.tenant_id,
+            Job.webhook_url,
+            Job.webhook_events,
+        )
         .where(
             Job.id.in_(list(job_ids)),
             Job.status.in_(_values(ACTIVE_JOB_STATUSES)),
@@ -936,13 +986,15 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
     ).all()
     now = utcnow()
     notify = session.get_bind().dialect.name == "postgresql"
-    for job_id, done, errored in complete:
-        target = outcome_status(done=done, errored=errored)
+    for row in complete:
+        job_id = row.id
+        target = outcome_status(done=row.done_items, errored=row.error_items)
         session.execute(
             update(Job)
             .where(Job.id == job_id, Job.status.in_(_values(job_sources(target))))
             .values(status=target.value, finished_at=now)
         )
+        webhook_repository.queue_event(session, row, webhook_repository.terminal_event_kind(target))
         if notify:  # delivered when this transaction commits, never before
             session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
     return [row.id for row in complete]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -174,6 +174,17 @@ class JobInput(Strict):
         return [self.text if self.text is not None else self.document or ""]
 
 
+WebhookEventKind = Literal["completed", "failed", "progress"]
+DEFAULT_WEBHOOK_EVENTS: list[WebhookEventKind] = ["completed", "failed"]
+
+
+class WebhookSettings(Strict):
+    """Where a job's signed events go; `events` defaults to completed and failed."""
+
+    url: str = Field(max_length=2048)
+    events: list[WebhookEventKind] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS))
+
+
 class JobCreate(Strict):
     """Body of `POST /v1/jobs`."""
 
@@ -195,6 +206,22 @@ class JobCreate(Strict):
     task: TaskName
     input: JobInput
     options: dict[str, Any] = Field(default_factory=dict)
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_events: list[WebhookEventKind] | None = None
+
+    @model_validator(mode="after")
+    def _events_need_a_url(self) -> JobCreate:
+        if self.webhook_events is not None and self.webhook_url is None:
+            raise ValueError("webhook_events needs a webhook_url")
+        return self
+
+    def webhook(self) -> WebhookSettings | None:
+        """Return the job's webhook, if it asked for one."""
+        if self.webhook_url is None:
+            return None
+        return WebhookSettings(
+            url=self.webhook_url, events=self.webhook_events or list(DEFAULT_WEBHOOK_EVENTS)
+        )
 
     @model_validator(mode="after")
     def _options_for_task(self) -> JobCreate:
@@ -238,6 +265,7 @@ class JobRead(BaseModel):
     labels: dict[str, int] | None = Field(
         default=None, description="Sentiment jobs: how many finished items got each label."
     )
+    webhook: WebhookSettings | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -40,21 +40,25 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     _preflight_models(settings, settings.worker_tasks)
     host, port = host or settings.api_host, port or settings.api_port
     typer.echo(
-        f"textq is up: API on http://{host}:{port} (docs at /docs), one worker, "
+        f"textq is up: API on http://{host}:{port} (docs at /docs), one worker, webhooks, "
         f"data in {settings.data_dir if not settings.database_url else settings.database_url}. "
-        "Ctrl-C stops both."
+        "Ctrl-C stops them all."
     )
     server = _api_server(settings, host, port)
-    worker = WorkerSupervisor(on_give_up=lambda: setattr(server, "should_exit", True))
-    worker.start()
+    give_up = lambda: setattr(server, "should_exit", True)  # noqa: E731
+    supervisors = [WorkerSupervisor("worker", give_up), WorkerSupervisor("webhooks", give_up)]
+    for supervisor in supervisors:
+        supervisor.start()
     try:
         server.run()
     except KeyboardInterrupt:
         pass  # uvicorn re-raises the Ctrl-C it shut down on; stopping is what was asked
     finally:
-        worker.stop()
-    if worker.gave_up:
-        raise fail("stopped because the worker could not stay up; see its log above")
+        for supervisor in supervisors:
+            supervisor.stop()
+    for supervisor in supervisors:
+        if supervisor.gave_up:
+            raise fail(f"stopped because the {supervisor.command} could not stay up; see above")
 
 
 def _api_server(settings: Settings, host: str, port: int):  # type: ignore[no-untyped-def]
@@ -121,6 +125,19 @@ def worker(
         serve(settings, resolved)
     except ModelUnavailable as error:
         raise fail(str(error)) from None
+
+
+@app.command()
+def webhooks() -> None:
+    """Run the webhook sender: signed deliveries of job events, with retries."""
+    try:
+        settings = get_settings()
+    except Exception as error:
+        raise fail(str(error).splitlines()[-1] if str(error) else repr(error)) from None
+    configure_logging(settings.log_level)
+    from worker.webhook_main import serve_webhooks
+
+    serve_webhooks(settings)
 
 
 def _preflight_models(settings: Settings, task_names: str):  # type: ignore[no-untyped-def]

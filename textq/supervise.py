@@ -1,4 +1,4 @@
-"""Keep `textq up`'s worker process running: restart it if it dies, stop it on the way out."""
+"""Keep `textq up`'s worker processes running: restart one that dies, stop them on the way out."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ MAX_RESTARTS_IN_WINDOW = 3
 
 
 class WorkerSupervisor:
-    """Runs `textq worker` and restarts it when it exits on its own (a crash, a kill -9)."""
+    """Runs `textq <command>` and restarts it when it exits on its own (a crash, a kill -9)."""
 
-    def __init__(self, on_give_up: Callable[[], None]) -> None:
+    def __init__(self, command: str, on_give_up: Callable[[], None]) -> None:
+        self.command = command
         self.on_give_up = on_give_up
         self.gave_up = False
         self._stopping = threading.Event()
@@ -37,7 +38,7 @@ class WorkerSupervisor:
 
     def _spawn(self) -> None:
         with self._lock:
-            self._process = subprocess.Popen([sys.executable, "-m", "textq", "worker"])
+            self._process = subprocess.Popen([sys.executable, "-m", "textq", self.command])
 
     def _watch(self) -> None:
         recent: list[float] = []
@@ -49,17 +50,21 @@ class WorkerSupervisor:
             now = time.monotonic()
             recent = [t for t in recent if now - t < RESTART_WINDOW_S] + [now]
             if len(recent) > MAX_RESTARTS_IN_WINDOW:
-                typer.echo(f"textq: the worker keeps exiting (status {code}); stopping", err=True)
+                typer.echo(
+                    f"textq: the {self.command} keeps exiting (status {code}); stopping", err=True
+                )
                 self.gave_up = True
                 self.on_give_up()
                 return
-            typer.echo(f"textq: the worker exited with status {code}; restarting it", err=True)
+            typer.echo(
+                f"textq: the {self.command} exited with status {code}; restarting it", err=True
+            )
             if self._stopping.wait(len(recent)):
                 return
             self._spawn()
 
     def stop(self) -> None:
-        """Ask the worker to finish its batch and stop; kill it if it does not in time."""
+        """Ask the process to finish its work and stop; kill it if it does not in time."""
         self._stopping.set()
         with self._lock:
             process = self._process

@@ -14,11 +14,13 @@ from api import idempotency, uploads
 from api.body import parse_json
 from api.deps import SettingsDep, TenantDep
 from api.errors import invalid_request
-from api.jobs import Submitted, SubmitterDep, present
+from api.jobs import Submitted, SubmitterDep, checked_webhook, present
 from shared import repository
+from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
 from shared.models import Job
-from shared.schemas import OPTIONS_BY_TASK, JobRead
+from shared.repository import Webhook
+from shared.schemas import OPTIONS_BY_TASK, JobRead, WebhookSettings
 from shared.states import Task
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -31,7 +33,8 @@ FORM_FIELDS = {
     "options": "The task's options as a JSON object string.",
     "format": "csv or jsonl, when the file name does not say.",
     "encoding": "The file's text encoding when it is not UTF-8 or UTF-16 with a BOM.",
-    "webhook_url": "Not available yet: a URL here is refused rather than ignored.",
+    "webhook_url": "Where to send the job's signed events.",
+    "webhook_events": "Comma-separated: completed, failed, progress (default completed,failed).",
 }
 FORM_DOC = {
     "requestBody": {
@@ -92,11 +95,6 @@ async def create_batch(
             )
         fields = {name: value for name, value in form.items() if isinstance(value, str)}
         task, options = _task_and_options(fields)
-        if fields.get("webhook_url"):
-            raise InvalidRequest(
-                "webhook_url is not available yet; poll the job's Location instead.",
-                errors=[{"field": "webhook_url", "message": "not available yet"}],
-            )
         if upload.size is not None and upload.size > settings.max_upload_bytes:
             raise RequestTooLarge(
                 f"The file is {upload.size} bytes; the limit is {settings.max_upload_bytes} "
@@ -135,7 +133,10 @@ async def create_batch(
                 ),
                 max_rows=settings.max_upload_rows,
                 check_duplicate_ids=_has_own_ids(file_format.kind, fields),
+                webhook=webhook,
             )
+
+        webhook = await run_in_threadpool(_webhook, fields, settings)
 
         def submit() -> Submitted:
             key = idempotency.for_request(
@@ -149,6 +150,25 @@ async def create_batch(
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return read
+
+
+def _webhook(fields: dict[str, str], settings: Settings) -> Webhook | None:
+    url, raw_events = fields.get("webhook_url") or None, fields.get("webhook_events") or None
+    if url is None:
+        if raw_events is not None:
+            raise InvalidRequest(
+                "webhook_events needs a webhook_url",
+                errors=[{"field": "webhook_events", "message": "needs a webhook_url"}],
+            )
+        return None
+    events = [e.strip() for e in raw_events.split(",") if e.strip()] if raw_events else None
+    try:
+        webhook = WebhookSettings.model_validate(
+            {"url": url} | ({"events": events} if events else {})
+        )
+    except ValidationError as error:
+        raise invalid_request(error) from None
+    return checked_webhook(webhook, settings)
 
 
 def _has_own_ids(kind: str, fields: dict[str, str]) -> bool:

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from api import cursors, exports, idempotency
 from api.body import read_job_submission, request_body_doc
 from api.deps import DatabaseDep, TenantDep, WaiterDep
-from api.jobs import SubmitterDep, parse_job_id, present
+from api.jobs import SubmitterDep, checked_webhook, parse_job_id, present
 from shared import repository
 from shared.errors import InvalidRequest, JobNotFinished
 from shared.models import Job
@@ -60,6 +60,7 @@ def create_job(
         body.options,
         kind=body.input.kind,
         idempotency=idempotency.for_request(request, body.model_dump(mode="json")),
+        webhook=checked_webhook(body.webhook(), submitter.settings),
     )
     read = present(submitted.job, request)
     response.headers["Location"] = read.links.self

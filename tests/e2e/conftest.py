@@ -38,10 +38,14 @@ def service(
         "TEXTQ_DTYPE": "float32",
         "TEXTQ_SWEEP_INTERVAL_S": "0.5",
         "TEXTQ_LOG_LEVEL": "INFO",
+        # Receivers in tests listen on loopback; retries a second apart instead of hours.
+        "TEXTQ_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "TEXTQ_WEBHOOK_RETRY_SCHEDULE_S": "0,1,1,1,1,1,1,1,1,1",
     }
     svc = Service(base_url=f"http://127.0.0.1:{port}", env=env, logs=tmp / "logs")
     svc.processes.append(start("api", ["api", "--port", str(port)], env, svc.logs))
     svc.processes.append(start("worker", ["worker", "--device", "cpu"], env, svc.logs))
+    svc.processes.append(start("webhooks", ["webhooks"], env, svc.logs))
     wait_until_ready(svc.base_url, svc.processes)
     warm_up(svc)
     yield svc

@@ -1,4 +1,4 @@
-"""Job control over HTTP through a real worker: cancelling, idempotent submits."""
+"""Job control over HTTP through real processes: cancelling, idempotent submits, webhooks."""
 
 import threading
 import time
@@ -6,8 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from standardwebhooks.webhooks import Webhook as Verifier
 
 from tests.e2e.polling import all_results
+from tests.e2e.processes import free_port
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -55,3 +58,49 @@ def test_twenty_identical_retries_at_once_make_one_job(service):
         responses = list(pool.map(submit, range(20)))
     assert sorted(r.status_code for r in responses) == [200] * 19 + [202]
     assert len({r.json()["id"] for r in responses}) == 1
+
+
+def wait_for_events(http, job_id, predicate, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        events = http.get(f"/v1/jobs/{job_id}/webhooks").json()
+        if events and predicate(events):
+            return events
+        time.sleep(0.2)
+    raise AssertionError(f"webhook events of {job_id} not as expected: {events}")
+
+
+def test_a_job_webhook_is_delivered_signed_and_can_be_redelivered(http):
+    receiver = Receiver().start()
+    try:
+        body = {"task": "sentiment", "input": {"texts": ["great"]}, "webhook_url": receiver.url}
+        job = http.post("/v1/jobs", json=body).json()
+        events = wait_for_events(http, job["id"], lambda e: e[0]["status"] == "delivered")
+        secret = http.get("/v1/webhooks/secret").json()["secret"]
+        [request] = receiver.received
+        payload = Verifier(secret).verify(request.body, request.headers)
+        assert (payload["type"], payload["data"]["status"]) == ("job.completed", "succeeded")
+        assert request.headers["webhook-id"] == events[0]["id"]
+
+        assert http.post(f"/v1/jobs/{job['id']}/webhooks/redeliver").json() == {"redelivered": 1}
+        wait_for_events(http, job["id"], lambda e: len(e[0]["attempts"]) == 2)
+        assert [r.headers["webhook-id"] for r in receiver.received] == [events[0]["id"]] * 2
+    finally:
+        receiver.stop()
+
+
+def test_a_receiver_that_is_down_at_first_gets_the_event_when_it_comes_up(http):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hooks/textq"
+    body = {"task": "sentiment", "input": {"texts": ["fine"]}, "webhook_url": url}
+    job = http.post("/v1/jobs", json=body).json()
+    wait_for_events(http, job["id"], lambda e: len(e[0]["attempts"]) >= 2)
+    receiver = Receiver(port=port).start()
+    try:
+        events = wait_for_events(http, job["id"], lambda e: e[0]["status"] == "delivered")
+        attempts = events[0]["attempts"]
+        assert attempts[0]["status_code"] is None and "Connect" in attempts[0]["error"]
+        assert attempts[-1]["status_code"] == 200
+        assert len(receiver.received) == 1
+    finally:
+        receiver.stop()

@@ -51,7 +51,9 @@ def test_up_serves_both_tasks_from_one_data_dir_and_stops_on_ctrl_c(tmp_path, mo
             assert set(answer) == {"label", "score"}
 
             # A worker that dies (here kill -9) is restarted, and work goes on.
-            [worker] = psutil.Process(up.popen.pid).children()
+            children = psutil.Process(up.popen.pid).children()
+            assert sorted(c.cmdline()[-1] for c in children) == ["webhooks", "worker"]
+            [worker] = [c for c in children if c.cmdline()[-1] == "worker"]
             worker.kill()
             worker.wait(timeout=10)
             again = http.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "x"}})

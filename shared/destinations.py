@@ -1,0 +1,96 @@
+"""Where webhooks may go: public addresses only, unless an address is explicitly allowed.
+
+A webhook URL is the client's choice, so without a guard textq could be made to call its own
+network (a database's HTTP port, a cloud metadata service). Every address the host resolves
+to is checked, at submit time and again right before each send (the DNS answer may change).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
+
+from shared.errors import TextqError
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], list[str]]
+
+# Cloud metadata services that are not all inside the ranges `is_global` already refuses.
+METADATA_ADDRESSES = {
+    ipaddress.ip_address("169.254.169.254"),
+    ipaddress.ip_address("169.254.170.2"),
+    ipaddress.ip_address("100.100.100.200"),
+    ipaddress.ip_address("fd00:ec2::254"),
+}
+
+
+class UnsafeWebhookUrl(TextqError):
+    """The webhook URL is not one textq will send to."""
+
+    status_code = 422
+    problem_type = "unsafe-webhook-url"
+    title = "Webhook URL refused"
+
+
+def parse_networks(spec: str) -> list[IpNetwork]:
+    """Return the networks of a comma-separated CIDR list (TEXTQ_WEBHOOK_ALLOWED_NETWORKS)."""
+    return [
+        ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip()
+    ]
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """Return every address `host` resolves to."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def safe_addresses(
+    url: str, *, allowed: Sequence[IpNetwork], resolver: Resolver = system_resolver
+) -> list[IpAddress]:
+    """Return the addresses to send `url` to, or raise UnsafeWebhookUrl saying why not."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UnsafeWebhookUrl(f"webhook_url must be an http or https URL with a host: {url!r}")
+    if parts.username or parts.password:
+        raise UnsafeWebhookUrl("webhook_url must not carry credentials; sign, don't embed")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        found = resolver(parts.hostname, port)
+    except (OSError, ValueError) as error:
+        raise UnsafeWebhookUrl(
+            f"webhook_url host {parts.hostname!r} does not resolve: {error}"
+        ) from None
+    if not found:
+        raise UnsafeWebhookUrl(f"webhook_url host {parts.hostname!r} has no address")
+    addresses = [ipaddress.ip_address(address.split("%")[0]) for address in found]
+    for address in addresses:
+        if any(address in network for network in allowed):
+            continue
+        if address in METADATA_ADDRESSES or not _is_public(address):
+            raise UnsafeWebhookUrl(
+                f"webhook_url host {parts.hostname!r} resolves to {address}, a "
+                f"{_kind(address)} address; textq only sends to public addresses unless "
+                "TEXTQ_WEBHOOK_ALLOWED_NETWORKS allows it"
+            )
+    return addresses
+
+
+def _is_public(address: IpAddress) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
+    target = mapped or address
+    return target.is_global and not target.is_multicast
+
+
+def _kind(address: IpAddress) -> str:
+    target = getattr(address, "ipv4_mapped", None) or address
+    if target in METADATA_ADDRESSES:
+        return "cloud-metadata"
+    # Most specific first: Python counts link-local and unspecified as private too.
+    for kind in ("loopback", "link_local", "unspecified", "multicast", "private", "reserved"):
+        if getattr(target, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return "non-public"

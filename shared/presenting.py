@@ -1,0 +1,40 @@
+"""A job as clients see it, for the API's answers and for webhook bodies alike."""
+
+from __future__ import annotations
+
+from shared.models import Job
+from shared.schemas import ChunkProgress, JobLinks, JobRead, Progress, WebhookSettings
+from shared.states import JobStatus, Task
+
+
+def present_job(job: Job, base_url: str) -> JobRead:
+    """Return the job's status object, its links under `base_url` (no trailing slash)."""
+    link = f"{base_url}/v1/jobs/{job.id}"
+    return JobRead(
+        id=job.id,
+        task=Task(job.task),
+        status=JobStatus(job.status),
+        progress=Progress(
+            total=job.total_items,
+            done=job.done_items,
+            errored=job.error_items,
+            cached=job.cached_items,
+            chunks=ChunkProgress(total=job.total_parts, done=job.done_parts),
+        ),
+        model=job.model,
+        model_revision=job.model_revision,
+        options=job.options or {},
+        input={"kind": job.input_kind, **(job.input_meta or {})},
+        labels=job.label_counts if job.task == Task.SENTIMENT.value else None,
+        webhook=(
+            WebhookSettings.model_validate(
+                {"url": job.webhook_url, "events": job.webhook_events or []}
+            )
+            if job.webhook_url
+            else None
+        ),
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        links=JobLinks(self=link, results=f"{link}/results"),
+    )

@@ -1,0 +1,10 @@
+"""The webhooks process's Celery app: only the delivery task, consumed by a thread pool."""
+
+from __future__ import annotations
+
+from shared.celery_app import create_celery
+from shared.config import get_settings
+from worker.webhooks import register
+
+app = create_celery(get_settings())
+register(app)

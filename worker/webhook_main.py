@@ -1,0 +1,44 @@
+"""Start the webhooks process: a dispatcher of due events and a Celery pool delivering them.
+
+Deliveries wait on receivers (up to TEXTQ_WEBHOOK_TIMEOUT_S each), so they run in a process
+of their own with a thread pool, never on a model worker or in an API request.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from shared.celery_app import WEBHOOK_TASK
+from shared.config import Settings
+from shared.db import Database
+from worker.webhooks import Dispatcher, WebhookSender, install
+
+
+def serve_webhooks(settings: Settings) -> None:
+    """Run the webhooks process until it is told to stop."""
+    from worker.webhook_app import app
+
+    db = Database(settings.resolved_database_url, application_name="textq-webhooks")
+    install(WebhookSender(settings=settings, db=db))
+
+    def publish(event_id: str) -> None:
+        app.send_task(WEBHOOK_TASK, args=[event_id], queue=settings.webhook_queue)
+
+    dispatcher = Dispatcher(settings, db, publish)
+    dispatcher.start()
+    try:
+        app.worker_main(
+            [
+                "worker",
+                f"--loglevel={settings.log_level}",
+                "--pool=threads",
+                f"--concurrency={settings.webhook_concurrency}",
+                f"--queues={settings.webhook_queue}",
+                f"--hostname=textq-webhooks@{socket.gethostname()}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
+    finally:
+        dispatcher.stop()
+        db.dispose()

@@ -1,0 +1,237 @@
+"""Deliver webhook events: signed POSTs to public addresses, retried on a schedule for a day.
+
+Events are rows written with the job change they report; the dispatcher leases the due ones
+and hands each to a Celery task, which makes one attempt and records it. A lost message or
+a killed sender only delays an event: its lease lapses and it is due again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from celery import Celery
+
+from shared import signing, webhook_repository
+from shared.celery_app import WEBHOOK_TASK
+from shared.config import Settings
+from shared.db import Database
+from shared.destinations import (
+    IpAddress,
+    Resolver,
+    UnsafeWebhookUrl,
+    parse_networks,
+    safe_addresses,
+    system_resolver,
+)
+from shared.models import utcnow
+from shared.presenting import present_job
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_STATUSES = {429, 502, 504}
+MAX_RETRY_AFTER_S = 24 * 3600
+JITTER = 0.1
+LEASE_S = 120.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one attempt got: a status code, or the error that stopped it."""
+
+    status_code: int | None
+    latency_ms: int
+    error: str | None = None
+    retry_after_s: float | None = None
+
+
+@dataclass
+class WebhookSender:
+    """Makes one attempt at an event and records what it got."""
+
+    settings: Settings
+    db: Database
+    resolver: Resolver = system_resolver
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Redirects are not followed: a 3xx is a failed attempt, never a second destination.
+        self.client = httpx.Client(
+            timeout=self.settings.webhook_timeout_s, follow_redirects=False, trust_env=False
+        )
+
+    def deliver(self, event_id: str) -> str | None:
+        """Attempt an event once; return its status after the attempt (None: not pending)."""
+        with self.db.write() as session:
+            delivery = webhook_repository.load_delivery(session, event_id)
+            if delivery is not None and delivery.url_disabled:
+                webhook_repository.mark_disabled(session, event_id)
+                return webhook_repository.DISABLED
+        if delivery is None:
+            return None
+        body = json.dumps(
+            {
+                "type": delivery.event_type,
+                "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
+                "data": present_job(delivery.job, self.settings.public_url).model_dump(mode="json"),
+            },
+            separators=(",", ":"),
+        ).encode()
+        answer = self._send(delivery.url, delivery.event_id, body, delivery.secrets)
+        outcome, next_at = self._next(answer, attempts=delivery.attempts + 1)
+        with self.db.write() as session:
+            webhook_repository.record_attempt(
+                session,
+                event_id=event_id,
+                status_code=answer.status_code,
+                latency_ms=answer.latency_ms,
+                error=answer.error,
+                outcome=outcome,
+                next_attempt_at=next_at,
+            )
+            if answer.status_code == 410:
+                webhook_repository.disable_url(
+                    session, tenant_id=delivery.job.tenant_id, url=delivery.url
+                )
+        log.info(
+            "webhook %s attempt %d: %s -> %s",
+            event_id,
+            delivery.attempts + 1,
+            answer.status_code or answer.error,
+            outcome,
+            extra={"action": "webhook_attempt", "job_id": str(delivery.job.id)},
+        )
+        return outcome
+
+    def _send(self, url: str, event_id: str, body: bytes, secrets: list[str]) -> Answer:
+        started = time.perf_counter()
+
+        def elapsed_ms() -> int:
+            return int((time.perf_counter() - started) * 1000)
+
+        try:
+            # Resolved again now, and the request goes to the address that was checked,
+            # so a DNS answer that changed since submit cannot point it inward.
+            addresses = safe_addresses(
+                url,
+                allowed=parse_networks(self.settings.webhook_allowed_networks),
+                resolver=self.resolver,
+            )
+        except UnsafeWebhookUrl as error:
+            return Answer(None, elapsed_ms(), error=error.detail)
+        timestamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "textq-webhooks",
+            "webhook-id": event_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": signing.signature_header(
+                secrets, message_id=event_id, timestamp=timestamp, body=body
+            ),
+        }
+        target, host = _pinned(url, addresses[0])
+        try:
+            response = self.client.post(
+                target,
+                content=body,
+                headers=headers | {"host": host},
+                extensions={"sni_hostname": urlsplit(url).hostname or ""},
+            )
+        except httpx.HTTPError as error:
+            return Answer(None, elapsed_ms(), error=f"{type(error).__name__}: {error}")
+        retry_after = _retry_after_s(response.headers.get("retry-after"))
+        failure = None if response.is_success else f"HTTP {response.status_code}"
+        return Answer(response.status_code, elapsed_ms(), error=failure, retry_after_s=retry_after)
+
+    def _next(self, answer: Answer, *, attempts: int) -> tuple[str, datetime | None]:
+        """Return the event's status after an attempt, and when to try next."""
+        code = answer.status_code
+        if code is not None and 200 <= code < 300:
+            return webhook_repository.DELIVERED, None
+        if code == 410:
+            return webhook_repository.DISABLED, None
+        schedule = self.settings.webhook_retry_delays_s
+        if attempts >= len(schedule):
+            return webhook_repository.FAILED, None
+        delay = schedule[attempts] * random.uniform(1 - JITTER, 1 + JITTER)
+        if code in RETRY_AFTER_STATUSES and answer.retry_after_s is not None:
+            delay = min(answer.retry_after_s, MAX_RETRY_AFTER_S)
+        return webhook_repository.PENDING, utcnow() + timedelta(seconds=delay)
+
+
+def _pinned(url: str, address: IpAddress) -> tuple[str, str]:
+    """Return the URL with its host replaced by the checked address, and the Host header."""
+    parts = urlsplit(url)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Return a Retry-After header (seconds, or an HTTP date) as seconds from now."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    try:
+        return max((parsedate_to_datetime(value) - utcnow()).total_seconds(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+class Dispatcher(threading.Thread):
+    """Leases due events every second and publishes a delivery task for each."""
+
+    def __init__(self, settings: Settings, db: Database, publish: Callable[[str], None]) -> None:
+        super().__init__(name="textq-webhook-dispatcher", daemon=True)
+        self.settings, self.db, self.publish = settings, db, publish
+        self._stopping = threading.Event()
+
+    def dispatch_once(self) -> int:
+        """Publish every due event once; return how many."""
+        with self.db.read() as session:
+            if not webhook_repository.has_due_events(session):
+                return 0
+        with self.db.write() as session:
+            due = webhook_repository.claim_due_events(session, limit=500, lease_s=LEASE_S)
+        for event_id in due:
+            self.publish(event_id)
+        return len(due)
+
+    def run(self) -> None:
+        while not self._stopping.wait(1.0):
+            try:
+                self.dispatch_once()
+            except Exception as error:  # tried again in a second
+                log.warning("webhook dispatch failed: %s", error, extra={"action": "dispatch"})
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(timeout=5)
+
+
+_sender: WebhookSender | None = None
+
+
+def install(sender: WebhookSender) -> None:
+    global _sender
+    _sender = sender
+
+
+def register(app: Celery) -> None:
+    """Register the delivery task on a Celery app."""
+
+    @app.task(name=WEBHOOK_TASK, ignore_result=True)
+    def deliver_webhook(event_id: str) -> str | None:
+        assert _sender is not None, "the webhooks process installs its sender first"
+        return _sender.deliver(event_id)
