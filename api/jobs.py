@@ -21,7 +21,7 @@ from shared.errors import JobNotFound
 from shared.models import Job
 from shared.presenting import present_job
 from shared.repository import Webhook
-from shared.schemas import JobRead, WebhookSettings
+from shared.schemas import SYNC_PRIORITY, JobRead, WebhookSettings
 from shared.states import Task
 
 
@@ -43,6 +43,7 @@ class Submitter:
         kind: str = "texts",
         idempotency: Idempotency | None = None,
         webhook: Webhook | None = None,
+        priority: int = SYNC_PRIORITY,
     ) -> Submitted:
         """Store a job and its items in one transaction, then ring the task's doorbell.
 
@@ -59,6 +60,7 @@ class Submitter:
                 texts=texts,
                 input_kind=kind,
                 webhook=webhook,
+                priority=priority,
             )
 
         return self.submit_with(task, create, idempotency)

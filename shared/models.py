@@ -98,6 +98,9 @@ class Job(Base):
     # "texts", "document" or "file", and what a file upload said about itself.
     input_kind: Mapped[str] = mapped_column(String(16), default="texts", server_default="texts")
     input_meta: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Higher first (0-9); among jobs of one priority, the least recently served goes next.
+    priority: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
+    last_claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # Where to send signed events about this job, and which: completed, failed, progress.
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_events: Mapped[list[str] | None] = mapped_column(Json)
@@ -161,6 +164,14 @@ class JobItem(Base):
             sqlite_where=text("parent_id IS NULL"),
         ),
         Index("ix_job_items_parent", "parent_id", "level", "idx"),
+        Index("ix_job_items_finished", "task", "finished_at"),
+        Index(
+            "ix_job_items_pending_job",
+            "job_id",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
         Index(
             "ix_job_items_pending",
             "task",

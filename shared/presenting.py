@@ -33,6 +33,7 @@ def present_job(job: Job, base_url: str) -> JobRead:
             if job.webhook_url
             else None
         ),
+        priority=job.priority,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

@@ -53,10 +53,12 @@ def create_job(
     texts: Sequence[str],
     input_kind: str = "texts",
     webhook: Webhook | None = None,
+    priority: int = 5,
 ) -> Job:
     """Add a queued job and one pending item per text."""
     job = _add_job(
         session,
+        priority=priority,
         tenant_id=tenant_id,
         task=task,
         model=model,
@@ -101,8 +103,10 @@ def _add_job(
     input_kind: str,
     input_meta: dict[str, Any] | None = None,
     webhook: Webhook | None = None,
+    priority: int = 5,
 ) -> Job:
     job = Job(
+        priority=priority,
         webhook_url=webhook.url if webhook else None,
         webhook_events=webhook.events if webhook else None,
         tenant_id=tenant_id,
@@ -160,6 +164,7 @@ def create_file_job(
     max_rows: int,
     check_duplicate_ids: bool,
     webhook: Webhook | None = None,
+    priority: int = 2,
 ) -> Job:
     """Add a queued job for an uploaded file, streaming its rows in (COPY on Postgres).
 
@@ -176,6 +181,7 @@ def create_file_job(
         input_kind="file",
         input_meta=input_meta,
         webhook=webhook,
+        priority=priority,
     )
     counts = Counter[str]()
 
@@ -324,6 +330,51 @@ def get_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     return job
 
 
+THROUGHPUT_WINDOW_S = 60
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where an unfinished job stands: work ahead of it, its own left, the recent pace."""
+
+    items_ahead: int
+    items_left: int
+    items_per_s: float
+
+
+def queue_place(session: Session, job: Job) -> QueuePlace:
+    """Return the items ahead of a job (higher priority, or its priority and older), its
+    unfinished items, and how many items of its task finished per second lately."""
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(JobItem)
+        .join(Job, Job.id == JobItem.job_id)
+        .where(
+            JobItem.status == ItemStatus.PENDING.value,
+            JobItem.task == job.task,
+            Job.model == job.model,
+            Job.status.in_(_values(ACTIVE_JOB_STATUSES)),
+            (Job.priority > job.priority)
+            | ((Job.priority == job.priority) & (Job.created_at < job.created_at)),
+        )
+    )
+    left = session.scalar(
+        select(func.count()).where(
+            JobItem.job_id == job.id,
+            JobItem.status.in_(_values({ItemStatus.PENDING, ItemStatus.RUNNING})),
+        )
+    )
+    since = utcnow() - timedelta(seconds=THROUGHPUT_WINDOW_S)
+    finished = session.scalar(
+        select(func.count()).where(JobItem.task == job.task, JobItem.finished_at > since)
+    )
+    return QueuePlace(
+        items_ahead=ahead or 0,
+        items_left=left or 0,
+        items_per_s=(finished or 0) / THROUGHPUT_WINDOW_S,
+    )
+
+
 def list_jobs(
     session: Session,
     *,
@@ -441,6 +492,7 @@ class Claim:
 
     token: uuid.UUID
     items: list[ClaimedItem]
+    priority: int = 5
 
 
 def claim_items(
@@ -454,33 +506,46 @@ def claim_items(
     max_items: int,
     lease_s: float,
 ) -> Claim | None:
-    """Claim the oldest pending items of a task and model, across jobs, up to a token budget.
+    """Claim pending items of a task and model, across jobs, up to a token budget.
 
-    On Postgres, rows other workers are claiming are skipped (SKIP LOCKED); on SQLite the
-    caller's write transaction holds the database's write lock, so claims never overlap.
+    Only the highest priority with pending work is claimed from. Among its jobs the least
+    recently served come first, each with a share of the claim, so one huge job cannot
+    starve the others. On Postgres, rows other workers are claiming are skipped (SKIP
+    LOCKED); on SQLite the caller's write transaction holds the database's write lock.
     """
-    candidates = session.execute(
-        select(
-            JobItem.id,
-            JobItem.job_id,
-            JobItem.idx,
-            func.coalesce(JobItem.work_text, JobItem.input_text).label("text"),
-            JobItem.char_count,
-            JobItem.attempts,
-            JobItem.parent_id,
-            JobItem.level,
-        )
-        .join(Job, Job.id == JobItem.job_id)
-        .where(
-            JobItem.status == ItemStatus.PENDING.value,
-            JobItem.task == task.value,
-            Job.model == model,
-            Job.status.in_(_values(ACTIVE_JOB_STATUSES)),
-        )
-        .order_by(JobItem.id)
-        .limit(max_items)
-        .with_for_update(of=JobItem, skip_locked=True)
+    waiting = _jobs_with_pending_items(task=task, model=model)
+    top = session.scalar(select(func.max(Job.priority)).where(waiting))
+    if top is None:
+        return None
+    job_ids = session.scalars(
+        select(Job.id)
+        .where(waiting, Job.priority == top)
+        .order_by(Job.last_claimed_at.asc().nulls_first(), Job.created_at, Job.id)
+        .limit(MAX_JOBS_PER_CLAIM)
     ).all()
+    candidates: list[Any] = []
+    for position, job_id in enumerate(job_ids):
+        share = (max_items - len(candidates)) // (len(job_ids) - position)
+        candidates += session.execute(
+            select(
+                JobItem.id,
+                JobItem.job_id,
+                JobItem.idx,
+                func.coalesce(JobItem.work_text, JobItem.input_text).label("text"),
+                JobItem.char_count,
+                JobItem.attempts,
+                JobItem.parent_id,
+                JobItem.level,
+            )
+            .where(
+                JobItem.job_id == job_id,
+                JobItem.status == ItemStatus.PENDING.value,
+                JobItem.task == task.value,
+            )
+            .order_by(JobItem.id)
+            .limit(max(share, 1))
+            .with_for_update(skip_locked=True)
+        ).all()
     if not candidates:
         return None
     chosen = _claimable(candidates, max_tokens)
@@ -504,11 +569,13 @@ def claim_items(
         .where(Job.id.in_(job_ids), Job.status.in_(_values(job_sources(JobStatus.RUNNING))))
         .values(status=JobStatus.RUNNING.value, started_at=now, model_revision=model_revision)
     )
+    session.execute(update(Job).where(Job.id.in_(job_ids)).values(last_claimed_at=now))
     options: dict[uuid.UUID, dict[str, Any]] = dict(
         session.execute(select(Job.id, Job.options).where(Job.id.in_(job_ids))).all()
     )
     return Claim(
         token=token,
+        priority=top,
         items=[
             ClaimedItem(
                 id=row.id,
@@ -522,6 +589,25 @@ def claim_items(
             for row in chosen
         ],
     )
+
+
+MAX_JOBS_PER_CLAIM = 64
+
+
+def _jobs_with_pending_items(*, task: Task, model: str) -> Any:
+    """Return the condition: an active job of this task and model with items to claim."""
+    return (
+        (Job.task == task.value)
+        & (Job.model == model)
+        & Job.status.in_(_values(ACTIVE_JOB_STATUSES))
+        & exists().where(JobItem.job_id == Job.id, JobItem.status == ItemStatus.PENDING.value)
+    )
+
+
+def higher_priority_waiting(session: Session, *, task: Task, model: str, priority: int) -> bool:
+    """Return whether a job of higher priority than `priority` has items to claim."""
+    waiting = _jobs_with_pending_items(task=task, model=model)
+    return session.scalar(select(exists().where(waiting, Job.priority > priority))) or False
 
 
 def _claimable(candidates: Sequence[Any], max_tokens: int) -> Sequence[Any]:
@@ -587,12 +673,21 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
             f"Job {job.id} already finished as {job.status}; there is nothing to cancel."
         )
     now = utcnow()
-    session.execute(
-        update(JobItem)
+    # Rows a worker is claiming right now are skipped: waiting for them while holding the
+    # job's row would deadlock with that claim. The worker learns of the cancellation at
+    # its next record and its hand-back ends them cancelled.
+    unclaimed = (
+        select(JobItem.id)
         .where(
             JobItem.job_id == job_id,
             JobItem.status.in_(_values({ItemStatus.PENDING, ItemStatus.WAITING})),
         )
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    session.execute(
+        update(JobItem)
+        .where(JobItem.id.in_(unclaimed))
         .values(status=ItemStatus.CANCELLED.value, finished_at=now, open_parts=None)
     )
     session.execute(

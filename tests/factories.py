@@ -18,6 +18,7 @@ def make_job(
     model: str = "model-a",
     options: dict[str, Any] | None = None,
     tenant_id: str = DEFAULT_TENANT_ID,
+    priority: int = 5,
 ) -> Job:
     with db.write() as session:
         return repository.create_job(
@@ -27,6 +28,7 @@ def make_job(
             model=model,
             options=options or {},
             texts=texts,
+            priority=priority,
         )
 
 

@@ -84,6 +84,7 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
     last_record = time.monotonic()
 
     ended_jobs: set[uuid.UUID] = set()
+    preempted: list[bool] = []
     job_ids = {item.job_id for item in claim.items}
 
     def record() -> None:
@@ -92,8 +93,17 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
             recorded += repository.record_outcomes(
                 session, claim_token=claim.token, outcomes=pending, cache_entries=to_cache
             )
-            # Learned at each record: items of a job cancelled since the claim are skipped.
+            # Learned at each record: items of a job cancelled since the claim are skipped,
+            # and work of a higher priority ends this claim (the rest goes back).
             ended_jobs.update(repository.ended_jobs_among(session, job_ids))
+            preempted.append(
+                repository.higher_priority_waiting(
+                    session,
+                    task=runner.task,
+                    model=runner.loaded.resolved.source,
+                    priority=claim.priority,
+                )
+            )
         pending.clear()
         to_cache.clear()
         last_record = time.monotonic()
@@ -109,7 +119,7 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
                 stopping = SHUTTING_DOWN.is_set()
                 if stopping or time.monotonic() - last_record >= runtime.settings.record_interval_s:
                     record()
-                if stopping:
+                if stopping or any(preempted):
                     break
             if pending:
                 record()

@@ -20,7 +20,7 @@ from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
 from shared.models import Job
 from shared.repository import Webhook
-from shared.schemas import OPTIONS_BY_TASK, JobRead, WebhookSettings
+from shared.schemas import FILE_PRIORITY, OPTIONS_BY_TASK, JobRead, WebhookSettings
 from shared.states import Task
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -35,6 +35,7 @@ FORM_FIELDS = {
     "encoding": "The file's text encoding when it is not UTF-8 or UTF-16 with a BOM.",
     "webhook_url": "Where to send the job's signed events.",
     "webhook_events": "Comma-separated: completed, failed, progress (default completed,failed).",
+    "priority": "0 to 9, higher runs first (default 2: files wait for interactive work).",
 }
 FORM_DOC = {
     "requestBody": {
@@ -134,9 +135,11 @@ async def create_batch(
                 max_rows=settings.max_upload_rows,
                 check_duplicate_ids=_has_own_ids(file_format.kind, fields),
                 webhook=webhook,
+                priority=priority,
             )
 
         webhook = await run_in_threadpool(_webhook, fields, settings)
+        priority = _priority(fields)
 
         def submit() -> Submitted:
             key = idempotency.for_request(
@@ -169,6 +172,18 @@ def _webhook(fields: dict[str, str], settings: Settings) -> Webhook | None:
     except ValidationError as error:
         raise invalid_request(error) from None
     return checked_webhook(webhook, settings)
+
+
+def _priority(fields: dict[str, str]) -> int:
+    raw = fields.get("priority")
+    if not raw:
+        return FILE_PRIORITY
+    if not raw.isdigit() or int(raw) > 9:
+        raise InvalidRequest(
+            f"priority must be an integer from 0 to 9, not {raw!r}",
+            errors=[{"field": "priority", "message": "0 to 9"}],
+        )
+    return int(raw)
 
 
 def _has_own_ids(kind: str, fields: dict[str, str]) -> bool:

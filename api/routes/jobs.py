@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -13,8 +14,9 @@ from api.body import read_job_submission, request_body_doc
 from api.deps import DatabaseDep, TenantDep, WaiterDep
 from api.jobs import SubmitterDep, checked_webhook, parse_job_id, present
 from shared import repository
+from shared.db import Database
 from shared.errors import InvalidRequest, JobNotFinished
-from shared.models import Job
+from shared.models import Job, utcnow
 from shared.repository import StoredChunk, StoredOutcome
 from shared.schemas import (
     ChunkResult,
@@ -22,6 +24,7 @@ from shared.schemas import (
     JobCreate,
     JobPage,
     JobRead,
+    QueueRead,
     ResultItem,
     ResultPage,
     SentimentResult,
@@ -61,6 +64,7 @@ def create_job(
         kind=body.input.kind,
         idempotency=idempotency.for_request(request, body.model_dump(mode="json")),
         webhook=checked_webhook(body.webhook(), submitter.settings),
+        priority=body.effective_priority(),
     )
     read = present(submitted.job, request)
     response.headers["Location"] = read.links.self
@@ -123,7 +127,27 @@ async def get_job(
     if wait_s > 0 and JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
         finished = await waiter.wait(parsed, lambda: _if_finished(read()), wait_s)
         job = finished if finished is not None else await run_in_threadpool(read)
-    return present(job, request)
+    presented = present(job, request)
+    if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
+        presented.queue = await run_in_threadpool(_queue_of, db, job)
+    return presented
+
+
+def _queue_of(db: Database, job: Job) -> QueueRead:
+    with db.read() as session:
+        place = repository.queue_place(session, job)
+    remaining = place.items_ahead + place.items_left
+    eta = (
+        utcnow() + timedelta(seconds=remaining / place.items_per_s)
+        if place.items_per_s > 0
+        else None
+    )
+    return QueueRead(
+        items_ahead=place.items_ahead,
+        items_left=place.items_left,
+        items_per_s=round(place.items_per_s, 3),
+        estimated_finish_at=eta,
+    )
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)

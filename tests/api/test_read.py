@@ -123,3 +123,38 @@ def test_cancelling_a_queued_job_then_again(client):
         {"index": 1, "error": "cancelled before it ran"},
     ]
     assert client.post(f"/v1/jobs/{uuid.uuid4()}/cancel").status_code == 404
+
+
+def test_an_unfinished_job_shows_its_place_in_the_queue(client, db):
+    from shared import repository
+    from tests.factories import claim
+
+    older = client.post(
+        "/v1/jobs", json={"task": "sentiment", "input": {"texts": ["a", "b", "c"]}}
+    ).json()
+    urgent = client.post(
+        "/v1/jobs", json={"task": "sentiment", "input": {"texts": ["d"]}, "priority": 9}
+    ).json()
+    newer = client.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": ["e"]}}).json()
+    places = {
+        name: client.get(f"/v1/jobs/{job['id']}").json()["queue"]
+        for name, job in (("older", older), ("urgent", urgent), ("newer", newer))
+    }
+    assert [places[n]["items_ahead"] for n in ("urgent", "older", "newer")] == [0, 1, 4]
+    assert places["older"]["items_left"] == 3
+    assert places["newer"]["estimated_finish_at"] is None, "nothing has run: no pace yet"
+
+    model = client.app.state.settings.sentiment_model
+    held = claim(db, model=model, max_items=1)
+    with db.write() as session:
+        repository.record_outcomes(
+            session,
+            claim_token=held.token,
+            outcomes=[repository.Outcome(held.items[0].id, result={"label": "X"})],
+        )
+    place = client.get(f"/v1/jobs/{newer['id']}").json()["queue"]
+    assert place["items_ahead"] == 3 and place["items_per_s"] > 0
+    assert place["estimated_finish_at"] is not None
+    assert client.get("/v1/jobs").json()["items"][0]["queue"] is None, "listing stays cheap"
+    finished = client.get(f"/v1/jobs/{urgent['id']}").json()
+    assert finished["status"] == "succeeded" and finished["queue"] is None

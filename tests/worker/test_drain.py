@@ -158,3 +158,30 @@ def test_a_job_cancelled_mid_claim_keeps_the_batch_that_ran_and_skips_the_rest(
         statuses = sorted(session.scalars(select(JobItem.status)).all())
         assert session.get(Job, job.id).status == JobStatus.CANCELLED
     assert statuses == ["cancelled"] * 4 + ["done"] * 2
+
+
+def test_a_claim_gives_way_to_higher_priority_work_after_its_current_batch(
+    runtime, db, settings, monkeypatch
+):
+    from tests.factories import claim
+
+    bulk = make_job(db, texts=[f"row {n}" for n in range(6)], model=settings.sentiment_model)
+    runner = runtime.runners[Task.SENTIMENT]
+    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
+    runtime.settings = settings.model_copy(update={"record_interval_s": 0.0})
+    forward = runner._forward
+    urgent = []
+
+    def urgent_work_arrives(batch, encoded):
+        if not urgent:
+            urgent.append(make_job(db, texts=["now"], model=settings.sentiment_model, priority=9))
+        return forward(batch, encoded)
+
+    monkeypatch.setattr(runner, "_forward", urgent_work_arrives)
+    assert _work_on(runtime, runner, claim(db, model=settings.sentiment_model)) == 2
+    with db.read() as session:
+        rows = session.execute(
+            select(JobItem.status, JobItem.attempts).where(JobItem.job_id == bulk.id)
+        ).all()
+    assert sorted(rows) == [("done", 1)] * 2 + [("pending", 0)] * 4
+    assert drain_queue(runtime, Task.SENTIMENT) == 5
