@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     result_cache_ttl_s: float = Field(default=7 * 24 * 3600, gt=0)
     batch_overhead_tokens: int = Field(default=32, ge=0)
 
+    retention_days: int = Field(default=30, ge=0)
+    retention_sweep_interval_s: float = Field(default=3600.0, gt=0)
+
     lease_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     sweep_interval_s: float = Field(default=5.0, gt=0)

@@ -90,6 +90,14 @@ class JobAlreadyFinished(TextqError):
     title = "Job already finished"
 
 
+class JobExpired(TextqError):
+    """The job finished longer ago than the retention period; its data was purged."""
+
+    status_code = 410
+    problem_type = "job-expired"
+    title = "Job expired"
+
+
 class InvalidCursor(TextqError):
     """The cursor is not one this server issued."""
 

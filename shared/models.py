@@ -71,6 +71,8 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # Days a finished job keeps its inputs and results; None: TEXTQ_RETENTION_DAYS.
+    retention_days: Mapped[int | None] = mapped_column(Integer)
 
 
 class Job(Base):

@@ -22,9 +22,19 @@ from shared.errors import (
     JobNotFound,
     RequestTooLarge,
 )
-from shared.models import CachedResult, IdempotencyKey, Job, JobItem, utcnow
+from shared.models import (
+    CachedResult,
+    IdempotencyKey,
+    Job,
+    JobItem,
+    Tenant,
+    WebhookAttempt,
+    WebhookEvent,
+    utcnow,
+)
 from shared.states import (
     ACTIVE_JOB_STATUSES,
+    FINISHED_JOB_STATUSES,
     TERMINAL_JOB_STATUSES,
     ItemStatus,
     JobStatus,
@@ -1093,6 +1103,60 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
         if notify:  # delivered when this transaction commits, never before
             session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
     return [row.id for row in complete]
+
+
+# --- retention --------------------------------------------------------------------------
+
+PURGE_CHUNK_ROWS = 10_000
+
+
+def jobs_past_retention(session: Session, *, default_days: int, limit: int) -> list[uuid.UUID]:
+    """Return finished jobs older than their tenant's retention (0 days: kept forever)."""
+    days = func.coalesce(Tenant.retention_days, default_days)
+    periods = {default_days, *session.scalars(select(Tenant.retention_days).distinct())}
+    found: list[uuid.UUID] = []
+    for period in sorted(p for p in periods if p):
+        found += session.scalars(
+            select(Job.id)
+            .outerjoin(Tenant, Tenant.id == Job.tenant_id)
+            .where(
+                Job.status.in_(_values(FINISHED_JOB_STATUSES)),
+                days == period,
+                Job.finished_at < utcnow() - timedelta(days=period),
+            )
+            .order_by(Job.finished_at)
+            .limit(limit - len(found))
+        ).all()
+        if len(found) >= limit:
+            break
+    return found
+
+
+def purge_items(session: Session, job_id: uuid.UUID) -> int:
+    """Delete up to PURGE_CHUNK_ROWS of a job's items; return how many (0: none left)."""
+    chunk = select(JobItem.id).where(JobItem.job_id == job_id).limit(PURGE_CHUNK_ROWS)
+    result = session.execute(delete(JobItem).where(JobItem.id.in_(chunk.scalar_subquery())))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def mark_expired(session: Session, job_id: uuid.UUID) -> None:
+    """Record that a job's data is gone; its status, counts and timings stay readable."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(_values(job_sources(JobStatus.EXPIRED))))
+        .values(status=JobStatus.EXPIRED.value, input_meta=None)
+    )
+
+
+def delete_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> None:
+    """Delete a job and everything of it now: items, webhook events and attempts, keys."""
+    job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    events = select(WebhookEvent.id).where(WebhookEvent.job_id == job.id)
+    session.execute(delete(WebhookAttempt).where(WebhookAttempt.event_id.in_(events)))
+    session.execute(delete(WebhookEvent).where(WebhookEvent.job_id == job.id))
+    session.execute(delete(IdempotencyKey).where(IdempotencyKey.job_id == job.id))
+    session.execute(delete(JobItem).where(JobItem.job_id == job.id))
+    session.execute(delete(Job).where(Job.id == job.id))
 
 
 # --- sweeping ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ TASK_ALIASES = {"summarization": Task.SUMMARIZE.value, "sentiment-analysis": Tas
 
 
 class JobStatus(StrEnum):
-    """Where a job is in its life; the last four never change once reached."""
+    """Where a job is in its life; the last five never change, except finished -> expired."""
 
     QUEUED = "queued"
     """Accepted and stored; no item has been picked up yet."""
@@ -37,17 +37,22 @@ class JobStatus(StrEnum):
     """Some items have results and some ended in an error."""
     CANCELLED = "cancelled"
     """Stopped on request; results computed before that stay readable."""
+    EXPIRED = "expired"
+    """Finished longer ago than the retention period: its inputs and results were purged."""
 
 
-TERMINAL_JOB_STATUSES = frozenset(
+FINISHED_JOB_STATUSES = frozenset(
     {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.PARTIAL, JobStatus.CANCELLED}
 )
+TERMINAL_JOB_STATUSES = FINISHED_JOB_STATUSES | {JobStatus.EXPIRED}
 ACTIVE_JOB_STATUSES = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 
 JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, *TERMINAL_JOB_STATUSES}),
-    JobStatus.RUNNING: TERMINAL_JOB_STATUSES,
-    **{status: frozenset() for status in TERMINAL_JOB_STATUSES},
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, *FINISHED_JOB_STATUSES}),
+    JobStatus.RUNNING: FINISHED_JOB_STATUSES,
+    # The one change after the end: retention purges the data, the status says so.
+    **{status: frozenset({JobStatus.EXPIRED}) for status in FINISHED_JOB_STATUSES},
+    JobStatus.EXPIRED: frozenset(),
 }
 
 

@@ -20,6 +20,32 @@ UNSERVED_WARNING_EVERY_S = 300.0
 CACHE_EVICTION_EVERY_S = 60.0
 
 
+def purge_expired_jobs(db: Database, *, default_days: int, batch_jobs: int = 100) -> int:
+    """Purge every job past retention; return how many expired.
+
+    Items go in chunks of their own transactions, so a million-row job never holds one
+    long transaction; the job is marked expired once its last chunk is gone.
+    """
+    expired = 0
+    while True:
+        with db.read() as session:
+            due = repository.jobs_past_retention(
+                session, default_days=default_days, limit=batch_jobs
+            )
+        for job_id in due:
+            while True:
+                with db.write() as session:
+                    if repository.purge_items(session, job_id) == 0:
+                        repository.mark_expired(session, job_id)
+                        break
+            expired += 1
+        if len(due) < batch_jobs:
+            break
+    if expired:
+        log.info("purged %d jobs past retention", expired, extra={"action": "purged"})
+    return expired
+
+
 class Sweeper:
     """One sweep: re-pend items of dead workers, then ring for pending work nobody is doing."""
 
@@ -32,6 +58,7 @@ class Sweeper:
         self.served = served
         self._warned_at: dict[tuple[Task, str], float] = {}
         self._forgot_at = -CACHE_EVICTION_EVERY_S
+        self._purged_at = -settings.retention_sweep_interval_s
 
     def sweep(self) -> None:
         """Run one sweep; never raises (a sweep that fails is simply tried again later)."""
@@ -46,6 +73,7 @@ class Sweeper:
                     extra={"action": "leases_expired"},
                 )
             self._forget_old_results()
+            self._purge_past_retention()
             with self.db.read() as session:
                 waiting = repository.tasks_waiting_for_a_worker(session, self.served)
                 awaited = {task: repository.models_awaited(session, task) for task in self.served}
@@ -63,6 +91,14 @@ class Sweeper:
         cutoff = utcnow() - timedelta(seconds=self.settings.result_cache_ttl_s)
         with self.db.write() as session:
             repository.forget_results_before(session, cutoff)
+
+    def _purge_past_retention(self) -> None:
+        """Delete inputs and results of jobs past retention, a chunk per transaction."""
+        now = time.monotonic()
+        if now - self._purged_at < self.settings.retention_sweep_interval_s:
+            return
+        self._purged_at = now
+        purge_expired_jobs(self.db, default_days=self.settings.retention_days)
 
     def _warn_about_unserved_models(self, awaited: dict[Task, dict[str, int]]) -> None:
         """Say when jobs wait for a model this worker does not serve (rate-limited).

@@ -15,7 +15,7 @@ from api.deps import DatabaseDep, TenantDep, WaiterDep
 from api.jobs import SubmitterDep, checked_webhook, parse_job_id, present
 from shared import repository
 from shared.db import Database
-from shared.errors import InvalidRequest, JobNotFinished
+from shared.errors import InvalidRequest, JobExpired, JobNotFinished
 from shared.models import Job, utcnow
 from shared.repository import StoredChunk, StoredOutcome
 from shared.schemas import (
@@ -162,6 +162,14 @@ def cancel_job(job_id: str, request: Request, db: DatabaseDep, tenant_id: Tenant
     return present(job, request)
 
 
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_job(job_id: str, db: DatabaseDep, tenant_id: TenantDep) -> Response:
+    """Delete a job and all its data now (inputs, results, webhook events)."""
+    with db.write() as session:
+        repository.delete_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 def _if_finished(job: Job) -> Job | None:
     return job if JobStatus(job.status) in TERMINAL_JOB_STATUSES else None
 
@@ -198,6 +206,11 @@ def get_job_results(
     after = cursors.read_result_cursor(cursor) if cursor else -1
     with db.read() as session:
         job = repository.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+        if JobStatus(job.status) is JobStatus.EXPIRED:
+            raise JobExpired(
+                f"Job {job.id} finished at {job.finished_at:%Y-%m-%d %H:%M} UTC and its inputs "
+                "and results were purged after the retention period (TEXTQ_RETENTION_DAYS)."
+            )
         if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
             raise JobNotFinished(
                 f"Job {job.id} is {job.status} ({job.done_items + job.error_items} of "

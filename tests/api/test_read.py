@@ -158,3 +158,28 @@ def test_an_unfinished_job_shows_its_place_in_the_queue(client, db):
     assert client.get("/v1/jobs").json()["items"][0]["queue"] is None, "listing stays cheap"
     finished = client.get(f"/v1/jobs/{urgent['id']}").json()
     assert finished["status"] == "succeeded" and finished["queue"] is None
+
+
+def test_a_deleted_job_is_gone_and_an_expired_one_says_so(client, db):
+    from sqlalchemy import update
+
+    from shared.models import Job
+
+    gone = submit(client)
+    assert client.delete(f"/v1/jobs/{gone['id']}").status_code == 204
+    assert client.get(f"/v1/jobs/{gone['id']}").status_code == 404
+    assert client.delete(f"/v1/jobs/{gone['id']}").status_code == 404
+
+    old = submit(client)
+    with db.write() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == uuid.UUID(old["id"]))
+            .values(status="expired", finished_at=Job.created_at)
+        )
+    read = client.get(f"/v1/jobs/{old['id']}").json()
+    assert (read["status"], read["queue"]) == ("expired", None)
+    results = client.get(f"/v1/jobs/{old['id']}/results")
+    assert results.status_code == 410
+    assert results.json()["type"] == "/problems/job-expired"
+    assert client.post(f"/v1/jobs/{old['id']}/cancel").status_code == 409

@@ -11,9 +11,11 @@ from shared.states import (
 )
 
 
-def test_terminal_states_never_change():
+def test_terminal_states_never_change_but_to_expire():
     for status in TERMINAL_JOB_STATUSES:
-        assert JOB_TRANSITIONS[status] == frozenset()
+        assert JOB_TRANSITIONS[status] <= {JobStatus.EXPIRED}
+    assert JOB_TRANSITIONS[JobStatus.EXPIRED] == frozenset()
+    assert JobStatus.EXPIRED not in JOB_TRANSITIONS[JobStatus.QUEUED]
     for status in TERMINAL_ITEM_STATUSES:
         assert ITEM_TRANSITIONS[status] == frozenset()
 

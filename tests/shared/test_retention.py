@@ -1,0 +1,72 @@
+"""Retention: finished jobs' data is purged after their tenant's period; jobs can be deleted."""
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from shared import repository
+from shared.errors import JobNotFound
+from shared.models import DEFAULT_TENANT_ID, Job, JobItem, Tenant, utcnow
+from shared.repository import Outcome
+from shared.states import JobStatus
+from tests.factories import claim, make_job
+from worker.sweeper import purge_expired_jobs
+
+
+def finished(db, texts, *, days_ago, tenant_id=DEFAULT_TENANT_ID):
+    job = make_job(db, texts=texts, tenant_id=tenant_id)
+    held = claim(db)
+    with db.write() as session:
+        repository.record_outcomes(
+            session,
+            claim_token=held.token,
+            outcomes=[Outcome(i.id, result={"label": "POSITIVE"}) for i in held.items],
+        )
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id)
+            .values(finished_at=utcnow() - timedelta(days=days_ago))
+        )
+    return job
+
+
+def state(db, job_id):
+    with db.read() as session:
+        job = session.get(Job, job_id)
+        items = session.scalar(select(func.count()).where(JobItem.job_id == job_id))
+    return (job.status if job else None), items
+
+
+def test_a_job_past_retention_keeps_its_status_and_loses_its_data(db, monkeypatch):
+    monkeypatch.setattr(repository, "PURGE_CHUNK_ROWS", 2)  # several chunks
+    old = finished(db, ["a", "b", "c", "d", "e"], days_ago=31)
+    recent = finished(db, ["f"], days_ago=29)
+    running = make_job(db, texts=["g"])
+    assert purge_expired_jobs(db, default_days=30) == 1
+    assert state(db, old.id) == (JobStatus.EXPIRED, 0)
+    assert state(db, recent.id) == (JobStatus.SUCCEEDED, 1)
+    assert state(db, running.id) == (JobStatus.QUEUED, 1)
+    with db.read() as session:
+        expired = session.get(Job, old.id)
+    assert (expired.total_items, expired.done_items) == (5, 5)
+
+
+def test_a_tenant_may_keep_its_data_longer_or_forever(db):
+    with db.write() as session:
+        session.add(Tenant(id="keeper", name="keeps", retention_days=0))
+        session.add(Tenant(id="brief", name="brief", retention_days=1))
+    kept = finished(db, ["a"], days_ago=400, tenant_id="keeper")
+    brief = finished(db, ["b"], days_ago=2, tenant_id="brief")
+    assert purge_expired_jobs(db, default_days=30) == 1
+    assert state(db, kept.id)[0] == JobStatus.SUCCEEDED
+    assert state(db, brief.id)[0] == JobStatus.EXPIRED
+
+
+def test_deleting_a_job_removes_it_and_everything_of_it(db):
+    job = finished(db, ["a", "b"], days_ago=0)
+    with db.write() as session:
+        repository.delete_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+    assert state(db, job.id) == (None, 0)
+    with db.write() as session, pytest.raises(JobNotFound):
+        repository.delete_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
