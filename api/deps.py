@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.waiting import JobWaiter
+from shared import api_keys
 from shared.celery_app import Doorbell
 from shared.config import Settings
 from shared.db import Database
+from shared.errors import Unauthorized
 from shared.models import DEFAULT_TENANT_ID
 
 
@@ -29,9 +31,22 @@ def get_waiter(request: Request) -> JobWaiter:
     return request.app.state.waiter  # type: ignore[no-any-return]
 
 
-def get_tenant_id() -> str:
-    """Return the caller's tenant (one default tenant until API keys arrive)."""
-    return DEFAULT_TENANT_ID
+def get_tenant_id(request: Request) -> str:
+    """Return the tenant of the request's API key (the default tenant when auth is off)."""
+    settings: Settings = request.app.state.settings
+    if not settings.requires_api_key:
+        return DEFAULT_TENANT_ID
+    authorization = request.headers.get("authorization", "")
+    scheme, _, credentials = authorization.partition(" ")
+    key = credentials.strip() if scheme.lower() == "bearer" else ""
+    key = key or request.headers.get("x-api-key", "").strip()
+    if not key:
+        raise Unauthorized()
+    with get_db(request).read() as session:
+        tenant = api_keys.tenant_of(session, key)
+    if tenant is None:
+        raise Unauthorized("The API key is unknown, revoked or expired.")
+    return tenant
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -72,7 +72,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TextqError)
     async def _textq_error(request: Request, error: TextqError) -> JSONResponse:
-        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_S)} if error.status_code == 503 else None
+        headers = dict(error.headers)
+        if error.status_code == 503:
+            headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
         return problem_response(
             status=error.status_code,
             title=error.title,

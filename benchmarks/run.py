@@ -91,6 +91,8 @@ def postgres_service_env(extra_env: dict[str, str]) -> tuple[str, int, dict[str,
         "TEXTQ_QUEUE_PREFIX": f"textq-bench-{port}",
         "TEXTQ_DATA_DIR": str(WORK / "data"),
         "TEXTQ_LOG_LEVEL": "WARNING",
+        # Throughput is measured here, not key checks: one tenant, no keys, on loopback.
+        "TEXTQ_AUTH": "off",
     } | extra_env
     return url, port, env
 

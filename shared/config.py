@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     webhook_secret_overlap_s: float = Field(default=24 * 3600, ge=0)
     public_url: str = "http://127.0.0.1:8000"
 
+    # auto: keys are required unless the database is the embedded SQLite file.
+    auth: Literal["auto", "required", "off"] = "auto"
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
@@ -102,6 +105,13 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """Return the configured database, or the embedded SQLite file under the data dir."""
         return self.database_url or f"sqlite:///{self.data_dir / 'textq.db'}"
+
+    @property
+    def requires_api_key(self) -> bool:
+        """Return whether the API asks every job route for an API key."""
+        if self.auth == "auto":
+            return self.database_url is not None
+        return self.auth == "required"
 
     @property
     def resolved_broker_url(self) -> str:

@@ -12,6 +12,9 @@ class TextqError(Exception):
     problem_type = "internal-error"
     title = "Internal error"
 
+    # Response headers every instance carries (e.g. WWW-Authenticate on a 401).
+    headers: dict[str, str] = {}  # noqa: RUF012 - read-only per class
+
     def __init__(self, detail: str | None = None, **extra: Any) -> None:
         self.detail = detail or (self.__doc__ or self.title).strip()
         self.extra = extra
@@ -64,6 +67,15 @@ class IdempotencyKeyReused(TextqError):
     status_code = 422
     problem_type = "idempotency-key-reused"
     title = "Idempotency key reused"
+
+
+class Unauthorized(TextqError):
+    """Send an API key: `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+
+    status_code = 401
+    problem_type = "unauthorized"
+    title = "Unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="textq"'}  # noqa: RUF012
 
 
 class JobNotFound(TextqError):

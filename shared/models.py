@@ -75,6 +75,20 @@ class Tenant(Base):
     retention_days: Mapped[int | None] = mapped_column(Integer)
 
 
+class ApiKey(Base):
+    """A tenant's API key, kept only as a hash; its prefix names it in lists and logs."""
+
+    __tablename__ = "api_keys"
+
+    prefix: Mapped[str] = mapped_column(String(16), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
 class Job(Base):
     """One submitted request: a task over one or more texts, with its progress counters."""
 

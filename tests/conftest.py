@@ -85,6 +85,8 @@ def settings(
         "sentiment_model": str(model_dirs.sentiment),
         "summarization_model": str(model_dirs.summarization),
         "dtype": "float32",
+        # Tests of API keys turn them on; the rest act as the default tenant.
+        "auth": "off",
     }
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'data' / 'textq.db'}"

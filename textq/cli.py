@@ -18,8 +18,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 models_app = typer.Typer(help="Manage the models workers serve.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 HostOption = Annotated[str | None, typer.Option(help="Interface to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
@@ -39,6 +41,7 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     _upgrade(settings, wait_s=0)
     _preflight_models(settings, settings.worker_tasks)
     host, port = host or settings.api_host, port or settings.api_port
+    _check_open_api(settings, host)
     typer.echo(
         f"textq is up: API on http://{host}:{port} (docs at /docs), one worker, webhooks, "
         f"data in {settings.data_dir if not settings.database_url else settings.database_url}. "
@@ -59,6 +62,23 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     for supervisor in supervisors:
         if supervisor.gave_up:
             raise fail(f"stopped because the {supervisor.command} could not stay up; see above")
+
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _check_open_api(settings: Settings, host: str) -> None:
+    """Refuse to serve without API keys on anything but loopback; say so when open."""
+    if settings.requires_api_key:
+        return
+    if host not in LOOPBACK_HOSTS:
+        why = "embedded mode" if settings.auth == "auto" else "TEXTQ_AUTH=off"
+        raise fail(
+            f"the API runs without API keys ({why}), "
+            f"so it only listens on 127.0.0.1, not {host}; set TEXTQ_AUTH=required and "
+            "create keys with `textq keys create --tenant NAME`"
+        )
+    typer.echo("textq: no API keys needed (embedded mode, listening on loopback only)", err=True)
 
 
 def _api_server(settings: Settings, host: str, port: int):  # type: ignore[no-untyped-def]
@@ -83,6 +103,7 @@ def api(
 
     settings = get_settings()
     configure_logging(settings.log_level)
+    _check_open_api(settings, host or settings.api_host)
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -188,6 +209,70 @@ def models_pull(
     settings = get_settings()
     for task, resolved in _preflight_models(settings, tasks).items():
         typer.echo(f"{task.value}: {resolved.source} at {resolved.revision} in {resolved.path}")
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The tenant the key acts for (made if new).")],
+    name: Annotated[str, typer.Option(help="A note on what the key is for.")] = "",
+    expires_in_days: Annotated[
+        float | None, typer.Option(help="Days until the key stops working.")
+    ] = None,
+) -> None:
+    """Make an API key; it is printed once, alone on the last line, and stored only hashed."""
+    from shared import api_keys
+    from shared.db import Database
+
+    db = Database(get_settings().resolved_database_url, application_name="textq-cli")
+    with db.write() as session:
+        made = api_keys.create_key(
+            session, tenant_id=tenant, name=name, expires_in_days=expires_in_days
+        )
+    db.dispose()
+    expiry = f", expires {made.expires_at:%Y-%m-%d %H:%M} UTC" if made.expires_at else ""
+    typer.echo(f"key {made.prefix} for tenant {made.tenant_id}{expiry}; it is not shown again:")
+    typer.echo(made.key)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+) -> None:
+    """List keys by prefix (the keys themselves are not stored)."""
+    from shared import api_keys
+    from shared.db import Database
+    from shared.models import utcnow
+
+    db = Database(get_settings().resolved_database_url, application_name="textq-cli")
+    with db.read() as session:
+        for key in api_keys.list_keys(session, tenant_id=tenant):
+            state = (
+                "revoked"
+                if key.revoked_at
+                else "expired"
+                if key.expires_at and key.expires_at <= utcnow()
+                else "active"
+            )
+            typer.echo(
+                f"{key.prefix}  {key.tenant_id}  {state}  created {key.created_at:%Y-%m-%d}  "
+                f"{key.name}".rstrip()
+            )
+    db.dispose()
+
+
+@keys_app.command("revoke")
+def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix.")]) -> None:
+    """Revoke a key at once."""
+    from shared import api_keys
+    from shared.db import Database
+
+    db = Database(get_settings().resolved_database_url, application_name="textq-cli")
+    with db.write() as session:
+        revoked = api_keys.revoke_key(session, prefix)
+    db.dispose()
+    if not revoked:
+        raise fail(f"no active key with prefix {prefix!r}")
+    typer.echo(f"key {prefix} revoked")
 
 
 def main() -> None:

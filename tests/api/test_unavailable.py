@@ -13,7 +13,11 @@ DOWN = "postgresql+psycopg://postgres@127.0.0.1:9/textq"
 def test_database_down_is_503_with_retry_after_never_500(tmp_path):
     settings = Settings(data_dir=tmp_path, database_url=DOWN)
     with TestClient(create_app(settings)) as client:
-        submitted = client.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "a"}})
+        submitted = client.post(
+            "/v1/jobs",
+            json={"task": "sentiment", "input": {"text": "a"}},
+            headers={"X-API-Key": "tq_0123456789ab_checked-against-the-database"},
+        )
         assert submitted.status_code == 503
         assert submitted.headers["retry-after"]
         assert submitted.headers["content-type"] == "application/problem+json"

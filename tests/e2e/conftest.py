@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -9,9 +12,15 @@ from tests.conftest import BACKENDS, ModelDirs
 from tests.e2e.polling import wait_for_job
 from tests.e2e.processes import Service, free_port, start, wait_until_ready
 
+E2E_TENANT = "e2e"
+
 
 def backend_env(backend: str, tmp, request: pytest.FixtureRequest) -> dict[str, str]:
-    env = {"TEXTQ_DATA_DIR": str(tmp / "data"), "TEXTQ_QUEUE_PREFIX": f"textq-e2e-{tmp.name}"}
+    env = {
+        "TEXTQ_DATA_DIR": str(tmp / "data"),
+        "TEXTQ_QUEUE_PREFIX": f"textq-e2e-{tmp.name}",
+        "TEXTQ_AUTH": "off",
+    }
     if backend == "postgres":
         url = services.create_postgres_database()
         request.addfinalizer(lambda: services.drop_postgres_database(url))
@@ -41,8 +50,15 @@ def service(
         # Receivers in tests listen on loopback; retries a second apart instead of hours.
         "TEXTQ_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
         "TEXTQ_WEBHOOK_RETRY_SCHEDULE_S": "0,1,1,1,1,1,1,1,1,1",
+        "TEXTQ_AUTH": "required",
     }
-    svc = Service(base_url=f"http://127.0.0.1:{port}", env=env, logs=tmp / "logs")
+    key = create_api_key(env, tenant=E2E_TENANT)
+    svc = Service(
+        base_url=f"http://127.0.0.1:{port}",
+        env=env,
+        logs=tmp / "logs",
+        headers={"Authorization": f"Bearer {key}"},
+    )
     svc.processes.append(start("api", ["api", "--port", str(port)], env, svc.logs))
     svc.processes.append(start("worker", ["worker", "--device", "cpu"], env, svc.logs))
     svc.processes.append(start("webhooks", ["webhooks"], env, svc.logs))
@@ -53,9 +69,22 @@ def service(
     assert codes["worker"] == 0, svc.logs_text()
 
 
+def create_api_key(env: dict[str, str], *, tenant: str) -> str:
+    """Make a key with `textq keys create`, as an operator does; return the key it printed."""
+    made = subprocess.run(
+        [sys.executable, "-m", "textq", "keys", "create", "--tenant", tenant],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return made.stdout.strip().splitlines()[-1]
+
+
 def warm_up(svc: Service) -> None:
     """Run one job through, so the worker has loaded its models before tests start."""
-    with httpx.Client(base_url=svc.base_url, timeout=30) as client:
+    with httpx.Client(base_url=svc.base_url, timeout=30, headers=svc.headers) as client:
         job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "warm"}})
         try:
             wait_for_job(client, job.json()["id"], timeout_s=120)
@@ -65,5 +94,5 @@ def warm_up(svc: Service) -> None:
 
 @pytest.fixture
 def http(service: Service) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=service.base_url, timeout=30) as client:
+    with httpx.Client(base_url=service.base_url, timeout=30, headers=service.headers) as client:
         yield client

@@ -95,6 +95,7 @@ class Service:
     base_url: str
     env: dict[str, str]
     logs: Path
+    headers: dict[str, str] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
 
     def logs_text(self) -> str:

@@ -50,7 +50,7 @@ def test_twenty_identical_retries_at_once_make_one_job(service):
     barrier = threading.Barrier(20)
 
     def submit(_: int) -> httpx.Response:
-        with httpx.Client(base_url=service.base_url, timeout=30) as client:
+        with httpx.Client(base_url=service.base_url, timeout=30, headers=service.headers) as client:
             barrier.wait()
             return client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "burst-1"})
 

@@ -7,9 +7,9 @@ import pytest
 
 from shared import repository
 from shared.db import Database
-from shared.models import DEFAULT_TENANT_ID
 from shared.states import Task
 from tests import reference
+from tests.e2e.conftest import E2E_TENANT
 from tests.e2e.polling import all_results, wait_for_job
 from tests.e2e.processes import free_port, start, wait_until_ready
 
@@ -146,11 +146,13 @@ def test_a_classic_call_past_its_timeout_returns_the_job_link(service, tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(base, [impatient])
-        response = httpx.post(f"{base}/summarize", json={"text": ARTICLE}, timeout=30)
+        response = httpx.post(
+            f"{base}/summarize", json={"text": ARTICLE}, timeout=30, headers=service.headers
+        )
         assert response.status_code == 202
         job = response.json()
         assert response.headers["location"] == job["links"]["self"]
-        with httpx.Client(base_url=base, timeout=30) as client:
+        with httpx.Client(base_url=base, timeout=30, headers=service.headers) as client:
             assert wait_for_job(client, job["id"])["status"] == "succeeded"
     finally:
         impatient.stop()
@@ -165,7 +167,7 @@ def test_a_job_whose_doorbell_was_lost_still_runs(http, service):
     with db.write() as session:
         job = repository.create_job(
             session,
-            tenant_id=DEFAULT_TENANT_ID,
+            tenant_id=E2E_TENANT,
             task=Task.SENTIMENT,
             model=service.env["TEXTQ_SENTIMENT_MODEL"],
             options={},

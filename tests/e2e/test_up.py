@@ -110,3 +110,29 @@ def test_worker_with_an_unknown_task_says_so(tmp_path):
     assert result.returncode == 1
     assert "unknown task" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_keys_are_printed_once_listed_by_prefix_and_revoked(tmp_path):
+    env = {"TEXTQ_DATA_DIR": str(tmp_path)}
+    assert run_cli(["db", "upgrade"], env).returncode == 0
+    made = run_cli(["keys", "create", "--tenant", "acme", "--name", "ci"], env)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+    assert key.startswith("tq_")
+    prefix = key.split("_")[1]
+    listed = run_cli(["keys", "list"], env)
+    assert prefix in listed.stdout and key not in listed.stdout
+    assert "acme  active" in listed.stdout
+    assert run_cli(["keys", "revoke", prefix], env).returncode == 0
+    assert "revoked" in run_cli(["keys", "list", "--tenant", "acme"], env).stdout
+    again = run_cli(["keys", "revoke", prefix], env)
+    assert again.returncode == 1 and "no active key" in again.stderr
+
+
+def test_an_api_without_keys_refuses_to_listen_beyond_loopback(tmp_path):
+    result = run_cli(
+        ["api", "--host", "0.0.0.0", "--port", str(free_port())], {"TEXTQ_DATA_DIR": str(tmp_path)}
+    )
+    assert result.returncode == 1
+    assert "only listens on 127.0.0.1" in result.stderr
+    assert "TEXTQ_AUTH=required" in result.stderr
