@@ -130,11 +130,8 @@ def test_old_cache_entries_are_forgotten(db):
         assert repository.forget_results_before(session, utcnow() + timedelta(seconds=1)) == 1
 
 
-def test_a_job_cancelled_mid_claim_keeps_the_batch_that_ran_and_skips_the_rest(
-    runtime, db, settings, monkeypatch
-):
-    from shared import repository
-    from shared.models import DEFAULT_TENANT_ID
+def work_on_six_texts_in_batches_of_two(runtime, db, settings, monkeypatch, during_first_batch):
+    """Claim a six-text job and work on it, calling `during_first_batch(job)` mid-batch."""
     from tests.factories import claim
 
     job = make_job(db, texts=[f"text {n}" for n in range(6)], model=settings.sentiment_model)
@@ -144,15 +141,30 @@ def test_a_job_cancelled_mid_claim_keeps_the_batch_that_ran_and_skips_the_rest(
     forward = runner._forward
     batches = []
 
-    def cancel_during_the_first_batch(batch, encoded):
+    def forward_and_interfere(batch, encoded):
         batches.append(len(batch))
         if len(batches) == 1:
-            with db.write() as session:
-                repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+            during_first_batch(job)
         return forward(batch, encoded)
 
-    monkeypatch.setattr(runner, "_forward", cancel_during_the_first_batch)
-    _work_on(runtime, runner, claim(db, model=settings.sentiment_model))
+    monkeypatch.setattr(runner, "_forward", forward_and_interfere)
+    recorded = _work_on(runtime, runner, claim(db, model=settings.sentiment_model))
+    return job, batches, recorded
+
+
+def test_a_job_cancelled_mid_claim_keeps_the_batch_that_ran_and_skips_the_rest(
+    runtime, db, settings, monkeypatch
+):
+    from shared import repository
+    from shared.models import DEFAULT_TENANT_ID
+
+    def cancel(job):
+        with db.write() as session:
+            repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+
+    job, batches, _ = work_on_six_texts_in_batches_of_two(
+        runtime, db, settings, monkeypatch, cancel
+    )
     assert batches == [2]
     with db.read() as session:
         statuses = sorted(session.scalars(select(JobItem.status)).all())
@@ -163,22 +175,13 @@ def test_a_job_cancelled_mid_claim_keeps_the_batch_that_ran_and_skips_the_rest(
 def test_a_claim_gives_way_to_higher_priority_work_after_its_current_batch(
     runtime, db, settings, monkeypatch
 ):
-    from tests.factories import claim
+    def urgent_work_arrives(job):
+        make_job(db, texts=["now"], model=settings.sentiment_model, priority=9)
 
-    bulk = make_job(db, texts=[f"row {n}" for n in range(6)], model=settings.sentiment_model)
-    runner = runtime.runners[Task.SENTIMENT]
-    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
-    runtime.settings = settings.model_copy(update={"record_interval_s": 0.0})
-    forward = runner._forward
-    urgent = []
-
-    def urgent_work_arrives(batch, encoded):
-        if not urgent:
-            urgent.append(make_job(db, texts=["now"], model=settings.sentiment_model, priority=9))
-        return forward(batch, encoded)
-
-    monkeypatch.setattr(runner, "_forward", urgent_work_arrives)
-    assert _work_on(runtime, runner, claim(db, model=settings.sentiment_model)) == 2
+    bulk, batches, recorded = work_on_six_texts_in_batches_of_two(
+        runtime, db, settings, monkeypatch, urgent_work_arrives
+    )
+    assert (batches, recorded) == ([2], 2)
     with db.read() as session:
         rows = session.execute(
             select(JobItem.status, JobItem.attempts).where(JobItem.job_id == bulk.id)
