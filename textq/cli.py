@@ -19,9 +19,11 @@ app = typer.Typer(
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 models_app = typer.Typer(help="Manage the models workers serve.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.add_typer(tenants_app, name="tenants")
 
 HostOption = Annotated[str | None, typer.Option(help="Interface to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
@@ -273,6 +275,31 @@ def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix.")]
     if not revoked:
         raise fail(f"no active key with prefix {prefix!r}")
     typer.echo(f"key {prefix} revoked")
+
+
+@tenants_app.command("retention")
+def tenants_retention(
+    tenant: Annotated[str, typer.Argument(help="The tenant.")],
+    days: Annotated[
+        int | None,
+        typer.Option(help="Days its finished jobs keep their data; 0: forever; omit: default."),
+    ] = None,
+) -> None:
+    """Set how long a tenant's finished jobs keep inputs and results (TEXTQ_RETENTION_DAYS)."""
+    from shared.db import Database
+    from shared.models import Tenant
+
+    if days is not None and days < 0:
+        raise fail("--days must be 0 (forever) or more")
+    db = Database(get_settings().resolved_database_url, application_name="textq-cli")
+    with db.write() as session:
+        row = session.get(Tenant, tenant)
+        if row is None:
+            raise fail(f"no tenant {tenant!r} (`textq keys create --tenant` makes one)")
+        row.retention_days = days
+    db.dispose()
+    shown = "the default" if days is None else "forever" if days == 0 else f"{days} days"
+    typer.echo(f"tenant {tenant} keeps finished jobs' data for {shown}")
 
 
 def main() -> None:

@@ -51,6 +51,7 @@ def service(
         "TEXTQ_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
         "TEXTQ_WEBHOOK_RETRY_SCHEDULE_S": "0,1,1,1,1,1,1,1,1,1",
         "TEXTQ_AUTH": "required",
+        "TEXTQ_RETENTION_SWEEP_INTERVAL_S": "1",
     }
     key = create_api_key(env, tenant=E2E_TENANT)
     svc = Service(

@@ -2,6 +2,7 @@
 
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -104,3 +105,49 @@ def test_a_receiver_that_is_down_at_first_gets_the_event_when_it_comes_up(http):
         assert len(receiver.received) == 1
     finally:
         receiver.stop()
+
+
+def test_urgent_work_overtakes_a_running_bulk_job(http):
+    bulk_texts = [f"Row {n}: the parcel came late but the support was kind." for n in range(3000)]
+    bulk = http.post(
+        "/v1/jobs", json={"task": "sentiment", "input": {"texts": bulk_texts}, "priority": 1}
+    ).json()
+    deadline = time.monotonic() + 60
+    while http.get(f"/v1/jobs/{bulk['id']}").json()["progress"]["done"] == 0:
+        assert time.monotonic() < deadline, "the bulk job never started"
+        time.sleep(0.02)
+    urgent = http.post(
+        "/v1/jobs", json={"task": "sentiment", "input": {"text": "help!"}, "priority": 9}
+    ).json()
+    finished = http.get(f"/v1/jobs/{urgent['id']}", params={"wait_s": 30}).json()
+    assert finished["status"] == "succeeded"
+    assert http.get(f"/v1/jobs/{bulk['id']}").json()["status"] == "running"
+    http.post(f"/v1/jobs/{bulk['id']}/cancel")
+
+
+def test_a_job_past_retention_expires_and_a_deleted_one_is_gone(http, service):
+    from sqlalchemy import update
+
+    from shared.db import Database
+    from shared.models import Job, utcnow
+
+    job = http.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "old news"}}).json()
+    assert http.get(f"/v1/jobs/{job['id']}", params={"wait_s": 30}).json()["status"] == "succeeded"
+    url = service.env.get("TEXTQ_DATABASE_URL") or (
+        f"sqlite:///{service.env['TEXTQ_DATA_DIR']}/textq.db"
+    )
+    db = Database(url, application_name="textq-tests")
+    with db.write() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == uuid.UUID(job["id"]))
+            .values(finished_at=utcnow().replace(year=2020))
+        )
+    db.dispose()
+    deadline = time.monotonic() + 30
+    while http.get(f"/v1/jobs/{job['id']}").json()["status"] != "expired":
+        assert time.monotonic() < deadline, "the sweeper never purged the job"
+        time.sleep(0.2)
+    assert http.get(f"/v1/jobs/{job['id']}/results").status_code == 410
+    assert http.delete(f"/v1/jobs/{job['id']}").status_code == 204
+    assert http.get(f"/v1/jobs/{job['id']}").status_code == 404

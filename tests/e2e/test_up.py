@@ -136,3 +136,13 @@ def test_an_api_without_keys_refuses_to_listen_beyond_loopback(tmp_path):
     assert result.returncode == 1
     assert "only listens on 127.0.0.1" in result.stderr
     assert "TEXTQ_AUTH=required" in result.stderr
+
+
+def test_a_tenants_retention_is_set_from_the_command_line(tmp_path):
+    env = {"TEXTQ_DATA_DIR": str(tmp_path)}
+    run_cli(["db", "upgrade"], env)
+    run_cli(["keys", "create", "--tenant", "acme"], env)
+    assert "for 90 days" in run_cli(["tenants", "retention", "acme", "--days", "90"], env).stdout
+    assert "forever" in run_cli(["tenants", "retention", "acme", "--days", "0"], env).stdout
+    missing = run_cli(["tenants", "retention", "nobody", "--days", "1"], env)
+    assert missing.returncode == 1 and "no tenant" in missing.stderr
