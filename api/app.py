@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
 from api.errors import install_error_handlers
+from api.ratelimit import RateLimiter
 from api.routes import batches, classic, health, jobs, problems, webhooks
 from api.waiting import JobWaiter
 from shared.celery_app import Doorbell, create_celery
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings.resolved_database_url, application_name="textq-api")
         app.state.doorbell = Doorbell(create_celery(settings), settings)
+        app.state.rate_limiter = _rate_limiter(settings)
         app.state.waiter = JobWaiter(app.state.db)
         app.state.waiter.start()
         yield
@@ -52,6 +54,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(problems.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter | None:
+    """Return the per-key limiter (in Redis when the broker is Redis), or None when off."""
+    if not settings.requires_api_key or settings.rate_limit_per_s <= 0:
+        return None
+    broker = settings.resolved_broker_url
+    return RateLimiter(
+        rate_per_s=settings.rate_limit_per_s,
+        burst=settings.rate_limit_burst,
+        redis_url=broker if broker.startswith(("redis://", "rediss://")) else None,
+        prefix=settings.queue_prefix,
+    )
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

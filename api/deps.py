@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
+from api.ratelimit import RateLimiter
 from api.waiting import JobWaiter
 from shared import api_keys
 from shared.celery_app import Doorbell
 from shared.config import Settings
 from shared.db import Database
-from shared.errors import Unauthorized
+from shared.errors import TooManyRequests, Unauthorized
 from shared.models import DEFAULT_TENANT_ID
 
 
@@ -31,7 +32,7 @@ def get_waiter(request: Request) -> JobWaiter:
     return request.app.state.waiter  # type: ignore[no-any-return]
 
 
-def get_tenant_id(request: Request) -> str:
+def get_tenant_id(request: Request, response: Response) -> str:
     """Return the tenant of the request's API key (the default tenant when auth is off)."""
     settings: Settings = request.app.state.settings
     if not settings.requires_api_key:
@@ -46,6 +47,16 @@ def get_tenant_id(request: Request) -> str:
         tenant = api_keys.tenant_of(session, key)
     if tenant is None:
         raise Unauthorized("The API key is unknown, revoked or expired.")
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        decision = limiter.take(key.split("_")[1])
+        if not decision.allowed:
+            raise TooManyRequests(
+                f"This API key is over its limit of {limiter.rate_per_s:g} requests per second "
+                f"(bursts of {limiter.burst}); retry in {decision.headers()['Retry-After']} s.",
+                headers=decision.headers(),
+            )
+        response.headers.update(decision.headers())
     return tenant
 
 

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # auto: keys are required unless the database is the embedded SQLite file.
     auth: Literal["auto", "required", "off"] = "auto"
 
+    # Per API key: requests per second on average, and the burst allowed (0: no limit).
+    rate_limit_per_s: float = Field(default=20.0, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"

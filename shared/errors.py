@@ -78,6 +78,18 @@ class Unauthorized(TextqError):
     headers = {"WWW-Authenticate": 'Bearer realm="textq"'}  # noqa: RUF012
 
 
+class TooManyRequests(TextqError):
+    """This API key is over its rate limit; retry after the time in Retry-After."""
+
+    status_code = 429
+    problem_type = "too-many-requests"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, headers: dict[str, str]) -> None:
+        super().__init__(detail)
+        self.headers = headers
+
+
 class JobNotFound(TextqError):
     """No job with this id exists."""
 

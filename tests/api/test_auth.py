@@ -98,3 +98,19 @@ def test_idempotency_keys_and_webhook_secrets_are_per_tenant(secured, db):
         secured.get("/v1/webhooks/secret", headers=h).json()["secret"] for h in (mine, theirs)
     }
     assert len(secrets) == 2
+
+
+def test_each_key_has_its_own_rate_limit_with_retry_after(api_settings, db):
+    settings = api_settings.model_copy(
+        update={"auth": "required", "rate_limit_per_s": 0.5, "rate_limit_burst": 3}
+    )
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        mine, theirs = bearer(new_key(db, "acme")), bearer(new_key(db, "globex"))
+        answers = [client.get("/v1/jobs", headers=mine) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert [a.headers["ratelimit-remaining"] for a in answers[:3]] == ["2", "1", "0"]
+        refused = answers[3]
+        assert refused.json()["type"] == "/problems/too-many-requests"
+        assert 1 <= int(refused.headers["retry-after"]) <= 2
+        assert refused.headers["ratelimit-limit"] == "3"
+        assert client.get("/v1/jobs", headers=theirs).status_code == 200

@@ -52,6 +52,8 @@ def service(
         "TEXTQ_WEBHOOK_RETRY_SCHEDULE_S": "0,1,1,1,1,1,1,1,1,1",
         "TEXTQ_AUTH": "required",
         "TEXTQ_RETENTION_SWEEP_INTERVAL_S": "1",
+        # Tests poll fast; the limiter itself is tested in tests/api/test_auth.py.
+        "TEXTQ_RATE_LIMIT_PER_S": "500",
     }
     key = create_api_key(env, tenant=E2E_TENANT)
     svc = Service(
