@@ -49,7 +49,7 @@ def get_tenant_id(request: Request, response: Response) -> str:
         raise Unauthorized("The API key is unknown, revoked or expired.")
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:
-        decision = limiter.take(key.split("_")[1])
+        decision = limiter.take(api_keys.prefix_of(key) or key)
         if not decision.allowed:
             raise TooManyRequests(
                 f"This API key is over its limit of {limiter.rate_per_s:g} requests per second "

@@ -31,16 +31,8 @@ def result_record(row: StoredOutcome, task: Task) -> dict[str, Any]:
         }
     else:
         record["summary_text"] = outputs.get("summary_text")
-    record["error"] = _error_of(row)
+    record["error"] = row.failure
     return record
-
-
-def _error_of(row: StoredOutcome) -> str | None:
-    if row.status == ItemStatus.ERROR:
-        return row.error or "unknown error"
-    if row.status == ItemStatus.CANCELLED:
-        return "cancelled before it ran"
-    return None
 
 
 def _pages(db: Database, job_id: uuid.UUID) -> Iterator[list[StoredOutcome]]:

@@ -55,12 +55,18 @@ def create_key(
     return NewKey(key=key, prefix=prefix, tenant_id=tenant_id, expires_at=expires_at)
 
 
+def prefix_of(key: str) -> str | None:
+    """Return the prefix that names a key, or None if it does not look like one of ours."""
+    parts = key.split("_")
+    return parts[1] if len(parts) >= 3 and key.startswith(KEY_PREFIX) else None
+
+
 def tenant_of(session: Session, key: str) -> str | None:
     """Return the tenant of a valid key; None if unknown, revoked or expired."""
-    parts = key.split("_")
-    if len(parts) < 3 or not key.startswith(KEY_PREFIX):
+    prefix = prefix_of(key)
+    if prefix is None:
         return None
-    row = session.get(ApiKey, parts[1])
+    row = session.get(ApiKey, prefix)
     if row is None or not hmac.compare_digest(row.key_hash, _hash(key)):
         return None
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= utcnow()):

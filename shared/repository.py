@@ -415,6 +415,15 @@ class StoredOutcome:
     custom_id: str | None = None
     item_id: int = 0
 
+    @property
+    def failure(self) -> str | None:
+        """Return why this text has no result (an error, or cancellation), or None."""
+        if self.status == ItemStatus.ERROR:
+            return self.error or "unknown error"
+        if self.status == ItemStatus.CANCELLED:
+            return "cancelled before it ran"
+        return None
+
 
 def list_item_outcomes(
     session: Session, *, job_id: uuid.UUID, after_index: int, limit: int
@@ -706,8 +715,7 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
         .values(status=JobStatus.CANCELLED.value, finished_at=now)
     )
     webhook_repository.queue_event(session, job, "completed")
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
+    _announce_finished(session, job_id)
     session.flush()
     session.refresh(job)
     return job
@@ -1090,7 +1098,6 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
         .with_for_update()
     ).all()
     now = utcnow()
-    notify = session.get_bind().dialect.name == "postgresql"
     for row in complete:
         job_id = row.id
         target = outcome_status(done=row.done_items, errored=row.error_items)
@@ -1100,9 +1107,15 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
             .values(status=target.value, finished_at=now)
         )
         webhook_repository.queue_event(session, row, webhook_repository.terminal_event_kind(target))
-        if notify:  # delivered when this transaction commits, never before
-            session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
+        _announce_finished(session, job_id)
     return [row.id for row in complete]
+
+
+def _announce_finished(session: Session, job_id: uuid.UUID) -> None:
+    """Wake API requests waiting on a job (Postgres NOTIFY, sent when this transaction
+    commits, never before; on SQLite they re-read with backoff)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
 
 
 # --- retention --------------------------------------------------------------------------

@@ -255,14 +255,8 @@ def _result_item(row: StoredOutcome, chunks: list[StoredChunk] | None) -> Result
                 index=row.index, custom_id=row.custom_id, chunks=parts, **row.result
             )
         return SentimentResult(index=row.index, custom_id=row.custom_id, chunks=parts, **row.result)
-    if row.status == ItemStatus.ERROR:
-        return ItemFailure(
-            index=row.index, custom_id=row.custom_id, error=row.error or "unknown error"
-        )
-    if row.status == ItemStatus.CANCELLED:
-        return ItemFailure(
-            index=row.index, custom_id=row.custom_id, error="cancelled before it ran"
-        )
+    if row.failure is not None:
+        return ItemFailure(index=row.index, custom_id=row.custom_id, error=row.failure)
     return None
 
 
