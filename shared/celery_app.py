@@ -15,7 +15,6 @@ log = logging.getLogger(__name__)
 
 DRAIN_TASK = "textq.drain"
 WEBHOOK_TASK = "textq.deliver_webhook"
-REDIS_VISIBILITY_TIMEOUT_S = 3600
 EMBEDDED_POLLING_INTERVAL_S = 0.05
 
 
@@ -32,9 +31,7 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
             "store_processed": False,
             "polling_interval": EMBEDDED_POLLING_INTERVAL_S,
         }
-    # Redis re-delivers an unacked message after this long even if it is still running;
-    # that is harmless here because item claims in the database decide who works on what.
-    return {"visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S}
+    return {"visibility_timeout": settings.broker_visibility_timeout_s}
 
 
 def create_celery(settings: Settings) -> Celery:
