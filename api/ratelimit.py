@@ -1,14 +1,24 @@
 """A token bucket per API key: in Redis when the broker is Redis (shared by every API
-process), else in this process (the embedded mode has one API process)."""
+process), else in this process (the embedded mode has one API process).
+
+While Redis does not answer, each API process limits on its own: a broker outage must
+not turn every request into an error, and jobs it accepts meanwhile are safe in the
+database."""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
 
 import redis
+
+log = logging.getLogger(__name__)
+
+# Short, so a request waits at most this long on a Redis that went away.
+REDIS_TIMEOUT_S = 0.5
 
 # KEYS[1]: the bucket; ARGV: rate per second, burst, now (s). Returns allowed, tokens left,
 # seconds until a token is back. One script call, so concurrent API processes cannot both
@@ -54,7 +64,13 @@ class RateLimiter:
 
     def __init__(self, *, rate_per_s: float, burst: int, redis_url: str | None, prefix: str):
         self.rate_per_s, self.burst, self.prefix = rate_per_s, burst, prefix
-        self._redis = redis.Redis.from_url(redis_url) if redis_url else None
+        self._redis = (
+            redis.Redis.from_url(
+                redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
+            )
+            if redis_url
+            else None
+        )
         self._script = self._redis.register_script(_TAKE) if self._redis else None
         self._local: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
@@ -63,10 +79,22 @@ class RateLimiter:
         """Spend a token of `key`'s bucket if it has one."""
         now = time.time()
         if self._script is not None:
-            allowed, tokens, wait_s = self._script(
-                keys=[f"{self.prefix}:ratelimit:{key}"], args=[self.rate_per_s, self.burst, now]
-            )
-            return self._decision(bool(allowed), float(tokens), float(wait_s))
+            try:
+                allowed, tokens, wait_s = self._script(
+                    keys=[f"{self.prefix}:ratelimit:{key}"],
+                    args=[self.rate_per_s, self.burst, now],
+                )
+            except redis.RedisError as error:
+                log.warning(
+                    "rate limit store unreachable, limiting in this process: %s",
+                    error,
+                    extra={"action": "ratelimit_local"},
+                )
+            else:
+                return self._decision(bool(allowed), float(tokens), float(wait_s))
+        return self._take_locally(key, now)
+
+    def _take_locally(self, key: str, now: float) -> Decision:
         with self._lock:
             tokens, at = self._local.get(key, (float(self.burst), now))
             tokens = min(self.burst, tokens + (now - at) * self.rate_per_s)
