@@ -88,12 +88,20 @@ def claim_due_events(session: Session, *, limit: int, lease_s: float) -> list[st
     return list(due)
 
 
+def release_events(session: Session, event_ids: list[str]) -> None:
+    """Hand back leases of events whose attempt was never published: due again at once."""
+    session.execute(
+        update(WebhookEvent).where(WebhookEvent.id.in_(event_ids)).values(lease_expires_at=None)
+    )
+
+
 @dataclass(frozen=True)
 class Delivery:
     """What one attempt at an event needs: where, what, and with which secrets."""
 
     event_id: str
     event_type: str
+    occurred_at: datetime
     url: str
     attempts: int
     job: Job
@@ -112,6 +120,7 @@ def load_delivery(session: Session, event_id: str) -> Delivery | None:
     return Delivery(
         event_id=event.id,
         event_type=event.type,
+        occurred_at=event.created_at,
         url=event.url,
         attempts=event.attempts,
         job=job,

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_STATUSES = {429, 502, 504}
 MAX_RETRY_AFTER_S = 24 * 3600
 JITTER = 0.1
-LEASE_S = 120.0
+# Covers a delivery task's wait in the queue and its attempt; an event whose task was lost
+# with the broker's queue is due again after this long.
+LEASE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,8 @@ class WebhookSender:
         body = json.dumps(
             {
                 "type": delivery.event_type,
-                "timestamp": utcnow().isoformat().replace("+00:00", "Z"),
+                # The event's own time, so every attempt of an event sends the same bytes.
+                "timestamp": delivery.occurred_at.isoformat().replace("+00:00", "Z"),
                 "data": present_job(delivery.job, self.settings.public_url).model_dump(mode="json"),
             },
             separators=(",", ":"),
@@ -204,8 +207,13 @@ class Dispatcher(threading.Thread):
                 return 0
         with self.db.write() as session:
             due = webhook_repository.claim_due_events(session, limit=500, lease_s=LEASE_S)
-        for event_id in due:
-            self.publish(event_id)
+        for published, event_id in enumerate(due):
+            try:
+                self.publish(event_id)
+            except Exception:
+                with self.db.write() as session:
+                    webhook_repository.release_events(session, due[published:])
+                raise
         return len(due)
 
     def run(self) -> None:
