@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.routes import batches, classic, health, jobs, problems, webhooks
@@ -46,6 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimit,
+        max_request_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.include_router(jobs.router)
     app.include_router(batches.router)
     app.include_router(webhooks.router)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from shared.errors import InvalidRequest, ServiceUnavailable, TextqError
 
@@ -44,6 +45,22 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
+def error_response(error: TextqError, *, instance: str | None) -> JSONResponse:
+    """Return the problem-details response for one of textq's errors."""
+    headers = dict(error.headers)
+    if error.status_code == 503:
+        headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return problem_response(
+        status=error.status_code,
+        title=error.title,
+        detail=error.detail,
+        problem_type=error.problem_type,
+        instance=instance,
+        headers=headers,
+        **error.extra,
+    )
+
+
 def validation_problems(errors: list[Any]) -> list[dict[str, str]]:
     """Turn pydantic errors into `{"field", "message"}` pairs a person can read."""
     problems = []
@@ -72,18 +89,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(TextqError)
     async def _textq_error(request: Request, error: TextqError) -> JSONResponse:
-        headers = dict(error.headers)
-        if error.status_code == 503:
-            headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
-        return problem_response(
-            status=error.status_code,
-            title=error.title,
-            detail=error.detail,
-            problem_type=error.problem_type,
-            instance=request.url.path,
-            headers=headers,
-            **error.extra,
-        )
+        return error_response(error, instance=request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -99,13 +105,16 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
         return problem_response(
             status=error.status_code,
             title=_reason(error.status_code),
             detail=str(error.detail),
             problem_type=None,
             instance=request.url.path,
-            headers=dict(error.headers or {}),
+            headers=headers,
         )
 
     @app.exception_handler(OperationalError)
@@ -117,6 +126,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path, extra={"action": "error"})
         return await _textq_error(request, TextqError("An unexpected error occurred."))
+
+
+def _allowed_methods(request: Request) -> str:
+    """Return the documented methods of the request's path (Starlette's 405 names one route's)."""
+    path, root = request.scope["path"], request.scope.get("root_path", "")
+    path = path.removeprefix(root) if root else path
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].fullmatch(path):
+            methods.update(method.upper() for method in operations)
+    return ", ".join(sorted(methods))
 
 
 def _reason(status: int) -> str:

@@ -17,12 +17,15 @@ from shared.celery_app import Doorbell
 from shared.config import Settings
 from shared.db import Database
 from shared.destinations import parse_networks, safe_addresses
-from shared.errors import JobNotFound
+from shared.errors import JobNotFound, TooManyActiveJobs
 from shared.models import Job
 from shared.presenting import present_job
 from shared.repository import Webhook
 from shared.schemas import SYNC_PRIORITY, JobRead, WebhookSettings
 from shared.states import Task
+
+# When a tenant at its limit of unfinished jobs may try again: a small job takes seconds.
+ACTIVE_JOBS_RETRY_AFTER_S = 10
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,10 @@ class Submitter:
                 )
                 if earlier is not None:
                     return Submitted(job=earlier, created=False)
+            # Before the work of a big upload, refuse at once what the check below would.
+            self._check_active_jobs(session, counting_new_job=False)
             job = create(session)
+            self._check_active_jobs(session, counting_new_job=True)
             if idempotency is not None:
                 repository.attach_idempotency_key(
                     session, tenant_id=self.tenant_id, key=idempotency.key, job=job
@@ -88,6 +94,24 @@ class Submitter:
         # Only after commit: a worker woken earlier could look before the rows exist.
         self.doorbell.ring(task, job_id=job.id)
         return Submitted(job=job, created=True)
+
+    def _check_active_jobs(self, session: Session, *, counting_new_job: bool) -> None:
+        """Raise TooManyActiveJobs if the tenant is over its limit of unfinished jobs.
+
+        Counting the new job, the check holds the tenant's lock until commit, so that of
+        two submissions racing for the last place one sees the other's job.
+        """
+        limit = self.settings.max_active_jobs_per_tenant
+        if limit == 0:
+            return
+        if counting_new_job:
+            repository.lock_tenant_submissions(session, tenant_id=self.tenant_id)
+        active = repository.count_active_jobs(session, tenant_id=self.tenant_id)
+        others = active - 1 if counting_new_job else active
+        if others >= limit:
+            raise TooManyActiveJobs(
+                limit=limit, active=others, retry_after_s=ACTIVE_JOBS_RETRY_AFTER_S
+            )
 
 
 @dataclass(frozen=True)

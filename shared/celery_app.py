@@ -31,7 +31,10 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
             "store_processed": False,
             "polling_interval": EMBEDDED_POLLING_INTERVAL_S,
         }
-    return {"visibility_timeout": settings.broker_visibility_timeout_s}
+    return {
+        "visibility_timeout": settings.broker_visibility_timeout_s,
+        **settings.broker_transport_options,
+    }
 
 
 def create_celery(settings: Settings) -> Celery:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     # Redis hands an unacked doorbell to another worker after this long, even while it still
     # runs; harmless, since claims in the database decide who works on an item.
     broker_visibility_timeout_s: float = Field(default=3600.0, gt=0)
+    # Passed to the broker's transport as they are, e.g. '{"unacked_restore_interval": 1}'.
+    broker_transport_options: dict[str, Any] = Field(default_factory=dict)
 
     max_text_chars: int = Field(default=50_000, ge=1)
     max_document_chars: int = Field(default=1_000_000, ge=1)
@@ -67,6 +69,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=1024 * 1024 * 1024, ge=1024)
     max_upload_rows: int = Field(default=2_000_000, ge=1)
     max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Jobs a tenant may have queued or running at once (0: no limit).
+    max_active_jobs_per_tenant: int = Field(default=1000, ge=0)
+    # Tokens of one text as submitted; a million characters of English is about 250,000.
+    max_item_tokens: int = Field(default=400_000, ge=1)
     sync_timeout_s: float = Field(default=30.0, ge=0)
 
     webhook_allowed_networks: str = ""

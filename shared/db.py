@@ -38,18 +38,22 @@ def _prepare_sqlite(engine: Engine) -> None:
 
 
 def make_engine(url: str, *, application_name: str) -> Engine:
-    """Create the engine for `url`, named in Postgres' activity view as `application_name`."""
+    """Create the engine for `url`, named in Postgres' activity view as `application_name`.
+
+    Statement parameters stay out of SQL logs and error messages: they hold webhook
+    secrets, key hashes and the tenants' texts.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False}, hide_parameters=True)
         _prepare_sqlite(engine)
         return engine
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
         connect_args = {"application_name": application_name, "connect_timeout": 5}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
 
 
 class Database:

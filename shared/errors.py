@@ -90,6 +90,23 @@ class TooManyRequests(TextqError):
         self.headers = headers
 
 
+class TooManyActiveJobs(TextqError):
+    """This tenant already has as many unfinished jobs as it may; retry when some finish."""
+
+    status_code = 429
+    problem_type = "too-many-active-jobs"
+    title = "Too many active jobs"
+
+    def __init__(self, *, limit: int, active: int, retry_after_s: int) -> None:
+        super().__init__(
+            f"This tenant has {active} jobs queued or running; the limit is {limit} "
+            f"(TEXTQ_MAX_ACTIVE_JOBS_PER_TENANT). Retry when some have finished.",
+            limit=limit,
+            active=active,
+        )
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class JobNotFound(TextqError):
     """No job with this id exists."""
 

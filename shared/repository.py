@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, exists, func, insert, select, tuple_, update
+from sqlalchemy import Text, bindparam, cast, delete, exists, func, insert, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -48,6 +48,8 @@ INSERT_CHUNK_ROWS = 1000
 JOB_FINISHED_CHANNEL = "textq_job_finished"
 # A rough characters-per-token ratio, only to size a claim before the worker tokenizes.
 CHARS_PER_TOKEN_ESTIMATE = 4
+# First key of textq's Postgres advisory locks on submissions (the second is the tenant's hash).
+SUBMISSION_LOCK_SPACE = 0x7E7051
 
 
 # --- jobs -------------------------------------------------------------------------------
@@ -234,6 +236,29 @@ def create_file_job(
     session.flush()
     finish_complete_jobs(session, [job.id])
     return job
+
+
+def lock_tenant_submissions(session: Session, *, tenant_id: str) -> None:
+    """Hold the tenant's submission lock until this transaction ends.
+
+    Postgres only: SQLite write transactions already run one at a time.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(func.pg_advisory_xact_lock(SUBMISSION_LOCK_SPACE, func.hashtext(tenant_id)))
+        )
+
+
+def count_active_jobs(session: Session, *, tenant_id: str) -> int:
+    """Return how many of the tenant's jobs are queued or running (this transaction's too)."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Job)
+            .where(Job.tenant_id == tenant_id, _literal_in(Job.status, ACTIVE_JOB_STATUSES))
+        )
+        or 0
+    )
 
 
 def _copy_rows(session: Session, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -1278,6 +1303,15 @@ def count_items(session: Session, *, job_id: uuid.UUID) -> dict[str, int]:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+
+def _literal_in(column: Any, statuses: Iterable[JobStatus | ItemStatus]) -> Any:
+    """Return `column IN (...)` with the values written out, as a partial index's WHERE is.
+
+    With bound values, a plan Postgres caches for a prepared statement cannot use the index.
+    """
+    values = _values(statuses)
+    return column.in_(bindparam("statuses", values, expanding=True, literal_execute=True))
 
 
 def _values(statuses: Iterable[JobStatus | ItemStatus]) -> list[str]:

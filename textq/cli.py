@@ -46,8 +46,7 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     _check_open_api(settings, host)
     typer.echo(
         f"textq is up: API on http://{host}:{port} (docs at /docs), one worker, webhooks, "
-        f"data in {settings.data_dir if not settings.database_url else settings.database_url}. "
-        "Ctrl-C stops them all."
+        f"data in {_where_data_lives(settings)}. Ctrl-C stops them all."
     )
     server = _api_server(settings, host, port)
     give_up = lambda: setattr(server, "should_exit", True)  # noqa: E731
@@ -64,6 +63,15 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     for supervisor in supervisors:
         if supervisor.gave_up:
             raise fail(f"stopped because the {supervisor.command} could not stay up; see above")
+
+
+def _where_data_lives(settings: Settings) -> str:
+    """Return the data dir, or the database URL without its password."""
+    if not settings.database_url:
+        return str(settings.data_dir)
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
 
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}

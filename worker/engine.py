@@ -60,6 +60,8 @@ class BatchLimits:
     max_tokens: int
     max_size: int
     overhead_tokens: int = 32
+    # Tokens of one text as submitted (TEXTQ_MAX_ITEM_TOKENS); None: no limit.
+    max_item_tokens: int | None = None
 
 
 class Runner:
@@ -93,6 +95,7 @@ class Runner:
         """
         for group in self._groups(items):
             encoded, failures = self._encode_each(group)
+            failures += self._refuse_too_many_tokens(group, encoded)
             splits = self._split_too_long(group, encoded)
             if failures or splits:
                 yield failures + splits
@@ -116,6 +119,24 @@ class Runner:
             key = json.dumps([item.is_chunk, item.options], sort_keys=True)
             groups.setdefault(key, []).append(item)
         return list(groups.values())
+
+    def _refuse_too_many_tokens(
+        self, items: Sequence[ClaimedItem], encoded: dict[int, list[int]]
+    ) -> list[Outcome]:
+        """Fail the submitted texts over the token limit, before any work goes into them."""
+        limit = self.limits.max_item_tokens
+        if limit is None:
+            return []
+        outcomes = []
+        for item in items:
+            # Chunks and later reduce rounds are cut from a text that was already counted.
+            if item.is_chunk or item.level > 0 or item.id not in encoded:
+                continue
+            tokens = len(encoded[item.id])
+            if tokens > limit:
+                del encoded[item.id]
+                outcomes.append(_too_many_tokens(item, tokens, limit))
+        return outcomes
 
     def _split_too_long(
         self, items: Sequence[ClaimedItem], encoded: dict[int, list[int]]
@@ -278,6 +299,23 @@ def _failure(item: ClaimedItem, error: Exception) -> Outcome:
         extra={"action": "item_failed", "job_id": str(item.job_id)},
     )
     return Outcome(item_id=item.id, error=f"{type(error).__name__}: {error}")
+
+
+def _too_many_tokens(item: ClaimedItem, tokens: int, limit: int) -> Outcome:
+    log.warning(
+        "item %s is %d tokens, over the limit of %d",
+        item.id,
+        tokens,
+        limit,
+        extra={"action": "item_too_long", "job_id": str(item.job_id)},
+    )
+    return Outcome(
+        item_id=item.id,
+        error=(
+            f"The text is {tokens:,} tokens long; the limit is {limit:,} tokens a text "
+            "(TEXTQ_MAX_ITEM_TOKENS)."
+        ),
+    )
 
 
 RUNNERS: dict[Task, type[Runner]] = {

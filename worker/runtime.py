@@ -77,6 +77,7 @@ class WorkerRuntime:
                     else settings.max_batch_size
                 ),
                 overhead_tokens=settings.batch_overhead_tokens,
+                max_item_tokens=settings.max_item_tokens,
             )
             runtime.runners[task] = make_runner(loaded, limits)
             runtime.caches[task] = ResultCache(db, loaded, enabled=settings.result_cache)
