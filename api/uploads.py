@@ -37,6 +37,7 @@ _KINDS: dict[str, tuple[Literal["csv", "jsonl"], str | None]] = {
     "ndjson": ("jsonl", None),
     "json": ("jsonl", None),  # a JSON array is refused with its own message
 }
+FORMATS = tuple(_KINDS)  # what a request's `format` may say
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAGIC = (
     (b"PK\x03\x04", "a zip archive (an .xlsx?)"),
@@ -189,7 +190,10 @@ def open_upload(
         stream = _Stream(gzip_file, limit=max_decompressed_bytes)
         head = _read_head(stream)
     chosen = _choose_encoding(head, encoding)
-    sniffed = codecs.getincrementaldecoder(chosen)(errors="replace").decode(head, final=False)
+    try:
+        sniffed = codecs.getincrementaldecoder(chosen)(errors="replace").decode(head, final=False)
+    except UnicodeError as error:  # UTF-16 without a BOM; a codec that takes no error handler
+        raise UploadNotReadable(f"The file cannot be read as {chosen}: {error}.") from None
     first = sniffed.lstrip()[:1]
     if not first and len(head) < HEAD_BYTES:
         raise UploadInvalid("The file is empty.")
@@ -249,7 +253,7 @@ def _choose_encoding(head: bytes, given: str | None) -> str:
         try:
             name = codecs.lookup(given).name
             io.TextIOWrapper(io.BytesIO(), given).detach()  # refuses base64 and other non-text
-        except LookupError:
+        except (LookupError, ValueError):  # ValueError: a name with a NUL in it
             raise UploadInvalid(f"Unknown encoding {given!r}.") from None
         if not name.startswith(("utf-16", "utf-32")):
             _refuse_nul(head)
@@ -294,7 +298,7 @@ def _csv_rows(
     reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next((row for row in reader if any(field.strip() for field in row)), None)
-    except (csv.Error, _LineTooLong, UnicodeDecodeError) as error:
+    except (csv.Error, _LineTooLong, UnicodeError) as error:
         raise UploadInvalid(f"The header row cannot be read: {error}.") from None
     if header is None:
         raise UploadInvalid("The file is empty.")
@@ -348,7 +352,7 @@ def _rows(
             item = next(items)
         except StopIteration:
             return
-        except UnicodeDecodeError as error:  # what surrogateescape cannot carry: UTF-16 cut short
+        except UnicodeError as error:  # what surrogateescape cannot carry: UTF-16 cut short
             raise UploadNotReadable(f"The file is not valid {label}: {error}.") from None
         except _LineTooLong as error:
             parsed: _Parsed = str(index + 1), None, str(error)

@@ -68,13 +68,13 @@ class SummarizeOptions(Strict):
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> SummarizeOptions:
-        if (
-            self.max_length is not None
-            and self.min_length is not None
-            and self.min_length > self.max_length
-        ):
-            raise ValueError("min_length must not be greater than max_length")
+        _check_length_range(self.min_length, self.max_length)
         return self
+
+
+def _check_length_range(min_length: int | None, max_length: int | None) -> None:
+    if max_length is not None and min_length is not None and min_length > max_length:
+        raise ValueError("min_length must not be greater than max_length")
 
 
 OPTIONS_BY_TASK: dict[Task, type[Strict]] = {
@@ -390,6 +390,11 @@ class ClassicSummarizeRequest(ClassicTextRequest):
     max_length: int | None = Field(default=None, ge=1, le=4096)
     min_length: int | None = Field(default=None, ge=0, le=4096)
     do_sample: bool = False
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> ClassicSummarizeRequest:
+        _check_length_range(self.min_length, self.max_length)
+        return self
 
     def options(self) -> dict[str, Any]:
         """Return these knobs as summarization job options."""

@@ -15,15 +15,16 @@ from api.body import parse_json
 from api.deps import SettingsDep, TenantDep
 from api.errors import invalid_request
 from api.jobs import Submitted, SubmitterDep, checked_webhook, present
+from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, LOCATION, problems
 from shared import repository
 from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
 from shared.models import Job
 from shared.repository import Webhook
 from shared.schemas import FILE_PRIORITY, OPTIONS_BY_TASK, JobRead, WebhookSettings
-from shared.states import Task
+from shared.states import TASK_ALIASES, Task
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=API_KEY_SCHEMES)
 
 FORM_FIELDS = {
     "file": "The CSV or JSONL file (may be gzip-compressed).",
@@ -37,6 +38,12 @@ FORM_FIELDS = {
     "webhook_events": "Comma-separated: completed, failed, progress (default completed,failed).",
     "priority": "0 to 9, higher runs first (default 2: files wait for interactive work).",
 }
+FORM_VALUES: dict[str, dict[str, Any]] = {
+    "file": {"format": "binary"},
+    "task": {"enum": sorted([t.value for t in Task] + list(TASK_ALIASES))},
+    "format": {"enum": sorted(uploads.FORMATS)},
+    "priority": {"pattern": "^[0-9]$"},
+}
 FORM_DOC = {
     "requestBody": {
         "required": True,
@@ -46,14 +53,11 @@ FORM_DOC = {
                     "type": "object",
                     "required": ["file", "task"],
                     "properties": {
-                        name: (
-                            {"type": "string", "format": "binary", "description": doc}
-                            if name == "file"
-                            else {"type": "string", "description": doc}
-                        )
+                        name: {"type": "string", "description": doc} | FORM_VALUES.get(name, {})
                         for name, doc in FORM_FIELDS.items()
                     },
-                }
+                },
+                "example": {"file": "id,text\n1,I love it\n2,meh\n", "task": "sentiment"},
             }
         },
     }
@@ -61,7 +65,27 @@ FORM_DOC = {
 
 
 @router.post(
-    "", status_code=status.HTTP_202_ACCEPTED, response_model=JobRead, openapi_extra=FORM_DOC
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobRead,
+    responses={
+        202: {"headers": LOCATION},
+        200: {
+            "model": JobRead,
+            "description": "A retry with an Idempotency-Key: the job the first try created.",
+            "headers": LOCATION,
+        },
+        **problems(
+            *KEYED,
+            400,
+            413,
+            415,
+            422,
+            s400="The form is malformed or has too many fields, or `options` is not JSON.",
+            s415="The file is not text this server reads (a spreadsheet, an image, ...).",
+        ),
+    },
+    openapi_extra=FORM_DOC | IDEMPOTENCY_KEY,
 )
 async def create_batch(
     request: Request,

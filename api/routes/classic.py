@@ -16,18 +16,30 @@ from fastapi.responses import JSONResponse
 from api.body import json_body, request_body_doc
 from api.deps import WaiterDep
 from api.jobs import Submitter, SubmitterDep, present
+from api.responses import API_KEY_SCHEMES, KEYED, LOCATION, Responses, problems
 from api.waiting import JobWaiter
 from shared import repository
 from shared.db import Database
 from shared.errors import InferenceFailed
 from shared.models import Job
-from shared.schemas import ClassicLabel, ClassicSummarizeRequest, ClassicSummary, ClassicTextRequest
+from shared.schemas import (
+    ClassicLabel,
+    ClassicSummarizeRequest,
+    ClassicSummary,
+    ClassicTextRequest,
+    JobRead,
+)
 from shared.states import TERMINAL_JOB_STATUSES, JobStatus, Task
 
-router = APIRouter(tags=["classic"])
+router = APIRouter(tags=["classic"], dependencies=API_KEY_SCHEMES)
 
-ACCEPTED_RESPONSE: dict[int | str, dict[str, Any]] = {
-    202: {"description": "Still running after the timeout: the job, to poll."}
+RESPONSES: Responses = {
+    202: {
+        "model": JobRead,
+        "description": "Still running after the timeout: the job, to poll.",
+        "headers": LOCATION,
+    },
+    **problems(*KEYED, 400, 413, 415, 422, 500),
 }
 
 
@@ -63,7 +75,7 @@ for _endpoint, _name, _answer, _body in (
             _endpoint,
             methods=["POST"],
             response_model=list[_answer],  # type: ignore[valid-type]
-            responses=ACCEPTED_RESPONSE,
+            responses=RESPONSES,
             openapi_extra=request_body_doc(_body),
         )
 

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api.deps import DatabaseDep, DoorbellDep
 
 router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    """Whether each backing service answers: `ok`, or why not."""
+
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str]
 
 
 @router.get("/healthz")
@@ -17,7 +27,13 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={
+        503: {"model": Readiness, "description": "The database or the broker does not answer."}
+    },
+)
 async def readyz(db: DatabaseDep, doorbell: DoorbellDep) -> JSONResponse:
     """Say whether the database and the broker answer; 503 when either does not."""
     checks: dict[str, str] = {}

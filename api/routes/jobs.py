@@ -13,6 +13,7 @@ from api import cursors, exports, idempotency
 from api.body import read_job_submission, request_body_doc
 from api.deps import DatabaseDep, TenantDep, WaiterDep
 from api.jobs import SubmitterDep, checked_webhook, parse_job_id, present
+from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, LOCATION, problems
 from shared import repository
 from shared.db import Database
 from shared.errors import InvalidRequest, JobExpired, JobNotFinished
@@ -32,7 +33,7 @@ from shared.schemas import (
 )
 from shared.states import TERMINAL_JOB_STATUSES, ItemStatus, JobStatus, Task
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=API_KEY_SCHEMES)
 
 MAX_PAGE = 1000
 MAX_WAIT_S = 60
@@ -42,7 +43,16 @@ MAX_WAIT_S = 60
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobRead,
-    openapi_extra=request_body_doc(JobCreate, plain_text_document=True),
+    responses={
+        202: {"headers": LOCATION},
+        200: {
+            "model": JobRead,
+            "description": "A retry with an Idempotency-Key: the job the first try created.",
+            "headers": LOCATION,
+        },
+        **problems(*KEYED, 400, 413, 415, 422),
+    },
+    openapi_extra=request_body_doc(JobCreate, plain_text_document=True) | IDEMPOTENCY_KEY,
 )
 def create_job(
     body: Annotated[JobCreate, Depends(read_job_submission)],
@@ -73,7 +83,7 @@ def create_job(
     return read
 
 
-@router.get("", response_model=JobPage)
+@router.get("", response_model=JobPage, responses=problems(*KEYED, 400, 422))
 def list_jobs(
     request: Request,
     db: DatabaseDep,
@@ -102,7 +112,7 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobRead)
+@router.get("/{job_id}", response_model=JobRead, responses=problems(*KEYED, 404, 422))
 async def get_job(
     job_id: str,
     request: Request,
@@ -150,7 +160,11 @@ def _queue_of(db: Database, job: Job) -> QueueRead:
     )
 
 
-@router.post("/{job_id}/cancel", response_model=JobRead)
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobRead,
+    responses=problems(*KEYED, 404, 409, 422, s409="The job has already finished."),
+)
 def cancel_job(job_id: str, request: Request, db: DatabaseDep, tenant_id: TenantDep) -> JobRead:
     """Cancel a job: what has not started never will; a batch already running finishes.
 
@@ -162,7 +176,11 @@ def cancel_job(job_id: str, request: Request, db: DatabaseDep, tenant_id: Tenant
     return present(job, request)
 
 
-@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(*KEYED, 404, 422),
+)
 def delete_job(job_id: str, db: DatabaseDep, tenant_id: TenantDep) -> Response:
     """Delete a job and all its data now (inputs, results, webhook events)."""
     with db.write() as session:
@@ -184,7 +202,8 @@ def _if_finished(job: Job) -> Job | None:
                 "text/csv": {"schema": {"type": "string"}},
             },
             "description": "A page of results (JSON), or all of them streamed (JSONL, CSV).",
-        }
+        },
+        **problems(*KEYED, 400, 404, 409, 410, 422, s409="The job has not finished yet."),
     },
 )
 def get_job_results(

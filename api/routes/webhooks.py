@@ -9,10 +9,11 @@ from pydantic import BaseModel, ConfigDict
 
 from api.deps import DatabaseDep, SettingsDep, TenantDep
 from api.jobs import parse_job_id
+from api.responses import API_KEY_SCHEMES, KEYED, problems
 from shared import repository, webhook_repository
 from shared.models import WebhookSecret
 
-router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], dependencies=API_KEY_SCHEMES)
 
 
 class SecretRead(BaseModel):
@@ -49,7 +50,7 @@ class Redelivery(BaseModel):
     redelivered: int
 
 
-@router.get("/v1/webhooks/secret", response_model=SecretRead)
+@router.get("/v1/webhooks/secret", response_model=SecretRead, responses=problems(*KEYED))
 def get_secret(db: DatabaseDep, tenant_id: TenantDep) -> SecretRead:
     """Return the secret to verify this tenant's webhook signatures with."""
     with db.write() as session:  # the first call creates it
@@ -59,7 +60,7 @@ def get_secret(db: DatabaseDep, tenant_id: TenantDep) -> SecretRead:
     return SecretRead(secret=secret, previous_secret_valid_until=valid_until)
 
 
-@router.post("/v1/webhooks/secret/rotate", response_model=SecretRead)
+@router.post("/v1/webhooks/secret/rotate", response_model=SecretRead, responses=problems(*KEYED))
 def rotate_secret(db: DatabaseDep, settings: SettingsDep, tenant_id: TenantDep) -> SecretRead:
     """Make a new secret; deliveries carry signatures of both until the old one expires."""
     with db.write() as session:
@@ -69,7 +70,11 @@ def rotate_secret(db: DatabaseDep, settings: SettingsDep, tenant_id: TenantDep) 
         return SecretRead(secret=row.secret, previous_secret_valid_until=row.previous_valid_until)
 
 
-@router.get("/v1/jobs/{job_id}/webhooks", response_model=list[EventRead])
+@router.get(
+    "/v1/jobs/{job_id}/webhooks",
+    response_model=list[EventRead],
+    responses=problems(*KEYED, 404, 422),
+)
 def list_events(job_id: str, db: DatabaseDep, tenant_id: TenantDep) -> list[EventRead]:
     """List a job's webhook events, oldest first, with every attempt."""
     with db.read() as session:
@@ -82,6 +87,7 @@ def list_events(job_id: str, db: DatabaseDep, tenant_id: TenantDep) -> list[Even
     "/v1/jobs/{job_id}/webhooks/redeliver",
     response_model=Redelivery,
     status_code=status.HTTP_202_ACCEPTED,
+    responses=problems(*KEYED, 404, 422),
 )
 def redeliver(job_id: str, db: DatabaseDep, tenant_id: TenantDep) -> Redelivery:
     """Send every event of a job again (same ids, so receivers can tell it is a repeat)."""
