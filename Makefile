@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint unit bench bench-bulk demo-models clean
+.PHONY: install run test lint unit bench bench-bulk faults demo-models clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,13 @@ bench: install
 # A 1 M-row CSV upload: ingest, every row through a worker, the export (about 6 minutes).
 bench-bulk: install
 	$(BIN)/python -m benchmarks.bulk --worker
+
+# Every fault of tests/faults (kill -9, Redis wiped, Postgres restarted, ...) with 5,000 jobs
+# each, on private Postgres and Redis servers; prints the table (about an hour on 2 cores).
+# CI runs the same faults with 200 jobs each (tests/faults/test_faults.py).
+FAULT_JOBS ?= 5000
+faults: install
+	$(BIN)/python -m tests.faults --jobs $(FAULT_JOBS)
 
 # Two tiny random-weight models for machines that cannot reach the model hub.
 demo-models: install

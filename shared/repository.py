@@ -549,6 +549,7 @@ def claim_items(
     max_tokens: int,
     max_items: int,
     lease_s: float,
+    max_attempts: int = 3,
 ) -> Claim | None:
     """Claim pending items of a task and model, across jobs, up to a token budget.
 
@@ -592,7 +593,7 @@ def claim_items(
         ).all()
     if not candidates:
         return None
-    chosen = _claimable(candidates, max_tokens)
+    chosen = _claimable(candidates, max_tokens, max_attempts=max_attempts)
     now = utcnow()
     token = uuid.uuid4()
     ids = [row.id for row in chosen]
@@ -654,18 +655,30 @@ def higher_priority_waiting(session: Session, *, task: Task, model: str, priorit
     return session.scalar(select(exists().where(waiting, Job.priority > priority))) or False
 
 
-def _claimable(candidates: Sequence[Any], max_tokens: int) -> Sequence[Any]:
+# Items of a lost claim go out again in groups this small; on their last try, alone.
+LOST_CLAIM_GROUP = 16
+
+
+def _claimable(candidates: Sequence[Any], max_tokens: int, *, max_attempts: int) -> Sequence[Any]:
     """Return the longest prefix whose estimated tokens fit the budget (at least one row).
 
-    An item whose worker was lost before is claimed alone: if it is what killed that worker,
-    it must not take a claim full of other items down with it again.
+    Items whose worker was lost are claimed apart from fresh ones, in small groups of the
+    same history, and alone on their last try: if one of them is what killed that worker,
+    it takes few others down with it again, and none on the try that decides its fate.
     """
-    if candidates[0].attempts > 0:
-        return candidates[:1]
+    first = candidates[0]
+    if first.attempts > 0:
+        group = 1 if first.attempts + 1 >= max_attempts else LOST_CLAIM_GROUP
+        limit = len(candidates)
+        for count, row in enumerate(candidates[:group]):
+            if row.attempts != first.attempts:
+                limit = count
+                break
+        candidates = candidates[: min(group, limit)]
     total = 0
     for count, row in enumerate(candidates):
         total += row.char_count // CHARS_PER_TOKEN_ESTIMATE + 2
-        if count > 0 and (total > max_tokens or row.attempts > 0):
+        if count > 0 and (total > max_tokens or row.attempts != first.attempts):
             return candidates[:count]
     return candidates
 

@@ -5,9 +5,19 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery import Celery
+from sqlalchemy.exc import DBAPIError, OperationalError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_exponential,
+)
 
 from shared import repository
 from shared.celery_app import DRAIN_TASK
@@ -19,6 +29,8 @@ from worker.memory import give_back_freed_memory
 from worker.runtime import SHUTTING_DOWN, WorkerRuntime
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def register(app: Celery) -> None:
@@ -48,7 +60,7 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
         if time.monotonic() >= deadline:
             runtime.doorbell.ring(task)
             break
-        claimed = _claim(runtime, runner)
+        claimed = patiently(runtime, lambda: _claim(runtime, runner))
         if claimed is None:
             break
         recorded += _work_on(runtime, runner, claimed)
@@ -68,6 +80,7 @@ def _claim(runtime: WorkerRuntime, runner: Runner) -> repository.Claim | None:
             max_tokens=settings.max_batch_tokens * settings.claim_batches_for(runner.task),
             max_items=runner.limits.max_size * settings.claim_batches_for(runner.task),
             lease_s=settings.lease_s,
+            max_attempts=settings.max_attempts,
         )
 
 
@@ -88,22 +101,27 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
     job_ids = {item.job_id for item in claim.items}
 
     def record() -> None:
+        patiently(runtime, record_now)
+
+    def record_now() -> None:
         nonlocal recorded, last_record
         with runtime.db.write() as session:
-            recorded += repository.record_outcomes(
+            stored = repository.record_outcomes(
                 session, claim_token=claim.token, outcomes=pending, cache_entries=to_cache
             )
             # Learned at each record: items of a job cancelled since the claim are skipped,
             # and work of a higher priority ends this claim (the rest goes back).
-            ended_jobs.update(repository.ended_jobs_among(session, job_ids))
-            preempted.append(
-                repository.higher_priority_waiting(
-                    session,
-                    task=runner.task,
-                    model=runner.loaded.resolved.source,
-                    priority=claim.priority,
-                )
+            ended = repository.ended_jobs_among(session, job_ids)
+            outranked = repository.higher_priority_waiting(
+                session,
+                task=runner.task,
+                model=runner.loaded.resolved.source,
+                priority=claim.priority,
             )
+        # Only once committed: a retry after a failed commit must not count twice.
+        recorded += stored
+        ended_jobs.update(ended)
+        preempted.append(outranked)
         pending.clear()
         to_cache.clear()
         last_record = time.monotonic()
@@ -137,6 +155,41 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
         extra={"action": "claim_done", "task": runner.task.value},
     )
     return recorded
+
+
+def _database_unreachable(error: BaseException) -> bool:
+    return isinstance(error, OperationalError) or (
+        isinstance(error, DBAPIError) and error.connection_invalidated
+    )
+
+
+def _say_waiting(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    wait_s = state.next_action.sleep if state.next_action else 0.0
+    log.warning(
+        "database unreachable (%s); trying again in %.1f s",
+        str(error).splitlines()[0] if error else "",
+        wait_s,
+        extra={"action": "database_wait"},
+    )
+
+
+def patiently(runtime: WorkerRuntime, call: Callable[[], T]) -> T:
+    """Run a database step, waiting out an outage (Postgres restarting) with backoff.
+
+    The drain keeps its doorbell and its claim while it waits, so nothing is lost and
+    computed results are still recorded when the database is back. Past a lease's length
+    the claim is likely gone anyway: the error goes up and the sweeper rings again later.
+    """
+    retrying = Retrying(
+        retry=retry_if_exception(_database_unreachable),
+        wait=wait_exponential(multiplier=0.25, max=8),
+        stop=stop_after_delay(runtime.settings.lease_s) | stop_when_event_set(SHUTTING_DOWN),
+        sleep=SHUTTING_DOWN.wait,
+        before_sleep=_say_waiting,
+        reraise=True,
+    )
+    return retrying(call)
 
 
 def _release(runtime: WorkerRuntime, claim: repository.Claim) -> None:

@@ -147,13 +147,28 @@ def test_waiting_tasks_are_those_with_pending_items_and_no_live_claim(db):
         assert repository.tasks_waiting_for_a_worker(session, served) == []
 
 
-def test_an_item_whose_worker_was_lost_is_claimed_alone(db):
-    make_job(db, texts=["a", "b", "c"])
-    first = claim(db, lease_s=0.01)
-    assert len(first.items) == 3
+def lose_claim(db, **kwargs):
+    """Claim with a lease that lapses at once, and let the sweeper put the items back."""
+    lost = claim(db, lease_s=0.01, **kwargs)
     time.sleep(0.05)
     with db.write() as session:
         repository.expire_leases(session, max_attempts=3)
+    return lost
+
+
+def test_items_of_a_lost_claim_go_out_in_small_groups_apart_from_fresh_items(db):
+    texts = [f"t{n:02d}" for n in range(40)]
+    make_job(db, texts=texts)
+    assert len(lose_claim(db).items) == 40
+    make_job(db, texts=["fresh"])
+    claims = sorted([i.text for i in claim(db).items] for _ in range(4))
+    assert claims == [["fresh"], texts[:16], texts[16:32], texts[32:]]
+
+
+def test_on_their_last_try_items_of_a_lost_claim_are_claimed_alone(db):
+    make_job(db, texts=["a", "b", "c"])
+    lose_claim(db)
+    assert len(lose_claim(db).items) == 3  # the second try, as a group, lost again
     assert [i.text for i in claim(db).items] == ["a"]
     assert [i.text for i in claim(db).items] == ["b"]
 
