@@ -8,6 +8,7 @@ from fastapi import Security
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from api.errors import PROBLEM_MEDIA_TYPE
+from shared.schemas import JobRead
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -53,6 +54,16 @@ DESCRIPTIONS = {
 KEYED = (401, 429, 503)
 
 LOCATION = {"Location": {"description": "The job's URL, to poll.", "schema": {"type": "string"}}}
+
+# What a submit answers: the new job, or the one an earlier try with its Idempotency-Key made.
+SUBMITTED: Responses = {
+    202: {"headers": LOCATION},
+    200: {
+        "model": JobRead,
+        "description": "A retry with an Idempotency-Key: the job the first try created.",
+        "headers": LOCATION,
+    },
+}
 
 IDEMPOTENCY_KEY = {
     "parameters": [

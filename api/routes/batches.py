@@ -15,7 +15,7 @@ from api.body import parse_json
 from api.deps import SettingsDep, TenantDep
 from api.errors import invalid_request
 from api.jobs import Submitted, SubmitterDep, checked_webhook, present
-from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, LOCATION, problems
+from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
 from shared import repository
 from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
@@ -69,12 +69,7 @@ FORM_DOC = {
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobRead,
     responses={
-        202: {"headers": LOCATION},
-        200: {
-            "model": JobRead,
-            "description": "A retry with an Idempotency-Key: the job the first try created.",
-            "headers": LOCATION,
-        },
+        **SUBMITTED,
         **problems(
             *KEYED,
             400,

@@ -13,7 +13,7 @@ from api import cursors, exports, idempotency
 from api.body import read_job_submission, request_body_doc
 from api.deps import DatabaseDep, TenantDep, WaiterDep
 from api.jobs import SubmitterDep, checked_webhook, parse_job_id, present
-from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, LOCATION, problems
+from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
 from shared import repository
 from shared.db import Database
 from shared.errors import InvalidRequest, JobExpired, JobNotFinished
@@ -44,12 +44,7 @@ MAX_WAIT_S = 60
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobRead,
     responses={
-        202: {"headers": LOCATION},
-        200: {
-            "model": JobRead,
-            "description": "A retry with an Idempotency-Key: the job the first try created.",
-            "headers": LOCATION,
-        },
+        **SUBMITTED,
         **problems(*KEYED, 400, 413, 415, 422),
     },
     openapi_extra=request_body_doc(JobCreate, plain_text_document=True) | IDEMPOTENCY_KEY,
