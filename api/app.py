@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
-from api.routes import batches, classic, health, jobs, problems, webhooks
+from api.routes import batches, classic, health, jobs, metrics, problems, webhooks
 from api.waiting import JobWaiter
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings, get_settings
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(classic.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(problems.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -18,6 +18,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.destinations import parse_networks, safe_addresses
 from shared.errors import JobNotFound, TooManyActiveJobs
+from shared.metrics import JOBS_SUBMITTED
 from shared.models import Job
 from shared.presenting import present_job
 from shared.repository import Webhook
@@ -93,6 +94,7 @@ class Submitter:
                 )
         # Only after commit: a worker woken earlier could look before the rows exist.
         self.doorbell.ring(task, job_id=job.id)
+        JOBS_SUBMITTED.labels(task=task.value, input_kind=job.input_kind).inc()
         return Submitted(job=job, created=True)
 
     def _check_active_jobs(self, session: Session, *, counting_new_job: bool) -> None:

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(default=20.0, ge=0)
     rate_limit_burst: int = Field(default=100, ge=1)
 
+    # Where a worker and the webhooks process serve /metrics (port 0: not at all).
+    metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    webhooks_metrics_port: int = Field(default=9102, ge=0, le=65535)
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"

@@ -9,12 +9,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, delete, exists, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Text,
+    bindparam,
+    cast,
+    delete,
+    event,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from shared import documents, webhook_repository
+from shared import documents, metrics, webhook_repository
 from shared.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
@@ -649,6 +662,25 @@ def _jobs_with_pending_items(*, task: Task, model: str) -> Any:
     )
 
 
+def queue_depths(session: Session) -> list[tuple[str, int, datetime | None]]:
+    """Return, per task, the items waiting for a worker and when the oldest one's job came."""
+    pending = JobItem.status == literal_column(f"'{ItemStatus.PENDING.value}'")
+    depths = []
+    for task in Task:
+        count = session.scalar(
+            select(func.count()).select_from(JobItem).where(pending, JobItem.task == task.value)
+        )
+        oldest = session.scalar(
+            select(Job.created_at)
+            .join(JobItem, JobItem.job_id == Job.id)
+            .where(pending, JobItem.task == task.value)
+            .order_by(JobItem.id)
+            .limit(1)
+        )
+        depths.append((task.value, int(count or 0), oldest))
+    return depths
+
+
 def higher_priority_waiting(session: Session, *, task: Task, model: str, priority: int) -> bool:
     """Return whether a job of higher priority than `priority` has items to claim."""
     waiting = _jobs_with_pending_items(task=task, model=model)
@@ -754,6 +786,9 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     )
     webhook_repository.queue_event(session, job, "completed")
     _announce_finished(session, job_id)
+    _count_when_committed(
+        session, job.task, JobStatus.CANCELLED, job.created_at, job.started_at, now
+    )
     session.flush()
     session.refresh(job)
     return job
@@ -1126,6 +1161,9 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
             Job.tenant_id,
             Job.webhook_url,
             Job.webhook_events,
+            Job.task,
+            Job.created_at,
+            Job.started_at,
         )
         .where(
             Job.id.in_(list(job_ids)),
@@ -1146,6 +1184,7 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
         )
         webhook_repository.queue_event(session, row, webhook_repository.terminal_event_kind(target))
         _announce_finished(session, job_id)
+        _count_when_committed(session, row.task, target, row.created_at, row.started_at, now)
     return [row.id for row in complete]
 
 
@@ -1154,6 +1193,38 @@ def _announce_finished(session: Session, job_id: uuid.UUID) -> None:
     commits, never before; on SQLite they re-read with backoff)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
+
+
+def _count_when_committed(
+    session: Session,
+    task: str,
+    status: JobStatus,
+    created_at: datetime,
+    started_at: datetime | None,
+    finished_at: datetime,
+) -> None:
+    """Count a finished job in the metrics once its transaction commits (never if rolled back)."""
+    finished = session.info.setdefault("textq_finished_jobs", [])
+    if not finished:
+        event.listen(session, "after_commit", _observe_finished, once=True)
+        event.listen(session, "after_rollback", lambda s: s.info.pop("textq_finished_jobs", None))
+    finished.append((task, status.value, created_at, started_at, finished_at))
+
+
+def _observe_finished(session: Session) -> None:
+    for task, status, created_at, started_at, finished_at in session.info.pop(
+        "textq_finished_jobs", []
+    ):
+        metrics.JOBS_FINISHED.labels(task=task, status=status).inc()
+        started = started_at or finished_at
+        for phase, seconds in (
+            ("queue_wait", started - created_at),
+            ("run", finished_at - started),
+            ("end_to_end", finished_at - created_at),
+        ):
+            metrics.JOB_SECONDS.labels(task=task, phase=phase).observe(
+                max(seconds.total_seconds(), 0.0)
+            )
 
 
 # --- retention --------------------------------------------------------------------------

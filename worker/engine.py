@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from shared import metrics
 from shared.documents import MAX_REDUCE_ROUNDS
 from shared.repository import ClaimedItem, NewPart, Outcome
 from shared.states import Task
@@ -110,7 +112,20 @@ class Runner:
             ):
                 batch = [group[p] for p in positions if not skip(group[p])]
                 if batch:
-                    yield self._run_isolated(batch, [encoded[item.id] for item in batch])
+                    batch_ids = [encoded[item.id] for item in batch]
+                    started = time.perf_counter()
+                    outcomes = self._run_isolated(batch, batch_ids)
+                    self._observe(batch_ids, time.perf_counter() - started)
+                    yield outcomes
+
+    def _observe(self, batch_ids: list[list[int]], seconds: float) -> None:
+        task = self.task.value
+        tokens = sum(len(ids) for ids in batch_ids)
+        slots = max(len(ids) for ids in batch_ids) * len(batch_ids)
+        metrics.BATCH_SIZE.labels(task=task).observe(len(batch_ids))
+        metrics.BATCH_PADDING.labels(task=task).observe(1 - tokens / slots if slots else 0.0)
+        metrics.BATCH_SECONDS.labels(task=task).observe(seconds)
+        metrics.TOKENS_PROCESSED.labels(task=task).inc(tokens)
 
     def _groups(self, items: Sequence[ClaimedItem]) -> list[list[ClaimedItem]]:
         """Split items into groups that may share a batch (same decoding options)."""

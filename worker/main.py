@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from shared.config import Settings
+from shared.metrics import serve_metrics
 from shared.states import Task
 from worker import runtime as worker_runtime
 from worker.models import ResolvedModel
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
     """Run the worker until it is told to stop."""
     runtime = worker_runtime.WorkerRuntime.start(settings, resolved)
+    serve_metrics(settings.worker_metrics_port, settings.metrics_host, "worker")
     worker_runtime.install(runtime)
     sweeper = SweeperThread(settings, served={task: r.source for task, r in resolved.items()})
     sweeper.start()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings
 from shared.db import Database
+from shared.metrics import MODEL_LOAD_SECONDS
 from shared.states import Task
 from worker import models
 from worker.cache import ResultCache
@@ -69,6 +70,7 @@ class WorkerRuntime:
         for task in worker_tasks(settings):
             found = (resolved or {}).get(task) or models.resolve(settings, task)
             loaded = models.load(found, device=device, dtype=dtype)
+            MODEL_LOAD_SECONDS.labels(task=task.value, model=found.source).set(loaded.load_s)
             limits = BatchLimits(
                 max_tokens=settings.max_batch_tokens,
                 max_size=(

@@ -19,7 +19,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from shared import repository
+from shared import metrics, repository
 from shared.celery_app import DRAIN_TASK
 from shared.states import Task
 from worker import runtime as worker_runtime
@@ -130,8 +130,10 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
         with LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s):
             plan = runtime.caches[runner.task].plan(claim.items)
             pending.extend(plan.hits)
+            count_outcomes(runner.task, plan.hits)
             for outcomes in runner.run(plan.to_run, skip=lambda i: i.job_id in ended_jobs):
                 completed, entries = plan.complete(outcomes)
+                count_outcomes(runner.task, outcomes)
                 pending.extend(completed)
                 to_cache.update(entries)
                 stopping = SHUTTING_DOWN.is_set()
@@ -155,6 +157,20 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
         extra={"action": "claim_done", "task": runner.task.value},
     )
     return recorded
+
+
+def count_outcomes(task: Task, outcomes: list[repository.Outcome]) -> None:
+    """Count texts and chunks run (or found in the result cache), by what came of them."""
+    for outcome in outcomes:
+        if outcome.from_cache:
+            kind = "cached"
+        elif outcome.error is not None:
+            kind = "error"
+        elif outcome.parts:
+            kind = "split"
+        else:
+            kind = "done"
+        metrics.ITEMS_PROCESSED.labels(task=task.value, outcome=kind).inc()
 
 
 def _database_unreachable(error: BaseException) -> bool:

@@ -11,6 +11,7 @@ import socket
 from shared.celery_app import WEBHOOK_TASK
 from shared.config import Settings
 from shared.db import Database
+from shared.metrics import serve_metrics
 from worker.webhooks import Dispatcher, WebhookSender, install
 
 
@@ -24,6 +25,7 @@ def serve_webhooks(settings: Settings) -> None:
     def publish(event_id: str) -> None:
         app.send_task(WEBHOOK_TASK, args=[event_id], queue=settings.webhook_queue)
 
+    serve_metrics(settings.webhooks_metrics_port, settings.metrics_host, "webhooks")
     dispatcher = Dispatcher(settings, db, publish)
     dispatcher.start()
     try:

@@ -33,6 +33,7 @@ from shared.destinations import (
     safe_addresses,
     system_resolver,
 )
+from shared.metrics import WEBHOOK_ATTEMPTS
 from shared.models import utcnow
 from shared.presenting import present_job
 
@@ -105,6 +106,7 @@ class WebhookSender:
                 webhook_repository.disable_url(
                     session, tenant_id=delivery.job.tenant_id, url=delivery.url
                 )
+        WEBHOOK_ATTEMPTS.labels(outcome=_attempt_outcome(answer)).inc()
         log.info(
             "webhook %s attempt %d: %s -> %s",
             event_id,
@@ -169,6 +171,13 @@ class WebhookSender:
         if code in RETRY_AFTER_STATUSES and answer.retry_after_s is not None:
             delay = min(answer.retry_after_s, MAX_RETRY_AFTER_S)
         return webhook_repository.PENDING, utcnow() + timedelta(seconds=delay)
+
+
+def _attempt_outcome(answer: Answer) -> str:
+    """Return `2xx`..`5xx` by the receiver's status, or `error` if none came back."""
+    if answer.status_code is None:
+        return "error"
+    return f"{answer.status_code // 100}xx"
 
 
 def _pinned(url: str, address: IpAddress) -> tuple[str, str]:

@@ -54,6 +54,8 @@ def service(
         "TEXTQ_RETENTION_SWEEP_INTERVAL_S": "1",
         # Tests poll fast; the limiter itself is tested in tests/api/test_auth.py.
         "TEXTQ_RATE_LIMIT_PER_S": "500",
+        "TEXTQ_WORKER_METRICS_PORT": str(free_port()),
+        "TEXTQ_WEBHOOKS_METRICS_PORT": str(free_port()),
     }
     key = create_api_key(env, tenant=E2E_TENANT)
     svc = Service(

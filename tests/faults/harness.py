@@ -130,6 +130,8 @@ class FaultRun:
             # Ten attempts over about three minutes, so a receiver down that long still gets all.
             "TEXTQ_WEBHOOK_RETRY_SCHEDULE_S": "0,2,5,10,20,30,30,30,30,30",
             "TEXTQ_MAX_ACTIVE_JOBS_PER_TENANT": "0",
+            "TEXTQ_WORKER_METRICS_PORT": "0",  # two workers may run at once here
+            "TEXTQ_WEBHOOKS_METRICS_PORT": "0",
         } | (env or {})
         self.headers: dict[str, str] = {}
         self.poison_every = poison_every

@@ -1,0 +1,32 @@
+"""Prometheus metrics of this API process, and the queue as the database has it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+from shared.metrics import QueueCollector
+
+router = APIRouter(tags=["health"])
+
+
+def _queue_registry(request: Request) -> CollectorRegistry:
+    """The app's own registry for the queue collector (tests build many apps per process)."""
+    registry: CollectorRegistry | None = getattr(request.app.state, "queue_registry", None)
+    if registry is None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(QueueCollector(request.app.state.db))
+        request.app.state.queue_registry = registry
+    return registry
+
+
+@router.get(
+    "/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}}
+)
+async def metrics(request: Request) -> Response:
+    """Return the metrics in Prometheus' text format (no key: scrape it from inside)."""
+    registry = _queue_registry(request)
+    body = await run_in_threadpool(lambda: generate_latest(REGISTRY) + generate_latest(registry))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

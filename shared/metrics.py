@@ -1,0 +1,119 @@
+"""Prometheus metrics: what each textq process counts, and the queue read from the database.
+
+The API serves them at /metrics; a worker and the webhooks process serve theirs on a port
+of their own (TEXTQ_WORKER_METRICS_PORT, TEXTQ_WEBHOOKS_METRICS_PORT). Every name starts
+with `textq_`; deploy/ dashboards and alerts use these names.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from shared import repository
+from shared.db import Database
+from shared.models import utcnow
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600)
+
+JOBS_SUBMITTED = Counter(
+    "textq_jobs_submitted_total", "Jobs the API accepted.", ["task", "input_kind"]
+)
+JOBS_FINISHED = Counter(
+    "textq_jobs_finished_total", "Jobs that reached a final status.", ["task", "status"]
+)
+JOB_SECONDS = Histogram(
+    "textq_job_seconds",
+    "Seconds a finished job spent: waiting for a worker, running, and in all.",
+    ["task", "phase"],
+    buckets=LATENCY_BUCKETS_S,
+)
+ITEMS_PROCESSED = Counter(
+    "textq_items_processed_total", "Texts and chunks a worker ran, by outcome.", ["task", "outcome"]
+)
+TOKENS_PROCESSED = Counter(
+    "textq_tokens_processed_total", "Tokens of the texts a worker ran through its model.", ["task"]
+)
+BATCH_SIZE = Histogram(
+    "textq_batch_size",
+    "Texts per model batch.",
+    ["task"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+BATCH_PADDING = Histogram(
+    "textq_batch_padding_ratio",
+    "Share of a batch's token slots that are padding.",
+    ["task"],
+    buckets=(0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0),
+)
+BATCH_SECONDS = Histogram(
+    "textq_batch_seconds", "Seconds one model batch took.", ["task"], buckets=LATENCY_BUCKETS_S
+)
+MODEL_LOAD_SECONDS = Gauge(
+    "textq_model_load_seconds", "Seconds the worker took to load a model.", ["task", "model"]
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "textq_webhook_attempts_total",
+    "Webhook delivery attempts, by what came of them.",
+    ["outcome"],
+)
+
+
+class QueueCollector(Collector):
+    """Pending items per task and the age of the oldest, read at each scrape."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "textq_queue_depth", "Items waiting for a worker.", labels=["task"]
+        )
+        oldest = GaugeMetricFamily(
+            "textq_queue_oldest_age_seconds",
+            "Age of the job of the oldest item waiting for a worker.",
+            labels=["task"],
+        )
+        try:
+            rows = self._read()
+        except Exception as error:  # a scrape must not fail because the database blinked
+            log.warning("queue metrics unavailable: %s", error, extra={"action": "metrics"})
+            rows = []
+        for task, count, age_s in rows:
+            depth.add_metric([task], count)
+            oldest.add_metric([task], age_s)
+        yield depth
+        yield oldest
+
+    def _read(self) -> list[tuple[str, int, float]]:
+        now = utcnow()
+        with self.db.read() as session:
+            return [
+                (task, count, (now - oldest).total_seconds() if oldest else 0.0)
+                for task, count, oldest in repository.queue_depths(session)
+            ]
+
+
+def serve_metrics(port: int, host: str, what: str) -> None:
+    """Serve this process's metrics on `host:port` (0: not at all); never stop the process."""
+    if port == 0:
+        return
+    try:
+        start_http_server(port, addr=host)
+    except OSError as error:  # e.g. two workers on one box left on the same port
+        log.error(
+            "%s metrics not served on %s:%d: %s (set another port)",
+            what,
+            host,
+            port,
+            error,
+            extra={"action": "metrics"},
+        )
+        return
+    log.info("%s metrics on http://%s:%d/metrics", what, host, port)
