@@ -23,6 +23,6 @@ ENV PATH=/opt/textq/bin:$PATH \
     TEXTQ_DATA_DIR=/data
 RUN mkdir -p /models /data && chown textq:textq /models /data
 USER textq
-EXPOSE 8000
+EXPOSE 8000 9101 9102
 ENTRYPOINT ["textq"]
 CMD ["api", "--host", "0.0.0.0"]
