@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,12 +13,14 @@ from pydantic import BaseModel
 
 from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
+from api.log_scope import RequestLogScope
 from api.ratelimit import RateLimiter
 from api.routes import batches, classic, health, jobs, metrics, problems, webhooks
 from api.waiting import JobWaiter
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings, get_settings
 from shared.db import Database
+from shared.logs import configure_logging
 from shared.schemas import ClassicSummarizeRequest, ClassicTextRequest, JobCreate
 
 # Bodies read by api.body.json_body, which FastAPI does not see as body parameters.
@@ -27,6 +30,8 @@ DOCUMENTED_BODIES: list[type[BaseModel]] = [JobCreate, ClassicTextRequest, Class
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for these settings (the environment's by default)."""
     settings = settings or get_settings()
+    if not logging.getLogger().handlers:  # a process uvicorn spawned for --workers
+        configure_logging(settings.log_level, settings.log_format)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(RequestLogScope)
     app.add_middleware(
         BodyLimit,
         max_request_bytes=settings.max_request_bytes,

@@ -13,6 +13,7 @@ from shared.celery_app import Doorbell
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import TooManyRequests, Unauthorized
+from shared.logs import bind
 from shared.models import DEFAULT_TENANT_ID
 
 
@@ -36,6 +37,7 @@ def get_tenant_id(request: Request, response: Response) -> str:
     """Return the tenant of the request's API key (the default tenant when auth is off)."""
     settings: Settings = request.app.state.settings
     if not settings.requires_api_key:
+        bind(tenant=DEFAULT_TENANT_ID)
         return DEFAULT_TENANT_ID
     authorization = request.headers.get("authorization", "")
     scheme, _, credentials = authorization.partition(" ")
@@ -57,6 +59,7 @@ def get_tenant_id(request: Request, response: Response) -> str:
                 headers=decision.headers(),
             )
         response.headers.update(decision.headers())
+    bind(tenant=tenant)
     return tenant
 
 

@@ -18,6 +18,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.destinations import parse_networks, safe_addresses
 from shared.errors import JobNotFound, TooManyActiveJobs
+from shared.logs import bind
 from shared.metrics import JOBS_SUBMITTED
 from shared.models import Job
 from shared.presenting import present_job
@@ -93,6 +94,7 @@ class Submitter:
                     session, tenant_id=self.tenant_id, key=idempotency.key, job=job
                 )
         # Only after commit: a worker woken earlier could look before the rows exist.
+        bind(job_id=str(job.id))
         self.doorbell.ring(task, job_id=job.id)
         JOBS_SUBMITTED.labels(task=task.value, input_kind=job.input_kind).inc()
         return Submitted(job=job, created=True)
@@ -136,9 +138,11 @@ SubmitterDep = Annotated[Submitter, Depends(get_submitter)]
 def parse_job_id(raw: str) -> uuid.UUID:
     """Return the job id in a path, treating a malformed one as unknown."""
     try:
-        return uuid.UUID(raw)
+        job_id = uuid.UUID(raw)
     except ValueError:
         raise JobNotFound(f"No job with id {raw!r}.") from None
+    bind(job_id=str(job_id))
+    return job_id
 
 
 def present(job: Job, request: Request) -> JobRead:

@@ -39,7 +39,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def up(host: HostOption = None, port: PortOption = None) -> None:
     """Run the API and one worker together (embedded default: SQLite and a file broker)."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     _upgrade(settings, wait_s=0)
     _preflight_models(settings, settings.worker_tasks)
     host, port = host or settings.api_host, port or settings.api_port
@@ -97,7 +97,11 @@ def _api_server(settings: Settings, host: str, port: int):  # type: ignore[no-un
     from api.app import create_app
 
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level=settings.log_level.lower()
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through textq's handler (JSON or text)
     )
     return uvicorn.Server(config)
 
@@ -112,7 +116,7 @@ def api(
     import uvicorn
 
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     _check_open_api(settings, host or settings.api_host)
     uvicorn.run(
         "api.app:create_app",
@@ -121,6 +125,7 @@ def api(
         port=port or settings.api_port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's lines go through textq's handler (JSON or text)
     )
 
 
@@ -147,7 +152,7 @@ def worker(
         settings = get_settings()
     except Exception as error:
         raise fail(str(error).splitlines()[-1] if str(error) else repr(error)) from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     resolved = _preflight_models(settings, settings.worker_tasks)
     from worker.main import serve
     from worker.models import ModelUnavailable
@@ -165,7 +170,7 @@ def webhooks() -> None:
         settings = get_settings()
     except Exception as error:
         raise fail(str(error).splitlines()[-1] if str(error) else repr(error)) from None
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     from worker.webhook_main import serve_webhooks
 
     serve_webhooks(settings)
@@ -192,7 +197,7 @@ def db_upgrade(
 ) -> None:
     """Apply the database migrations (waits for the database to answer first)."""
     settings = get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     _upgrade(settings, wait_s=wait)
     typer.echo("database is up to date")
 

@@ -21,6 +21,7 @@ from tenacity import (
 
 from shared import metrics, repository
 from shared.celery_app import DRAIN_TASK
+from shared.logs import bind, log_scope
 from shared.states import Task
 from worker import runtime as worker_runtime
 from worker.engine import Runner
@@ -38,7 +39,8 @@ def register(app: Celery) -> None:
 
     @app.task(name=DRAIN_TASK, ignore_result=True)
     def drain(task: str, job_id: str | None = None) -> int:
-        return drain_queue(worker_runtime.current(), Task(task))
+        with log_scope(task=task, worker=worker_runtime.current().name):
+            return drain_queue(worker_runtime.current(), Task(task))
 
 
 def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
@@ -126,6 +128,8 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
         to_cache.clear()
         last_record = time.monotonic()
 
+    # The claim's jobs go on every line logged while it runs.
+    bind(job_ids=sorted(str(job_id) for job_id in job_ids))
     try:
         with LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s):
             plan = runtime.caches[runner.task].plan(claim.items)

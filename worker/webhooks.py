@@ -113,7 +113,11 @@ class WebhookSender:
             delivery.attempts + 1,
             answer.status_code or answer.error,
             outcome,
-            extra={"action": "webhook_attempt", "job_id": str(delivery.job.id)},
+            extra={
+                "action": "webhook_attempt",
+                "job_id": str(delivery.job.id),
+                "tenant": delivery.job.tenant_id,
+            },
         )
         return outcome
 

@@ -59,6 +59,8 @@ def test_no_secret_appears_in_any_log_at_debug(tmp_path, model_dirs, request):
         "TEXTQ_DTYPE": "float32",
         "TEXTQ_AUTH": "required",
         "TEXTQ_LOG_LEVEL": "DEBUG",
+        # Text lines, so the checks below can match uvicorn's access lines as they are.
+        "TEXTQ_LOG_FORMAT": "text",
         "TEXTQ_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8",
         "TEXTQ_WEBHOOK_RETRY_SCHEDULE_S": "0,1,1,1,1",
     }
