@@ -1,5 +1,7 @@
 # One image for the API and the worker; the API never imports torch, so a slimmer API image
-# can be built with --build-arg EXTRAS= (no worker extra).
+# can be built with --build-arg EXTRAS= (no worker extra). Models are mounted at /models, or
+# baked in with --build-arg PULL_MODELS=1 (the configured TEXTQ_*_MODEL, pinned by
+# `textq models pull`) for hosts that start without a network.
 FROM python:3.11-slim AS build
 ARG EXTRAS=worker
 # CPU wheels by default; for CUDA images pass e.g. TORCH_INDEX=https://download.pytorch.org/whl/cu128
@@ -21,8 +23,15 @@ COPY --from=build /opt/textq /opt/textq
 ENV PATH=/opt/textq/bin:$PATH \
     HF_HOME=/models \
     TEXTQ_DATA_DIR=/data
+ARG PULL_MODELS=
+ARG TEXTQ_SENTIMENT_MODEL=distilbert/distilbert-base-uncased-finetuned-sst-2-english
+ARG TEXTQ_SUMMARIZATION_MODEL=facebook/bart-large-cnn
 RUN mkdir -p /models /data && chown textq:textq /models /data
-USER textq
+USER 10001
+RUN if [ -n "$PULL_MODELS" ]; then \
+        TEXTQ_SENTIMENT_MODEL="$TEXTQ_SENTIMENT_MODEL" \
+        TEXTQ_SUMMARIZATION_MODEL="$TEXTQ_SUMMARIZATION_MODEL" textq models pull; \
+    fi
 EXPOSE 8000 9101 9102
 ENTRYPOINT ["textq"]
 CMD ["api", "--host", "0.0.0.0"]
