@@ -65,7 +65,9 @@ def redis_url() -> str:
 def empty_postgres(url: str) -> None:
     db = Database(url, application_name="textq-tests")
     with db.write() as session:
-        session.execute(text("TRUNCATE job_items, jobs, result_cache RESTART IDENTITY CASCADE"))
+        session.execute(
+            text("TRUNCATE job_items, jobs, result_cache, workers RESTART IDENTITY CASCADE")
+        )
     db.dispose()
 
 

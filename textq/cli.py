@@ -226,6 +226,57 @@ def models_pull(
         typer.echo(f"{task.value}: {resolved.source} at {resolved.revision} in {resolved.path}")
 
 
+@models_app.command("list")
+def models_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Show the models configured here and what each running worker serves."""
+    import json
+
+    from shared import worker_registry
+    from shared.db import Database
+    from shared.models import utcnow
+    from shared.states import Task
+
+    settings = get_settings()
+    configured = {
+        task.value: {"model": settings.model_for(task), "revision": settings.revision_for(task)}
+        for task in Task
+    }
+    db = Database(settings.resolved_database_url, application_name="textq-cli")
+    try:
+        with db.read() as session:
+            found = worker_registry.list_workers(session)
+    except Exception as error:
+        raise fail(f"cannot read the workers from the database ({error})") from None
+    finally:
+        db.dispose()
+    now = utcnow()
+    workers = [
+        {
+            "name": w.name,
+            "device": w.device,
+            "dtype": w.dtype,
+            "models": w.models,
+            "live": worker_registry.is_live(w, sweep_interval_s=settings.sweep_interval_s, now=now),
+            "last_seen_s": round((now - w.last_seen_at).total_seconds(), 1),
+        }
+        for w in found
+    ]
+    if as_json:
+        typer.echo(json.dumps({"configured": configured, "workers": workers}, indent=2))
+        return
+    for task, model in configured.items():
+        typer.echo(f"configured {task}: {model['model']} @ {model['revision'] or 'newest'}")
+    if not workers:
+        typer.echo("no worker has registered with this database")
+    for worker in workers:
+        state = "live" if worker["live"] else f"not seen for {worker['last_seen_s']:.0f} s"
+        typer.echo(f"{worker['name']}  {worker['device']} {worker['dtype']}  {state}")
+        for task, model in worker["models"].items():
+            typer.echo(f"    {task}: {model['model']} @ {model['revision']}")
+
+
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="The tenant the key acts for (made if new).")],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+from shared import worker_registry
 from shared.config import Settings
 from shared.metrics import serve_metrics
 from shared.states import Task
@@ -28,7 +29,10 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
     runtime = worker_runtime.WorkerRuntime.start(settings, resolved)
     serve_metrics(settings.worker_metrics_port, settings.metrics_host, "worker")
     worker_runtime.install(runtime)
-    sweeper = SweeperThread(settings, served={task: r.source for task, r in resolved.items()})
+    register(runtime)
+    sweeper = SweeperThread(
+        settings, served={task: r.source for task, r in resolved.items()}, worker_name=runtime.name
+    )
     sweeper.start()
     from worker.celery_app import app
 
@@ -46,4 +50,25 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
         )
     finally:
         sweeper.stop()
+        try:
+            with runtime.db.write() as session:
+                worker_registry.forget_worker(session, runtime.name)
+        except Exception as error:  # the row ages out; a stop must not fail on it
+            log.warning("could not unlist this worker: %s", error, extra={"action": "unlist"})
         runtime.stop()
+
+
+def register(runtime: worker_runtime.WorkerRuntime) -> None:
+    """List this worker and what it serves (`textq models list`)."""
+    loaded = [runner.loaded for runner in runtime.runners.values()]
+    with runtime.db.write() as session:
+        worker_registry.register_worker(
+            session,
+            name=runtime.name,
+            device=str(loaded[0].device) if loaded else "none",
+            dtype=str(loaded[0].dtype).removeprefix("torch.") if loaded else "none",
+            models={
+                m.resolved.task.value: {"model": m.resolved.source, "revision": m.resolved.revision}
+                for m in loaded
+            },
+        )

@@ -7,7 +7,7 @@ import threading
 import time
 from datetime import timedelta
 
-from shared import repository
+from shared import repository, worker_registry
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings
 from shared.db import Database
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 UNSERVED_WARNING_EVERY_S = 300.0
 CACHE_EVICTION_EVERY_S = 60.0
+FORGET_UNSEEN_WORKERS_AFTER_S = 24 * 3600.0
 
 
 def purge_expired_jobs(db: Database, *, default_days: int, batch_jobs: int = 100) -> int:
@@ -50,8 +51,15 @@ class Sweeper:
     """One sweep: re-pend items of dead workers, then ring for pending work nobody is doing."""
 
     def __init__(
-        self, *, settings: Settings, db: Database, doorbell: Doorbell, served: dict[Task, str]
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        doorbell: Doorbell,
+        served: dict[Task, str],
+        worker_name: str | None = None,
     ) -> None:
+        self.worker_name = worker_name
         self.settings = settings
         self.db = db
         self.doorbell = doorbell
@@ -72,6 +80,7 @@ class Sweeper:
                     expired.given_up,
                     extra={"action": "leases_expired"},
                 )
+            self._say_alive()
             self._forget_old_results()
             self._purge_past_retention()
             with self.db.read() as session:
@@ -82,6 +91,16 @@ class Sweeper:
             self._warn_about_unserved_models(awaited)
         except Exception as error:
             log.warning("sweep failed: %s", error, extra={"action": "sweep_failed"})
+
+    def _say_alive(self) -> None:
+        """Keep this worker listed, and drop workers that died without saying so."""
+        if self.worker_name is None:
+            return
+        with self.db.write() as session:
+            worker_registry.worker_seen(session, self.worker_name)
+            worker_registry.forget_workers_unseen_since(
+                session, utcnow() - timedelta(seconds=FORGET_UNSEEN_WORKERS_AFTER_S)
+            )
 
     def _forget_old_results(self) -> None:
         now = time.monotonic()
@@ -128,12 +147,15 @@ class Sweeper:
 class SweeperThread:
     """Sweeps every TEXTQ_SWEEP_INTERVAL_S on a thread of the worker, with its own connections."""
 
-    def __init__(self, settings: Settings, *, served: dict[Task, str]) -> None:
+    def __init__(
+        self, settings: Settings, *, served: dict[Task, str], worker_name: str | None = None
+    ) -> None:
         self.sweeper = Sweeper(
             settings=settings,
             db=Database(settings.resolved_database_url, application_name="textq-sweeper"),
             doorbell=Doorbell(create_celery(settings), settings),
             served=served,
+            worker_name=worker_name,
         )
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="textq-sweeper", daemon=True)
