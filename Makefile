@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(if $(TORCH_SPEC),$(BIN)/pip install --quiet "$(TORCH_SPEC)")
-	$(BIN)/pip install --quiet -e '.[worker,dev,bench]'
+	$(BIN)/pip install --quiet -e '.[worker,dev,bench,otel]'
 	touch $@
 
 run: install

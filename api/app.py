@@ -22,6 +22,7 @@ from shared.config import Settings, get_settings
 from shared.db import Database
 from shared.logs import configure_logging
 from shared.schemas import ClassicSummarizeRequest, ClassicTextRequest, JobCreate
+from shared.tracing import instrument_api, setup_tracing
 
 # Bodies read by api.body.json_body, which FastAPI does not see as body parameters.
 DOCUMENTED_BODIES: list[type[BaseModel]] = [JobCreate, ClassicTextRequest, ClassicSummarizeRequest]
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     app.include_router(problems.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    if setup_tracing(settings, "textq-api"):
+        instrument_api(app)
     return app
 
 

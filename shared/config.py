@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+    # OpenTelemetry spans to the OTLP endpoint of OTEL_EXPORTER_OTLP_* (the `otel` extra).
+    tracing: bool = False
     # json: one JSON object per line; text: for people; auto: text on a terminal, else JSON.
     log_format: Literal["auto", "json", "text"] = "auto"
 

@@ -16,6 +16,7 @@ from shared import metrics
 from shared.documents import MAX_REDUCE_ROUNDS
 from shared.repository import ClaimedItem, NewPart, Outcome
 from shared.states import Task
+from shared.tracing import span
 from worker.chunking import split_into_chunks
 from worker.models import LoadedModel
 
@@ -114,7 +115,13 @@ class Runner:
                 if batch:
                     batch_ids = [encoded[item.id] for item in batch]
                     started = time.perf_counter()
-                    outcomes = self._run_isolated(batch, batch_ids)
+                    with span(
+                        "textq.batch",
+                        task=self.task.value,
+                        size=len(batch),
+                        tokens=sum(len(ids) for ids in batch_ids),
+                    ):
+                        outcomes = self._run_isolated(batch, batch_ids)
                     self._observe(batch_ids, time.perf_counter() - started)
                     yield outcomes
 

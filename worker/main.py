@@ -17,6 +17,7 @@ from shared import worker_registry
 from shared.config import Settings
 from shared.metrics import serve_metrics
 from shared.states import Task
+from shared.tracing import setup_tracing
 from worker import runtime as worker_runtime
 from worker.models import ResolvedModel
 from worker.sweeper import SweeperThread
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
     """Run the worker until it is told to stop."""
+    setup_tracing(settings, "textq-worker")
     runtime = worker_runtime.WorkerRuntime.start(settings, resolved)
     serve_metrics(settings.worker_metrics_port, settings.metrics_host, "worker")
     worker_runtime.install(runtime)

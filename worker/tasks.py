@@ -23,6 +23,7 @@ from shared import metrics, repository
 from shared.celery_app import DRAIN_TASK
 from shared.logs import bind, log_scope
 from shared.states import Task
+from shared.tracing import span
 from worker import runtime as worker_runtime
 from worker.engine import Runner
 from worker.leases import LeaseKeeper
@@ -65,7 +66,8 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
         claimed = patiently(runtime, lambda: _claim(runtime, runner))
         if claimed is None:
             break
-        recorded += _work_on(runtime, runner, claimed)
+        with span("textq.claim", task=task.value, items=len(claimed.items)):
+            recorded += _work_on(runtime, runner, claimed)
     return recorded
 
 
