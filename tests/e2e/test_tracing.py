@@ -13,6 +13,23 @@ from tests.otlp_receiver import OtlpReceiver
 pytestmark = pytest.mark.e2e
 
 
+def batch_ancestry(receiver: OtlpReceiver) -> list[tuple[str, str]] | None:
+    """Return the (service, name) of each ancestor of the batch span, nearest first."""
+    spans = list(receiver.spans)
+    batches = [s for s in spans if s.name == "textq.batch"]
+    if not batches:
+        return None
+    (batch,) = batches
+    assert batch.service == "textq-worker" and batch.attributes["size"] == 1
+    by_id = {s.span_id: s for s in spans if s.trace_id == batch.trace_id}
+    chain = []
+    current = batch
+    while current.parent_id in by_id:
+        current = by_id[current.parent_id]
+        chain.append((current.service, current.name))
+    return chain
+
+
 def test_a_trace_runs_from_the_request_through_the_doorbell_to_the_batch(
     tmp_path, model_dirs, request
 ):
@@ -36,23 +53,11 @@ def test_a_trace_runs_from_the_request_through_the_doorbell_to_the_batch(
         with httpx.Client(base_url=base, timeout=30) as http:
             job = http.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "traced"}})
             assert wait_for_job(http, job.json()["id"])["status"] == "succeeded"
+        # Spans come as they end: the batch first, the drain and the request later.
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            batches = [s for s in receiver.spans if s.name == "textq.batch"]
-            if batches:
-                break
+        while not (chain := batch_ancestry(receiver)) or chain[-1][1] != "POST /v1/jobs":
+            assert time.monotonic() < deadline, (chain, receiver.spans)
             time.sleep(0.2)
-        spans = list(receiver.spans)
-        (submit,) = [s for s in spans if s.service == "textq-api" and s.name == "POST /v1/jobs"]
-        trace = [s for s in spans if s.trace_id == submit.trace_id]
-        by_id = {s.span_id: s for s in trace}
-        (batch,) = [s for s in trace if s.name == "textq.batch"]
-        assert batch.service == "textq-worker" and batch.attributes["size"] == 1
-        chain = []
-        current = batch
-        while current.parent_id in by_id:
-            current = by_id[current.parent_id]
-            chain.append((current.service, current.name))
         assert chain[0] == ("textq-worker", "textq.claim")
         assert ("textq-worker", "run/textq.drain") in chain
         assert ("textq-api", "apply_async/textq.drain") in chain
