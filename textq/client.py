@@ -1,0 +1,360 @@
+"""Python clients of the textq API: `Client` (blocking) and `AsyncClient`, both on httpx.
+
+    from textq.client import Client
+    with Client("http://127.0.0.1:8000", api_key="tq_...") as textq:
+        job = textq.wait(textq.submit("sentiment", texts=["I love it", "meh"]).id)
+        for row in textq.results(job.id):
+            print(row)
+
+Both retry 429 and 503 answers (and broken connections) as the server asks with
+Retry-After, and send every submit with an Idempotency-Key, so a retry never makes a second
+job. URL and key default to TEXTQ_URL and TEXTQ_API_KEY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.schemas import JobRead
+from shared.states import TERMINAL_JOB_STATUSES, JobStatus
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+RETRYABLE_STATUSES = {429, 502, 503, 504}
+MAX_LONG_POLL_S = 60.0
+
+Job = JobRead
+
+
+class TextqError(Exception):
+    """An answer the API gave instead of what was asked: its status and problem details."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        self.title = str(problem.get("title", "error"))
+        self.detail = str(problem.get("detail", ""))
+        super().__init__(f"{status} {self.title}: {self.detail}".rstrip(": "))
+
+
+class JobTimeout(TimeoutError):
+    """`wait` gave up before the job finished; `job` is how it last looked."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        super().__init__(f"job {job.id} still {job.status.value} after the timeout")
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    key = api_key if api_key is not None else os.environ.get("TEXTQ_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _job_body(
+    task: str,
+    text: str | None,
+    texts: list[str] | None,
+    document: str | None,
+    options: dict[str, Any] | None,
+    priority: int | None,
+    webhook_url: str | None,
+) -> dict[str, Any]:
+    given = [
+        name
+        for name, value in (("text", text), ("texts", texts), ("document", document))
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise ValueError("give exactly one of text, texts or document")
+    value = {"text": text, "texts": texts, "document": document}[given[0]]
+    body: dict[str, Any] = {"task": task, "input": {given[0]: value}}
+    if options:
+        body["options"] = options
+    if priority is not None:
+        body["priority"] = priority
+    if webhook_url:
+        body["webhook_url"] = webhook_url
+    return body
+
+
+def _batch_form(
+    task: str, text_column: str | None, id_column: str | None, options: dict[str, Any] | None
+) -> dict[str, str]:
+    import json
+
+    form = {"task": task}
+    if text_column:
+        form["text_column"] = text_column
+    if id_column:
+        form["id_column"] = id_column
+    if options:
+        form["options"] = json.dumps(options)
+    return form
+
+
+def _retry_after_s(response: httpx.Response, attempt: int) -> float:
+    value = response.headers.get("retry-after", "")
+    try:
+        return min(max(float(value), 0.0), 60.0)
+    except ValueError:
+        return min(0.5 * 2**attempt, 10.0)
+
+
+def _answer(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {"title": response.reason_phrase, "detail": response.text[:500]}
+        raise TextqError(response.status_code, problem)
+    return response.json() if response.content else None
+
+
+def _finished(job: Job) -> bool:
+    return JobStatus(job.status) in TERMINAL_JOB_STATUSES
+
+
+class Client:
+    """A blocking client of one textq server."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 8,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.retries = retries
+        self._http = httpx.Client(
+            base_url=url or os.environ.get("TEXTQ_URL", DEFAULT_URL),
+            headers=_headers(api_key),
+            timeout=timeout_s + MAX_LONG_POLL_S,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                time.sleep(min(0.5 * 2**attempt, 10.0))
+                continue
+            if response.status_code in RETRYABLE_STATUSES and attempt < self.retries:
+                time.sleep(_retry_after_s(response, attempt))
+                continue
+            return _answer(response)
+        raise AssertionError("unreachable")
+
+    def submit(
+        self,
+        task: str,
+        text: str | None = None,
+        *,
+        texts: list[str] | None = None,
+        document: str | None = None,
+        options: dict[str, Any] | None = None,
+        priority: int | None = None,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Submit a job of one text, a list of texts, or a long document."""
+        body = _job_body(task, text, texts, document, options, priority, webhook_url)
+        key = idempotency_key or uuid.uuid4().hex
+        data = self._request("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        return Job.model_validate(data)
+
+    def upload_batch(
+        self,
+        path: str | Path,
+        *,
+        task: str = "sentiment",
+        text_column: str | None = None,
+        id_column: str | None = None,
+        options: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Upload a CSV or JSONL file (gzip too) as one job, a row per text."""
+        key = idempotency_key or uuid.uuid4().hex
+        file = Path(path)
+        with file.open("rb") as handle:
+            data = self._request(
+                "POST",
+                "/v1/batches",
+                files={"file": (file.name, handle)},
+                data=_batch_form(task, text_column, id_column, options),
+                headers={"Idempotency-Key": key},
+            )
+        return Job.model_validate(data)
+
+    def get(self, job_id: str | uuid.UUID, *, wait_s: float = 0) -> Job:
+        params = {"wait_s": wait_s} if wait_s else {}
+        return Job.model_validate(self._request("GET", f"/v1/jobs/{job_id}", params=params))
+
+    def wait(self, job_id: str | uuid.UUID, *, timeout_s: float | None = None) -> Job:
+        """Return the job once it has finished, long-polling the server (JobTimeout if not)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        job = self.get(job_id)
+        while not _finished(job):
+            left = MAX_LONG_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise JobTimeout(job)
+            job = self.get(job_id, wait_s=min(left, MAX_LONG_POLL_S))
+        return job
+
+    def results(self, job_id: str | uuid.UUID, *, page_size: int = 500) -> Iterator[dict[str, Any]]:
+        """Yield the job's results in input order, a page at a time."""
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size} | ({"cursor": cursor} if cursor else {})
+            page = self._request("GET", f"/v1/jobs/{job_id}/results", params=params)
+            yield from page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    def cancel(self, job_id: str | uuid.UUID) -> Job:
+        return Job.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def jobs(self, *, status: str | None = None, limit: int = 50) -> list[Job]:
+        """Return the newest jobs (of one status, if given)."""
+        params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
+        page = self._request("GET", "/v1/jobs", params=params)
+        return [Job.model_validate(item) for item in page["items"]]
+
+
+class AsyncClient:
+    """The same client for asyncio code."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 30.0,
+        retries: int = 8,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.retries = retries
+        self._http = httpx.AsyncClient(
+            base_url=url or os.environ.get("TEXTQ_URL", DEFAULT_URL),
+            headers=_headers(api_key),
+            timeout=timeout_s + MAX_LONG_POLL_S,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.retries:
+                    raise
+                await asyncio.sleep(min(0.5 * 2**attempt, 10.0))
+                continue
+            if response.status_code in RETRYABLE_STATUSES and attempt < self.retries:
+                await asyncio.sleep(_retry_after_s(response, attempt))
+                continue
+            return _answer(response)
+        raise AssertionError("unreachable")
+
+    async def submit(
+        self,
+        task: str,
+        text: str | None = None,
+        *,
+        texts: list[str] | None = None,
+        document: str | None = None,
+        options: dict[str, Any] | None = None,
+        priority: int | None = None,
+        webhook_url: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        body = _job_body(task, text, texts, document, options, priority, webhook_url)
+        key = idempotency_key or uuid.uuid4().hex
+        data = await self._request("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+        return Job.model_validate(data)
+
+    async def upload_batch(
+        self,
+        path: str | Path,
+        *,
+        task: str = "sentiment",
+        text_column: str | None = None,
+        id_column: str | None = None,
+        options: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        key = idempotency_key or uuid.uuid4().hex
+        file = Path(path)
+        data = await self._request(
+            "POST",
+            "/v1/batches",
+            files={"file": (file.name, file.read_bytes())},
+            data=_batch_form(task, text_column, id_column, options),
+            headers={"Idempotency-Key": key},
+        )
+        return Job.model_validate(data)
+
+    async def get(self, job_id: str | uuid.UUID, *, wait_s: float = 0) -> Job:
+        params = {"wait_s": wait_s} if wait_s else {}
+        return Job.model_validate(await self._request("GET", f"/v1/jobs/{job_id}", params=params))
+
+    async def wait(self, job_id: str | uuid.UUID, *, timeout_s: float | None = None) -> Job:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        job = await self.get(job_id)
+        while not _finished(job):
+            left = MAX_LONG_POLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                raise JobTimeout(job)
+            job = await self.get(job_id, wait_s=min(left, MAX_LONG_POLL_S))
+        return job
+
+    async def results(
+        self, job_id: str | uuid.UUID, *, page_size: int = 500
+    ) -> AsyncIterator[dict[str, Any]]:
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size} | ({"cursor": cursor} if cursor else {})
+            page = await self._request("GET", f"/v1/jobs/{job_id}/results", params=params)
+            for item in page["items"]:
+                yield item
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    async def cancel(self, job_id: str | uuid.UUID) -> Job:
+        return Job.model_validate(await self._request("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    async def jobs(self, *, status: str | None = None, limit: int = 50) -> list[Job]:
+        params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
+        page = await self._request("GET", "/v1/jobs", params=params)
+        return [Job.model_validate(item) for item in page["items"]]
