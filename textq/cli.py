@@ -1,4 +1,5 @@
-"""The `textq` command: run the service (`up`, `api`, `worker`) and manage it (`db`, `models`)."""
+"""The `textq` command: run the service (`up`, `api`, `worker`), manage it (`db`, `models`,
+`keys`), and use it (`submit`, `bulk`, `status`, `results`, `cancel`, `jobs`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 
 from shared.config import Settings, get_settings
 from shared.logs import configure_logging
+from textq import client_commands
 from textq.supervise import WorkerSupervisor
 
 app = typer.Typer(
@@ -364,6 +366,9 @@ def tenants_retention(
     db.dispose()
     shown = "the default" if days is None else "forever" if days == 0 else f"{days} days"
     typer.echo(f"tenant {tenant} keeps finished jobs' data for {shown}")
+
+
+client_commands.register(app)
 
 
 def main() -> None:

@@ -117,7 +117,8 @@ def _answer(response: httpx.Response) -> Any:
     return response.json() if response.content else None
 
 
-def _finished(job: Job) -> bool:
+def is_finished(job: Job) -> bool:
+    """Say whether a job has reached a status it never leaves (but for expiring)."""
     return JobStatus(job.status) in TERMINAL_JOB_STATUSES
 
 
@@ -214,7 +215,7 @@ class Client:
         """Return the job once it has finished, long-polling the server (JobTimeout if not)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         job = self.get(job_id)
-        while not _finished(job):
+        while not is_finished(job):
             left = MAX_LONG_POLL_S if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise JobTimeout(job)
@@ -231,6 +232,15 @@ class Client:
             cursor = page["next_cursor"]
             if cursor is None:
                 return
+
+    def export(self, job_id: str | uuid.UUID, *, format: str = "jsonl") -> Iterator[bytes]:
+        """Stream a finished job's results as `jsonl` or `csv` bytes (one request)."""
+        path = f"/v1/jobs/{job_id}/results"
+        with self._http.stream("GET", path, params={"format": format}) as response:
+            if response.status_code >= 400:
+                response.read()
+                _answer(response)
+            yield from response.iter_bytes()
 
     def cancel(self, job_id: str | uuid.UUID) -> Job:
         return Job.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel"))
@@ -331,7 +341,7 @@ class AsyncClient:
     async def wait(self, job_id: str | uuid.UUID, *, timeout_s: float | None = None) -> Job:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         job = await self.get(job_id)
-        while not _finished(job):
+        while not is_finished(job):
             left = MAX_LONG_POLL_S if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise JobTimeout(job)
