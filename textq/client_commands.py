@@ -34,6 +34,7 @@ UrlOption = Annotated[str, typer.Option("--url", envvar="TEXTQ_URL", help="The t
 KeyOption = Annotated[
     str | None, typer.Option("--api-key", envvar="TEXTQ_API_KEY", help="Your API key.")
 ]
+JobIdArgument = Annotated[str, typer.Argument(help="The job's id.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the job as JSON, for scripts.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Show progress until the job ends.")]
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -187,7 +188,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def status(
-        job_id: Annotated[str, typer.Argument(help="The job's id.")],
+        job_id: JobIdArgument,
         as_json: JsonOption = False,
         url: UrlOption = DEFAULT_URL,
         api_key: KeyOption = None,
@@ -198,7 +199,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def results(
-        job_id: Annotated[str, typer.Argument(help="The job's id.")],
+        job_id: JobIdArgument,
         format: Annotated[str, typer.Option(help="jsonl or csv.")] = "jsonl",
         output: Annotated[
             Path | None, typer.Option("--output", "-o", help="Write here, not to stdout.")
@@ -220,7 +221,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def cancel(
-        job_id: Annotated[str, typer.Argument(help="The job's id.")],
+        job_id: JobIdArgument,
         as_json: JsonOption = False,
         url: UrlOption = DEFAULT_URL,
         api_key: KeyOption = None,
