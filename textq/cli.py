@@ -11,6 +11,7 @@ import typer
 from shared.config import Settings, get_settings
 from shared.logs import configure_logging
 from textq import client_commands
+from textq.failing import fail
 from textq.supervise import WorkerSupervisor
 
 app = typer.Typer(
@@ -29,12 +30,6 @@ app.add_typer(tenants_app, name="tenants")
 
 HostOption = Annotated[str | None, typer.Option(help="Interface to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one line to stderr and return the Exit to raise."""
-    typer.echo(f"textq: {message}", err=True)
-    return typer.Exit(code)
 
 
 @app.command()

@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from textq.client import Client, Job, JobTimeout, TextqError, is_finished
+from textq.failing import fail
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="TEXTQ_URL", help="The textq server.")]
 KeyOption = Annotated[
@@ -43,11 +44,6 @@ POLL_S = 0.5
 stderr = Console(stderr=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"textq: {message}", err=True)
-    return typer.Exit(1)
-
-
 @contextmanager
 def _client(url: str, api_key: str | None) -> Iterator[Client]:
     """A client whose errors end the command with one line."""
@@ -55,13 +51,13 @@ def _client(url: str, api_key: str | None) -> Iterator[Client]:
         with Client(url, api_key=api_key or "", retries=3) as client:
             yield client
     except TextqError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     except JobTimeout as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     except httpx.TransportError as error:
-        raise _fail(f"cannot reach {url} ({error})") from None
+        raise fail(f"cannot reach {url} ({error})") from None
     except OSError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
 
 
 def _print_job(job: Job, as_json: bool) -> None:
@@ -133,7 +129,7 @@ def _options(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         if not sep:
-            raise _fail(f"--option {pair!r} is not name=value")
+            raise fail(f"--option {pair!r} is not name=value")
         try:
             options[name] = json.loads(raw)
         except ValueError:
@@ -209,7 +205,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a finished job's results as JSON lines or CSV."""
         if format not in ("jsonl", "csv"):
-            raise _fail(f"--format must be jsonl or csv, not {format!r}")
+            raise fail(f"--format must be jsonl or csv, not {format!r}")
         with _client(url, api_key) as client:
             chunks = client.export(job_id, format=format)
             if output is None:

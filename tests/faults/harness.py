@@ -20,13 +20,14 @@ from sqlalchemy import text
 
 from shared.db import Database
 from shared.migrate import upgrade
+from shared.states import FINISHED_JOB_STATUSES
 from tests.e2e.conftest import create_api_key
 from tests.e2e.processes import Process, free_port, start_command, wait_until_ready
 from tests.faults.servers import PrivatePostgres, PrivateRedis
 from tests.faults.workload import POISON, LoadGenerator, LoadResult, build_workload
 from tests.webhook_receiver import Receiver
 
-FINISHED = ("succeeded", "failed", "partial", "cancelled")
+FINISHED = tuple(sorted(status.value for status in FINISHED_JOB_STATUSES))
 
 AUDIT = """
 CREATE TABLE fault_audit (item_id bigint NOT NULL, status text NOT NULL,
