@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint unit bench bench-bulk faults demo-models clean
+.PHONY: install browser run test lint unit bench bench-bulk faults demo-models clean
 
 install: $(VENV)/.installed
 
@@ -19,8 +19,17 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: install
 	$(BIN)/textq up
 
-test: install lint
+test: install lint browser
 	$(BIN)/pytest
+
+# The page's tests drive Debian's Chromium through Playwright, which never downloads a
+# browser of its own; as root on Debian this installs the package, elsewhere it says how.
+browser:
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+		|| apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@command -v chromium >/dev/null 2>&1 \
+		|| echo "make: no chromium: install Debian's chromium package to run tests/e2e/test_ui.py" >&2
 
 lint: install
 	$(BIN)/ruff check .

@@ -15,7 +15,7 @@ from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.log_scope import RequestLogScope
 from api.ratelimit import RateLimiter
-from api.routes import batches, classic, health, jobs, metrics, problems, webhooks
+from api.routes import batches, classic, health, highlights, jobs, metrics, problems, ui, webhooks
 from api.waiting import JobWaiter
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings, get_settings
@@ -60,12 +60,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_upload_bytes=settings.max_upload_bytes,
     )
     app.include_router(jobs.router)
+    app.include_router(highlights.router)
     app.include_router(batches.router)
     app.include_router(webhooks.router)
     app.include_router(classic.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(problems.router)
+    ui.mount(app)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     if setup_tracing(settings, "textq-api"):
         instrument_api(app)

@@ -1,0 +1,266 @@
+"""The web page at /ui in a real browser against the running service (both backends).
+
+A user enters their key, uploads a feedback CSV, watches it run, reads the charts and the
+extremes, and downloads the results; a long document's summary shows its chunk summaries.
+Screenshots of each step are saved as test artifacts (build/test-artifacts/ui).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e import browser
+from tests.e2e.polling import all_results, wait_for_job
+from tests.e2e.processes import Service
+
+FEEDBACK_PARTS = {
+    "billing": [
+        "I was charged twice for the same order",
+        "the invoice shows a fee nobody told me about",
+        "the refund reached my card within a day",
+        "paying by card was quick and simple",
+    ],
+    "shipping": [
+        "the parcel arrived two weeks late",
+        "the courier left the box in the rain",
+        "delivery was faster than promised",
+        "tracking told me exactly when the package would come",
+    ],
+    "quality": [
+        "the handle snapped off after one use",
+        "the fabric feels cheap and the seams are coming apart",
+        "the blender is sturdy and works perfectly",
+        "the jacket is warm and beautifully made",
+    ],
+}
+ENDINGS = ["", " and I am not happy", " which I love", " honestly"]
+PHONE = {"width": 390, "height": 844}
+
+
+def feedback_rows(count: int) -> list[tuple[str, str]]:
+    """Return `count` (ticket id, comment) rows of customer feedback."""
+    phrases = [phrase for parts in FEEDBACK_PARTS.values() for phrase in parts]
+    return [
+        (
+            f"T-{1000 + n}",
+            f"{phrases[n % len(phrases)].capitalize()}{ENDINGS[n // len(phrases) % 4]}.",
+        )
+        for n in range(count)
+    ]
+
+
+def feedback_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ticket", "comment"])
+        writer.writerows(rows)
+    return path
+
+
+def api_key(service: Service) -> str:
+    return service.headers["Authorization"].removeprefix("Bearer ")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    yield from browser.launch()
+
+
+@pytest.fixture
+def page(chromium: Any, service: Service) -> Iterator[Any]:
+    context = chromium.new_context(
+        base_url=service.base_url, accept_downloads=True, viewport={"width": 1200, "height": 900}
+    )
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    # Refused requests are logged by the browser too; the tests check what the page shows.
+    page.on(
+        "console",
+        lambda message: (
+            problems.append(f"console: {message.text}")
+            if message.type == "error" and not message.text.startswith("Failed to load resource")
+            else None
+        ),
+    )
+    yield page
+    context.close()
+    assert not problems, problems
+
+
+def sign_in(page: Any, service: Service) -> None:
+    """Open the page; it asks for a key (the service requires one); give it."""
+    from playwright.sync_api import expect
+
+    page.goto("/ui/")
+    expect(page.get_by_role("alert")).to_contain_text("needs an API key")
+    page.get_by_role("textbox", name="API key").fill(api_key(service))
+    page.get_by_role("button", name="Use this key").click()
+    expect(page.get_by_role("heading", name="Jobs", level=1)).to_be_visible()
+    expect(page.get_by_role("alert")).to_be_hidden()
+
+
+def test_bulk_feedback_from_upload_to_download(
+    page: Any, service: Service, http: httpx.Client, tmp_path: Path, request: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    backend = request.node.callspec.params["service"]
+    rows = feedback_rows(120)
+    sign_in(page, service)
+
+    page.get_by_label("Feedback file (CSV or JSONL)").check()
+    page.get_by_label("File", exact=True).set_input_files(
+        str(feedback_csv(tmp_path / "feedback.csv", rows))
+    )
+    page.get_by_label("Text column").fill("comment")
+    page.get_by_label("Id column (optional)").fill("ticket")
+    page.screenshot(path=browser.screenshot_path(f"{backend}-1-submit"), full_page=True)
+    page.get_by_role("button", name="Submit").click()
+
+    expect(page).to_have_url(re.compile(r"#/jobs/[0-9a-f-]{36}$"))
+    job_id = page.url.rsplit("/", 1)[-1]
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sentiment of file feedback.csv")
+    expect(page.locator("#job-progress-text")).to_contain_text(f"of {len(rows)} done")
+    page.screenshot(path=browser.screenshot_path(f"{backend}-2-running"), full_page=True)
+
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=120_000)
+    expect(page.locator("#job-progress-text")).to_contain_text(f"{len(rows)} of {len(rows)} done")
+    job = wait_for_job(http, job_id)
+    results = all_results(http, job_id)
+
+    # The label chart draws the job's counts; the histogram counts every row once.
+    bars = page.locator("[data-chart=labels] rect")
+    expect(bars).to_have_count(len(job["labels"]))
+    drawn = {
+        bars.nth(i).get_attribute("data-label"): int(bars.nth(i).get_attribute("data-count"))
+        for i in range(bars.count())
+    }
+    assert drawn == job["labels"]
+    assert sum(drawn.values()) == len(rows)
+    bins = page.locator("[data-chart=histogram] rect")
+    expect(bins).to_have_count(10)
+    assert sum(int(bins.nth(i).get_attribute("data-count")) for i in range(10)) == len(rows)
+
+    # The most negative rows are the results with the lowest positive score, named by id.
+    by_positivity = sorted(results, key=lambda r: (r["scores"]["POSITIVE"], r["index"]))
+    negative = page.locator("#most-negative li")
+    expect(negative).to_have_count(5)
+    for position, result in enumerate(by_positivity[:5]):
+        expect(negative.nth(position)).to_contain_text(f"id {result['custom_id']}")
+        expect(negative.nth(position)).to_contain_text(dict(rows)[result["custom_id"]])
+    most_positive = min(results, key=lambda r: (-r["scores"]["POSITIVE"], r["index"]))
+    expect(page.locator("#most-positive li").first).to_contain_text(
+        f"id {most_positive['custom_id']}"
+    )
+    expect(page.locator("#results-list tbody tr")).to_have_count(20)
+    page.screenshot(path=browser.screenshot_path(f"{backend}-3-finished"), full_page=True)
+
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Download results (CSV)").click()
+    download = download_info.value
+    assert download.suggested_filename == f"{job_id}-results.csv"
+    downloaded = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
+    assert [row["custom_id"] for row in downloaded] == [ticket for ticket, _ in rows]
+    assert {row["label"] for row in downloaded} == set(job["labels"])
+
+
+def test_document_summary_shows_its_chunk_summaries(
+    page: Any, service: Service, tmp_path: Path, request: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    backend = request.node.callspec.params["service"]
+    sentences = [f"Paragraph {n} tells how the harbour town rebuilt its mill." for n in range(300)]
+    document = tmp_path / "report.txt"
+    document.write_text(" ".join(sentences))
+    sign_in(page, service)
+
+    page.get_by_label("Summarize").check()
+    page.get_by_label("Document file (.txt)").check()
+    page.get_by_label("File", exact=True).set_input_files(str(document))
+    page.get_by_label("Longest summary, in tokens (optional)").fill("20")
+    page.get_by_role("button", name="Submit").click()
+
+    expect(page.get_by_role("heading", level=1)).to_have_text("Summary of document")
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=120_000)
+    result = page.locator("#results-list article")
+    expect(result).to_have_count(1)
+    expect(result.locator(".summary")).not_to_be_empty()
+    chunks = result.locator("details")
+    expect(chunks.locator("summary")).to_contain_text("Summaries of its")
+    expect(chunks.locator("li").first).to_be_hidden()
+    chunks.locator("summary").click()
+    expect(chunks.locator("li").first).to_be_visible()
+    expect(chunks.locator("li").first).to_contain_text("characters 0\u2013")
+    page.screenshot(path=browser.screenshot_path(f"{backend}-document"), full_page=True)
+
+
+def test_a_bad_upload_says_what_is_wrong_and_stays(
+    page: Any, service: Service, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    sign_in(page, service)
+    page.get_by_label("Feedback file (CSV or JSONL)").check()
+    page.get_by_label("File", exact=True).set_input_files(
+        str(feedback_csv(tmp_path / "feedback.csv", feedback_rows(3)))
+    )
+    page.get_by_label("Text column").fill("no_such_column")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.get_by_role("alert")).to_contain_text("no_such_column")
+    expect(page.get_by_role("heading", name="Jobs", level=1)).to_be_visible()
+
+
+def test_readable_on_a_phone_and_by_keyboard(page: Any, service: Service, request: Any) -> None:
+    from playwright.sync_api import expect
+
+    backend = request.node.callspec.params["service"]
+    page.set_viewport_size(PHONE)
+    sign_in(page, service)
+    page.reload()
+
+    # Nothing is wider than the phone's screen, so nothing needs sideways scrolling.
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    # Every form control is named by a label.
+    unnamed = page.evaluate(
+        """[...document.querySelectorAll('input, select, textarea')]
+            .filter(e => !e.labels?.length && !e.getAttribute('aria-label'))
+            .map(e => e.id || e.name)"""
+    )
+    assert unnamed == []
+
+    # From the top, Tab reaches the skip link first, then the form can be used by keys alone.
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+    page.get_by_role("textbox", name="Text", exact=True).focus()
+    page.keyboard.type("The delivery was late and the box was crushed.")
+    submit = page.get_by_role("button", name="Submit")
+    for _ in range(10):
+        if submit.evaluate("button => button === document.activeElement"):
+            break
+        page.keyboard.press("Tab")
+    expect(submit).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=120_000)
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.screenshot(path=browser.screenshot_path(f"{backend}-phone-job"), full_page=True)
+
+
+def test_the_page_is_served_with_a_strict_content_security_policy(http: httpx.Client) -> None:
+    page = http.get("/ui/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "connect-src 'self'" in policy
+    assert http.get("/ui", follow_redirects=True).url.path == "/ui/"
+    assert http.get("/ui/app.js").headers["content-type"].startswith("text/javascript")
