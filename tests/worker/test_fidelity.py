@@ -17,7 +17,7 @@ from tests.model_factory import build_fitted_sentiment_model, labelled_feedback
 from worker import models
 from worker.engine import BatchLimits, SentimentRunner
 
-MIN_LABEL_AGREEMENT = 0.995
+MIN_LABEL_AGREEMENT = 0.99
 MAX_SCORE_DELTA = 0.01
 
 
@@ -63,9 +63,11 @@ def test_the_fitted_model_has_real_margins(fitted):
 def test_each_precision_keeps_the_answers(fitted, dtype, agreement, delta):
     directory, texts, expected = fitted
     got = textq_scores(directory, texts, dtype)
-    same_label = sum(
-        max(g, key=g.get) == max(e, key=e.get) for g, e in zip(got, expected, strict=True)
-    )
+    flipped = [
+        e for g, e in zip(got, expected, strict=True) if max(g, key=g.get) != max(e, key=e.get)
+    ]
     worst = max(abs(g[label] - e[label]) for g, e in zip(got, expected, strict=True) for label in e)
-    assert same_label / len(texts) >= agreement
     assert worst <= delta
+    # Only texts fp32 itself nearly ties on may change label, and few of them.
+    assert all(abs(e["POSITIVE"] - e["NEGATIVE"]) <= 2 * delta for e in flipped), flipped
+    assert 1 - len(flipped) / len(texts) >= agreement
