@@ -26,11 +26,13 @@ ENV PATH=/opt/textq/bin:$PATH \
 ARG PULL_MODELS=
 ARG TEXTQ_SENTIMENT_MODEL=distilbert/distilbert-base-uncased-finetuned-sst-2-english
 ARG TEXTQ_SUMMARIZATION_MODEL=facebook/bart-large-cnn
+ARG TEXTQ_EMBEDDING_MODEL=sentence-transformers/all-MiniLM-L6-v2
 RUN mkdir -p /models /data && chown textq:textq /models /data
 USER 10001
 RUN if [ -n "$PULL_MODELS" ]; then \
         TEXTQ_SENTIMENT_MODEL="$TEXTQ_SENTIMENT_MODEL" \
-        TEXTQ_SUMMARIZATION_MODEL="$TEXTQ_SUMMARIZATION_MODEL" textq models pull; \
+        TEXTQ_SUMMARIZATION_MODEL="$TEXTQ_SUMMARIZATION_MODEL" \
+        TEXTQ_EMBEDDING_MODEL="$TEXTQ_EMBEDDING_MODEL" textq models pull; \
     fi
 EXPOSE 8000 9101 9102
 ENTRYPOINT ["textq"]

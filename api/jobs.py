@@ -18,6 +18,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.destinations import parse_networks, safe_addresses
 from shared.errors import JobNotFound, TooManyActiveJobs
+from shared.insights import Summarizer
 from shared.logs import bind
 from shared.metrics import JOBS_SUBMITTED
 from shared.models import Job
@@ -66,6 +67,7 @@ class Submitter:
                 input_kind=kind,
                 webhook=webhook,
                 priority=priority,
+                summarizer=summarizer_of_insights(self.settings),
             )
 
         return self.submit_with(task, create, idempotency)
@@ -124,6 +126,13 @@ class Submitted:
 
     job: Job
     created: bool
+
+
+def summarizer_of_insights(settings: Settings) -> Summarizer:
+    """Return what summarizes the negative feedback of jobs submitted with insights."""
+    return Summarizer(
+        model=settings.model_for(Task.SUMMARIZE), max_chars=settings.insight_max_chars
+    )
 
 
 def get_submitter(

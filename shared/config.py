@@ -14,6 +14,8 @@ from shared.states import Task
 
 DEFAULT_SENTIMENT_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
 DEFAULT_SUMMARIZATION_MODEL = "facebook/bart-large-cnn"
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDING_MODEL_SETTING = "TEXTQ_EMBEDDING_MODEL"
 
 
 def _default_data_dir() -> Path:
@@ -35,6 +37,13 @@ class Settings(BaseSettings):
     sentiment_model_revision: str | None = None
     summarization_model: str = DEFAULT_SUMMARIZATION_MODEL
     summarization_model_revision: str | None = None
+    # The sentence encoder that puts each text of a job with `categories` in one of them;
+    # loaded by a sentiment worker only when such a job comes.
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
+    embedding_model_revision: str | None = None
+    # Negative feedback given to the summarizer per category of an insights job, most
+    # negative first (about 5,000 tokens of English).
+    insight_max_chars: int = Field(default=20_000, ge=100, le=1_000_000)
 
     worker_tasks: str = "sentiment,summarize"
     device: str = "auto"

@@ -35,15 +35,31 @@ def first_failure(parts: Sequence[FinishedPart]) -> str | None:
 
 
 def document_sentiment(parts: Sequence[FinishedPart]) -> dict[str, Any]:
-    """Return a text's label from its chunks: their probabilities averaged, weighted by tokens."""
+    """Return a text's label from its chunks: their probabilities averaged, weighted by tokens.
+
+    Chunks of a job with categories carry their similarity to each category: the text's
+    category is the one with the highest average, weighted the same way.
+    """
+    results = [part.result or {} for part in parts]
     weights = [max(part.tokens, 1) for part in parts]
-    total = sum(weights)
-    scores: dict[str, float] = {}
-    for part, weight in zip(parts, weights, strict=True):
-        for label, probability in (part.result or {})["scores"].items():
-            scores[label] = scores.get(label, 0.0) + probability * weight / total
+    scores = _weighted_mean([result["scores"] for result in results], weights)
     label = max(scores, key=scores.__getitem__)
-    return {"label": label, "score": scores[label], "scores": scores}
+    document: dict[str, Any] = {"label": label, "score": scores[label], "scores": scores}
+    if results and all("category_scores" in result for result in results):
+        similarities = _weighted_mean([r["category_scores"] for r in results], weights)
+        category = max(similarities, key=similarities.__getitem__)
+        document |= {"category": category, "category_score": similarities[category]}
+    return document
+
+
+def _weighted_mean(values: Sequence[dict[str, float]], weights: Sequence[int]) -> dict[str, float]:
+    """Return the mean of each key over dicts of numbers, weighted."""
+    total = sum(weights)
+    mean: dict[str, float] = {}
+    for entry, weight in zip(values, weights, strict=True):
+        for key, value in entry.items():
+            mean[key] = mean.get(key, 0.0) + value * weight / total
+    return mean
 
 
 def joined_summaries(parts: Sequence[FinishedPart]) -> str:

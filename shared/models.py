@@ -111,6 +111,14 @@ class Job(Base):
     done_parts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Sentiment jobs: how many finished items got each label so far.
     label_counts: Mapped[dict[str, int] | None] = mapped_column(Json)
+    # Jobs with the `insights` option: counts per category and label, the negative
+    # feedback's summaries and where they stand (see shared/insights.py).
+    insights: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    # Set on a job textq made for another (the summaries of its insights): hidden from
+    # lists, gone with its parent.
+    parent_job_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
     # "texts", "document" or "file", and what a file upload said about itself.
     input_kind: Mapped[str] = mapped_column(String(16), default="texts", server_default="texts")
     input_meta: Mapped[dict[str, Any] | None] = mapped_column(Json)

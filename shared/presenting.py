@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared import insights
 from shared.models import Job
 from shared.schemas import ChunkProgress, JobLinks, JobRead, Progress, WebhookSettings
 from shared.states import JobStatus, Task
@@ -26,6 +27,7 @@ def present_job(job: Job, base_url: str) -> JobRead:
         options=job.options or {},
         input={"kind": job.input_kind, **(job.input_meta or {})},
         labels=job.label_counts if job.task == Task.SENTIMENT.value else None,
+        insights=insights.present(job.insights) if job.insights is not None else None,
         webhook=(
             WebhookSettings.model_validate(
                 {"url": job.webhook_url, "events": job.webhook_events or []}

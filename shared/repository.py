@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from shared import documents, metrics, webhook_repository
+from shared import documents, insights, metrics, webhook_repository
 from shared.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
@@ -79,8 +79,14 @@ def create_job(
     input_kind: str = "texts",
     webhook: Webhook | None = None,
     priority: int = 5,
+    summarizer: insights.Summarizer | None = None,
+    custom_ids: Sequence[str] | None = None,
+    parent_job_id: uuid.UUID | None = None,
 ) -> Job:
-    """Add a queued job and one pending item per text."""
+    """Add a queued job and one pending item per text.
+
+    `summarizer` is what summarizes the negative feedback of a job with `insights`.
+    """
     job = _add_job(
         session,
         priority=priority,
@@ -91,6 +97,8 @@ def create_job(
         total_items=len(texts),
         input_kind=input_kind,
         webhook=webhook,
+        summarizer=summarizer,
+        parent_job_id=parent_job_id,
     )
     rows = (
         {
@@ -100,6 +108,7 @@ def create_job(
             "status": ItemStatus.PENDING.value,
             "input_text": text,
             "char_count": len(text),
+            "custom_id": custom_ids[position] if custom_ids is not None else None,
             "attempts": 0,
         }
         for position, text in enumerate(texts)
@@ -129,7 +138,14 @@ def _add_job(
     input_meta: dict[str, Any] | None = None,
     webhook: Webhook | None = None,
     priority: int = 5,
+    summarizer: insights.Summarizer | None = None,
+    parent_job_id: uuid.UUID | None = None,
 ) -> Job:
+    state = None
+    if task is Task.SENTIMENT and options.get("insights"):
+        if summarizer is None:
+            raise ValueError("a job with insights needs the summarizer of its feedback")
+        state = insights.initial_state(options, summarizer)
     job = Job(
         priority=priority,
         webhook_url=webhook.url if webhook else None,
@@ -145,6 +161,8 @@ def _add_job(
         input_kind=input_kind,
         input_meta=input_meta,
         label_counts={} if task is Task.SENTIMENT else None,
+        insights=state,
+        parent_job_id=parent_job_id,
     )
     session.add(job)
     session.flush()
@@ -190,6 +208,7 @@ def create_file_job(
     check_duplicate_ids: bool,
     webhook: Webhook | None = None,
     priority: int = 2,
+    summarizer: insights.Summarizer | None = None,
 ) -> Job:
     """Add a queued job for an uploaded file, streaming its rows in (COPY on Postgres).
 
@@ -207,6 +226,7 @@ def create_file_job(
         input_meta=input_meta,
         webhook=webhook,
         priority=priority,
+        summarizer=summarizer,
     )
     counts = Counter[str]()
 
@@ -263,12 +283,19 @@ def lock_tenant_submissions(session: Session, *, tenant_id: str) -> None:
 
 
 def count_active_jobs(session: Session, *, tenant_id: str) -> int:
-    """Return how many of the tenant's jobs are queued or running (this transaction's too)."""
+    """Return how many of the tenant's jobs are queued or running (this transaction's too).
+
+    Jobs textq made for other jobs (summaries of insights) are not the tenant's doing.
+    """
     return int(
         session.scalar(
             select(func.count())
             .select_from(Job)
-            .where(Job.tenant_id == tenant_id, _literal_in(Job.status, ACTIVE_JOB_STATUSES))
+            .where(
+                Job.tenant_id == tenant_id,
+                _literal_in(Job.status, ACTIVE_JOB_STATUSES),
+                Job.parent_job_id.is_(None),
+            )
         )
         or 0
     )
@@ -432,8 +459,12 @@ def list_jobs(
     status: JobStatus | None = None,
     task: Task | None = None,
 ) -> list[Job]:
-    """Return the tenant's jobs newest first, starting after the (created_at, id) key."""
-    query = select(Job).where(Job.tenant_id == tenant_id)
+    """Return the tenant's jobs newest first, starting after the (created_at, id) key.
+
+    Jobs textq made for other jobs (summaries of insights) are left out; they are
+    readable by id.
+    """
+    query = select(Job).where(Job.tenant_id == tenant_id, Job.parent_job_id.is_(None))
     if status is not None:
         query = query.where(Job.status == status.value)
     if task is not None:
@@ -751,16 +782,44 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     """Cancel a job now: its waiting and pending items end cancelled, the job too.
 
     Items a worker is running keep running: their batch finishes and its results are kept.
+    The job summarizing a job's insights is cancelled with it; cancelled on its own, its
+    parent finishes with the summaries written so far.
     """
+    # A child job's row is locked before its parent's, in the order finishing them takes.
+    child = _lock_child_job(session, job_id)
     job = session.scalar(
         select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id).with_for_update()
     )
     if job is None:
         raise JobNotFound(f"No job with id {job_id}.")
+    if child is None:
+        # Made while this waited for the job's row: too new for it to be finishing.
+        child = _lock_child_job(session, job_id)
     if JobStatus(job.status) in TERMINAL_JOB_STATUSES:
         raise JobAlreadyFinished(
             f"Job {job.id} already finished as {job.status}; there is nothing to cancel."
         )
+    _cancel_now(session, job)
+    if child is not None and JobStatus(child.status) not in TERMINAL_JOB_STATUSES:
+        _cancel_now(session, child)
+    if job.insights is not None and job.insights["status"] != insights.DONE:
+        outcomes = _summary_outcomes(session, child.id) if child is not None else {}
+        state = insights.settled(job.insights, outcomes, missing=CANCELLED_BEFORE_SUMMARY)
+        _store_insights(session, job.id, state)
+    if job.parent_job_id is not None:
+        _hand_summaries_to_parent(
+            session, job.id, job.parent_job_id, missing=CANCELLED_BEFORE_SUMMARY
+        )
+    session.flush()
+    session.refresh(job)
+    return job
+
+
+CANCELLED_BEFORE_SUMMARY = "cancelled before it was summarized"
+
+
+def _cancel_now(session: Session, job: Job) -> None:
+    """End a locked, unfinished job cancelled, with its items not yet claimed."""
     now = utcnow()
     # Rows a worker is claiming right now are skipped: waiting for them while holding the
     # job's row would deadlock with that claim. The worker learns of the cancellation at
@@ -768,7 +827,7 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     unclaimed = (
         select(JobItem.id)
         .where(
-            JobItem.job_id == job_id,
+            JobItem.job_id == job.id,
             JobItem.status.in_(_values({ItemStatus.PENDING, ItemStatus.WAITING})),
         )
         .with_for_update(skip_locked=True)
@@ -781,17 +840,15 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     )
     session.execute(
         update(Job)
-        .where(Job.id == job_id)
+        .where(Job.id == job.id)
         .values(status=JobStatus.CANCELLED.value, finished_at=now)
     )
     webhook_repository.queue_event(session, job, "completed")
-    _announce_finished(session, job_id)
-    _count_when_committed(
-        session, job.task, JobStatus.CANCELLED, job.created_at, job.started_at, now
-    )
-    session.flush()
-    session.refresh(job)
-    return job
+    _announce_finished(session, job.id)
+    if job.parent_job_id is None:
+        _count_when_committed(
+            session, job.task, JobStatus.CANCELLED, job.created_at, job.started_at, now
+        )
 
 
 def ended_jobs_among(session: Session, job_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
@@ -1103,9 +1160,11 @@ def _count_texts(session: Session, finished: Sequence[tuple[uuid.UUID, Outcome]]
     errored = Counter(job_id for job_id, o in finished if o.status is ItemStatus.ERROR)
     cached = Counter(job_id for job_id, o in finished if o.from_cache)
     labels: dict[uuid.UUID, Counter[str]] = {}
+    labelled: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for job_id, o in finished:
         if o.result is not None and "label" in o.result:
             labels.setdefault(job_id, Counter())[str(o.result["label"])] += 1
+            labelled.setdefault(job_id, []).append(o.result)
     for job_id in sorted(set(done) | set(errored)):
         values: dict[str, Any] = {
             "done_items": Job.done_items + done[job_id],
@@ -1115,12 +1174,14 @@ def _count_texts(session: Session, finished: Sequence[tuple[uuid.UUID, Outcome]]
         if job_id in labels:
             # The job's row is locked by this transaction from here on, so the
             # read-modify-write of the counts cannot interleave with another recorder's.
-            current = session.scalar(
-                select(Job.label_counts).where(Job.id == job_id).with_for_update()
-            )
+            current, state = session.execute(
+                select(Job.label_counts, Job.insights).where(Job.id == job_id).with_for_update()
+            ).one()
             merged = Counter(current or {})
             merged.update(labels[job_id])
             values["label_counts"] = dict(sorted(merged.items()))
+            if state is not None:
+                values["insights"] = insights.with_counts(state, labelled[job_id])
         counts = session.execute(
             update(Job)
             .where(Job.id == job_id)
@@ -1152,19 +1213,13 @@ def _queue_progress_event(session: Session, job: Any, just_finished: int) -> Non
 
 
 def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
-    """Move jobs whose every item has finished to their terminal status; return those ids."""
+    """Move jobs whose every item has finished to their terminal status; return those ids.
+
+    A job with insights waits instead for a job of its own that summarizes its negative
+    feedback (if it has any); that child job, finishing, finishes it.
+    """
     complete = session.execute(
-        select(
-            Job.id,
-            Job.done_items,
-            Job.error_items,
-            Job.tenant_id,
-            Job.webhook_url,
-            Job.webhook_events,
-            Job.task,
-            Job.created_at,
-            Job.started_at,
-        )
+        select(*_FINISHING_COLUMNS)
         .where(
             Job.id.in_(list(job_ids)),
             Job.status.in_(_values(ACTIVE_JOB_STATUSES)),
@@ -1173,19 +1228,204 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
         .order_by(Job.id)
         .with_for_update()
     ).all()
-    now = utcnow()
+    finished = []
     for row in complete:
-        job_id = row.id
-        target = outcome_status(done=row.done_items, errored=row.error_items)
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status.in_(_values(job_sources(target))))
-            .values(status=target.value, finished_at=now)
-        )
-        webhook_repository.queue_event(session, row, webhook_repository.terminal_event_kind(target))
-        _announce_finished(session, job_id)
+        if row.insights is not None and _waits_for_summaries(session, row):
+            continue
+        _finish_job(session, row)
+        finished.append(row.id)
+        if row.parent_job_id is not None:
+            finished += _hand_summaries_to_parent(session, row.id, row.parent_job_id)
+    return finished
+
+
+_FINISHING_COLUMNS = (
+    Job.id,
+    Job.done_items,
+    Job.error_items,
+    Job.tenant_id,
+    Job.webhook_url,
+    Job.webhook_events,
+    Job.task,
+    Job.created_at,
+    Job.started_at,
+    Job.priority,
+    Job.insights,
+    Job.parent_job_id,
+)
+
+
+def _finish_job(session: Session, row: Any) -> None:
+    """End a locked job whose items all finished: status, event, announcement, metrics."""
+    now = utcnow()
+    target = outcome_status(done=row.done_items, errored=row.error_items)
+    session.execute(
+        update(Job)
+        .where(Job.id == row.id, Job.status.in_(_values(job_sources(target))))
+        .values(status=target.value, finished_at=now)
+    )
+    webhook_repository.queue_event(session, row, webhook_repository.terminal_event_kind(target))
+    _announce_finished(session, row.id)
+    # A summary job textq made is part of its parent's run, not a job anyone submitted.
+    if row.parent_job_id is None:
         _count_when_committed(session, row.task, target, row.created_at, row.started_at, now)
-    return [row.id for row in complete]
+
+
+# --- insights ---------------------------------------------------------------------------
+
+
+def _waits_for_summaries(session: Session, row: Any) -> bool:
+    """Say whether a job whose texts all finished waits for its feedback's summaries,
+    starting them if its texts just finished. Its child job, finishing, finishes it."""
+    status = row.insights["status"]
+    if status == insights.COUNTING:
+        return _summarize_feedback(session, row)
+    return bool(status == insights.SUMMARIZING)
+
+
+def _summarize_feedback(session: Session, row: Any) -> bool:
+    """Start summarizing a finished job's negative feedback; False if it has none.
+
+    The summaries are a summarization job of the same tenant, one text per category with
+    negative feedback, claimed by summarization workers like any job.
+    """
+    state = row.insights
+    feedback = negative_feedback(session, row.id, max_chars=insights.summarizer_of(state).max_chars)
+    if not feedback:
+        _store_insights(session, row.id, insights.settled(state, {}))
+        return False
+    child = create_job(
+        session,
+        tenant_id=row.tenant_id,
+        task=Task.SUMMARIZE,
+        model=insights.summarizer_of(state).model,
+        options={},
+        texts=list(feedback.values()),
+        custom_ids=list(feedback),
+        parent_job_id=row.id,
+        priority=row.priority,
+    )
+    _store_insights(session, row.id, insights.summarizing(state, summary_job_id=str(child.id)))
+    _wake_when_committed(session, Task.SUMMARIZE)
+    return True
+
+
+def negative_feedback(session: Session, job_id: uuid.UUID, *, max_chars: int) -> dict[str, str]:
+    """Return per category the texts labelled negative, most negative first, one per line.
+
+    Only the texts that fit in `max_chars` are read: a running sum per category, in the
+    database, stops at the limit.
+    """
+    result = JobItem.result
+    category = func.coalesce(result["category"].as_string(), insights.ALL)
+    ranked = (
+        select(
+            category.label("category"),
+            JobItem.input_text.label("text"),
+            JobItem.char_count.label("chars"),
+            func.sum(JobItem.char_count + 1)
+            .over(partition_by=category, order_by=(result["score"].as_float().desc(), JobItem.idx))
+            .label("through"),
+        )
+        .where(
+            JobItem.job_id == job_id,
+            JobItem.parent_id.is_(None),
+            JobItem.status == ItemStatus.DONE.value,
+            func.lower(result["label"].as_string()).contains(insights.NEGATIVE_MARK),
+        )
+        .subquery()
+    )
+    texts: dict[str, list[str]] = {}
+    for category_name, text in session.execute(
+        select(ranked.c.category, ranked.c.text)
+        .where(ranked.c.through - ranked.c.chars - 1 < max_chars)
+        .order_by(ranked.c.category, ranked.c.through)
+    ):
+        texts.setdefault(category_name, []).append(text)
+    joined = {name: insights.joined_feedback(lines, max_chars) for name, lines in texts.items()}
+    return {name: text for name, text in joined.items() if text}
+
+
+def _hand_summaries_to_parent(
+    session: Session, child_id: uuid.UUID, parent_id: uuid.UUID, *, missing: str | None = None
+) -> list[uuid.UUID]:
+    """Copy an ended child job's summaries into its parent's insights and finish the parent.
+
+    Return the parent's id if it finished. Runs in the transaction that ended the child,
+    which holds the child's row: the parent's is locked after it, as everywhere.
+    """
+    parent = session.execute(
+        select(Job.insights, Job.status).where(Job.id == parent_id).with_for_update()
+    ).first()
+    if (
+        parent is None
+        or parent.insights is None
+        or JobStatus(parent.status) not in ACTIVE_JOB_STATUSES
+    ):
+        return []
+    _store_insights(
+        session,
+        parent_id,
+        insights.settled(parent.insights, _summary_outcomes(session, child_id), missing=missing),
+    )
+    return finish_complete_jobs(session, [parent_id])
+
+
+def _summary_outcomes(session: Session, child_id: uuid.UUID) -> dict[str, insights.SummaryOutcome]:
+    """Return each category's summary (or why it has none) from a child job's items."""
+    outcomes = {}
+    for row in session.execute(
+        select(JobItem.idx, JobItem.status, JobItem.result, JobItem.error, JobItem.custom_id)
+        .where(JobItem.job_id == child_id, JobItem.parent_id.is_(None))
+        .order_by(JobItem.idx)
+    ):
+        stored = StoredOutcome(*row)
+        if stored.status == ItemStatus.DONE and stored.result is not None:
+            outcome = insights.SummaryOutcome(str(stored.result["summary_text"]), None)
+        else:
+            outcome = insights.SummaryOutcome(None, stored.failure or "it did not run")
+        outcomes[str(stored.custom_id)] = outcome
+    return outcomes
+
+
+def _store_insights(session: Session, job_id: uuid.UUID, state: dict[str, Any]) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(insights=state))
+
+
+def _lock_child_job(session: Session, job_id: uuid.UUID) -> Job | None:
+    """Return (locked) the job textq made to summarize this job's feedback, if any."""
+    return session.scalar(select(Job).where(Job.parent_job_id == job_id).limit(1).with_for_update())
+
+
+# --- wake-ups after commit --------------------------------------------------------------
+
+# Tasks whose workers to wake once the transaction commits (see `committed_wakeups`).
+_WAKE_PENDING = "textq_wake_pending"
+_WAKE_COMMITTED = "textq_wake_committed"
+_WAKE_HOOKED = "textq_wake_hooked"
+
+
+def _wake_when_committed(session: Session, task: Task) -> None:
+    """Have `task`'s workers woken after this transaction commits (never if rolled back).
+
+    A worker woken earlier could look before the new items exist; the caller rings the
+    doorbell (`committed_wakeups`), and the sweeper rings should that message be lost.
+    """
+    if not session.info.get(_WAKE_HOOKED):
+        event.listen(session, "after_commit", _wakeups_committed)
+        event.listen(session, "after_rollback", lambda s: s.info.pop(_WAKE_PENDING, None))
+        session.info[_WAKE_HOOKED] = True
+    session.info.setdefault(_WAKE_PENDING, set()).add(task)
+
+
+def _wakeups_committed(session: Session) -> None:
+    committed = session.info.setdefault(_WAKE_COMMITTED, set())
+    committed.update(session.info.pop(_WAKE_PENDING, set()))
+
+
+def committed_wakeups(session: Session) -> list[Task]:
+    """Return (and forget) the tasks whose new work this session's commits added."""
+    return sorted(session.info.pop(_WAKE_COMMITTED, set()))
 
 
 def _announce_finished(session: Session, job_id: uuid.UUID) -> None:
@@ -1262,17 +1502,32 @@ def purge_items(session: Session, job_id: uuid.UUID) -> int:
 
 
 def mark_expired(session: Session, job_id: uuid.UUID) -> None:
-    """Record that a job's data is gone; its status, counts and timings stay readable."""
+    """Record that a job's data is gone; its status, counts and timings stay readable.
+
+    Its insights keep their counts and lose their summaries, which quote the texts.
+    """
+    state = session.scalar(select(Job.insights).where(Job.id == job_id))
+    values: dict[str, Any] = {"status": JobStatus.EXPIRED.value, "input_meta": None}
+    if state is not None:
+        values["insights"] = insights.without_summaries(state)
     session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status.in_(_values(job_sources(JobStatus.EXPIRED))))
-        .values(status=JobStatus.EXPIRED.value, input_meta=None)
+        .values(**values)
     )
 
 
 def delete_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> None:
-    """Delete a job and everything of it now: items, webhook events and attempts, keys."""
+    """Delete a job and everything of it now: items, webhook events and attempts, keys.
+
+    The job summarizing its insights goes with it (the foreign key cascades). A summary
+    job deleted on its own is cancelled first, so that its parent finishes.
+    """
+    # The child's row first, as finishing it locks them (the cascade deletes it after).
+    _lock_child_job(session, job_id)
     job = get_job(session, tenant_id=tenant_id, job_id=job_id)
+    if job.parent_job_id is not None and JobStatus(job.status) in ACTIVE_JOB_STATUSES:
+        cancel_job(session, tenant_id=tenant_id, job_id=job_id)
     events = select(WebhookEvent.id).where(WebhookEvent.job_id == job.id)
     session.execute(delete(WebhookAttempt).where(WebhookAttempt.event_id.in_(events)))
     session.execute(delete(WebhookEvent).where(WebhookEvent.job_id == job.id))

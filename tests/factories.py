@@ -6,6 +6,7 @@ from typing import Any
 
 from shared import repository
 from shared.db import Database
+from shared.insights import Summarizer
 from shared.models import DEFAULT_TENANT_ID, Job
 from shared.states import Task
 
@@ -19,6 +20,7 @@ def make_job(
     options: dict[str, Any] | None = None,
     tenant_id: str = DEFAULT_TENANT_ID,
     priority: int = 5,
+    summarizer: Summarizer = Summarizer(model="summary-model", max_chars=20_000),
 ) -> Job:
     with db.write() as session:
         return repository.create_job(
@@ -29,6 +31,7 @@ def make_job(
             options=options or {},
             texts=texts,
             priority=priority,
+            summarizer=summarizer,
         )
 
 

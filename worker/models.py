@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.config import Settings
+from shared.config import EMBEDDING_MODEL_SETTING, Settings
 from shared.states import Task
 
 if TYPE_CHECKING:
@@ -46,43 +47,69 @@ class ResolvedModel:
 
 def resolve(settings: Settings, task: Task) -> ResolvedModel:
     """Return the local files of the task's model, fetching them from the hub if needed."""
-    source = settings.model_for(task)
+    files = locate(
+        settings.model_for(task),
+        revision=settings.revision_for(task),
+        what=f"{task.value} model",
+        setting=settings.model_setting_name(task),
+    )
+    return ResolvedModel(task=task, source=files.source, path=files.path, revision=files.revision)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model's files on this machine and the revision they are, whatever it is used for."""
+
+    source: str
+    path: Path
+    revision: str
+
+
+def resolve_embedding(settings: Settings) -> ModelFiles:
+    """Return the local files of the sentence encoder that assigns categories."""
+    return locate(
+        settings.embedding_model,
+        revision=settings.embedding_model_revision,
+        what="embedding model",
+        setting=EMBEDDING_MODEL_SETTING,
+    )
+
+
+def locate(source: str, *, revision: str | None, what: str, setting: str) -> ModelFiles:
+    """Return a model's local files: a directory, or a hub id fetched into the cache.
+
+    `what` names the model in errors ("sentiment model"), `setting` the env var to change.
+    """
     local = Path(source).expanduser()
     if local.is_dir():
         path = local.resolve()
-        revision = _revision_of_directory(path)
+        found_revision = _revision_of_directory(path)
     elif local.is_absolute() or source.startswith((".", "~")):
         raise ModelUnavailable(
-            f"{task.value} model directory {source!r} does not exist; "
-            f"set {settings.model_setting_name(task)} to a model directory or a hub id"
+            f"{what} directory {source!r} does not exist; "
+            f"set {setting} to a model directory or a hub id"
         )
     else:
-        path = _fetch_from_hub(settings, task, source)
-        revision = path.name
+        path = _fetch_from_hub(source, revision=revision, what=what, setting=setting)
+        found_revision = path.name
     if not any(path.glob("*.safetensors")):
         raise ModelUnavailable(
-            f"{task.value} model {source!r} has no .safetensors weights and textq does not "
-            f"load pickled weights; convert it or set {settings.model_setting_name(task)}"
+            f"{what} {source!r} has no .safetensors weights and textq does not "
+            f"load pickled weights; convert it or set {setting}"
         )
-    return ResolvedModel(task=task, source=source, path=path, revision=revision)
+    return ModelFiles(source=source, path=path, revision=found_revision)
 
 
-def _fetch_from_hub(settings: Settings, task: Task, repo_id: str) -> Path:
+def _fetch_from_hub(repo_id: str, *, revision: str | None, what: str, setting: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(
-            snapshot_download(
-                repo_id,
-                revision=settings.revision_for(task),
-                allow_patterns=HUB_FILE_PATTERNS,
-            )
-        )
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_FILE_PATTERNS))
     except Exception as error:  # the hub client raises many types for "no network"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelUnavailable(
-            f"cannot fetch the {task.value} model {repo_id!r} from the Hugging Face hub "
-            f"({type(error).__name__}: {reason[:200]}); set {settings.model_setting_name(task)} "
+            f"cannot fetch the {what} {repo_id!r} from the Hugging Face hub "
+            f"({type(error).__name__}: {reason[:200]}); set {setting} "
             "to a local model directory, or run `textq models pull` where the hub is reachable"
         ) from error
 
@@ -152,39 +179,16 @@ class LoadedModel:
 
 def load(resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """Load the model and tokenizer from local files onto the device, ready for inference."""
-    import torch
-    from transformers import (
-        AutoModelForSeq2SeqLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
     started = time.perf_counter()
-    model_class = (
-        AutoModelForSequenceClassification
+    tokenizer, model, max_input_tokens = _load_pretrained(
+        resolved.path,
+        "AutoModelForSequenceClassification"
         if resolved.task is Task.SENTIMENT
-        else AutoModelForSeq2SeqLM
+        else "AutoModelForSeq2SeqLM",
+        what=f"{resolved.task.value} model",
+        device=device,
+        dtype=dtype,
     )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.path)
-        model = model_class.from_pretrained(
-            resolved.path, use_safetensors=True, trust_remote_code=False, dtype=dtype
-        )
-    except Exception as error:
-        raise ModelUnavailable(
-            f"cannot load the {resolved.task.value} model from {resolved.path}: "
-            f"{type(error).__name__}: {error}"
-        ) from error
-    model.to(device)
-    model.eval()
-    torch.set_grad_enabled(False)
-    windows = [
-        getattr(model.config, "max_position_embeddings", None),
-        tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else None,
-    ]
-    max_input_tokens = min(w for w in windows if w) if any(windows) else 512
     loaded = LoadedModel(
         resolved=resolved,
         tokenizer=tokenizer,
@@ -194,14 +198,93 @@ def load(resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype) -
         max_input_tokens=max_input_tokens,
         load_s=time.perf_counter() - started,
     )
-    log.info(
-        "loaded %s model %s (revision %s) on %s as %s in %.1f s",
-        resolved.task.value,
-        resolved.source,
-        resolved.revision,
-        device,
-        str(dtype).removeprefix("torch."),
-        loaded.load_s,
-        extra={"action": "model_loaded", "task": resolved.task.value},
+    _say_loaded(
+        resolved.task.value, resolved.source, resolved.revision, device, dtype, loaded.load_s
     )
     return loaded
+
+
+@dataclass
+class LoadedEncoder:
+    """A sentence encoder (a bare transformer, no head) warm on its device."""
+
+    files: ModelFiles
+    tokenizer: Any
+    model: Any
+    device: torch.device
+    dtype: torch.dtype
+    max_input_tokens: int
+    load_s: float
+
+
+def load_encoder(files: ModelFiles, *, device: torch.device, dtype: torch.dtype) -> LoadedEncoder:
+    """Load a sentence encoder (AutoModel) and its tokenizer onto the device."""
+    started = time.perf_counter()
+    tokenizer, model, max_input_tokens = _load_pretrained(
+        files.path, "AutoModel", what="embedding model", device=device, dtype=dtype
+    )
+    # sentence-transformers models say how long a text they were trained to embed.
+    trained = _max_seq_length(files.path)
+    loaded = LoadedEncoder(
+        files=files,
+        tokenizer=tokenizer,
+        model=model,
+        device=device,
+        dtype=dtype,
+        max_input_tokens=min(max_input_tokens, trained or max_input_tokens),
+        load_s=time.perf_counter() - started,
+    )
+    _say_loaded("embedding", files.source, files.revision, device, dtype, loaded.load_s)
+    return loaded
+
+
+def _max_seq_length(path: Path) -> int | None:
+    try:
+        config = json.loads((path / "sentence_bert_config.json").read_text())
+        return int(config["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _load_pretrained(
+    path: Path, model_class: str, *, what: str, device: torch.device, dtype: torch.dtype
+) -> tuple[Any, Any, int]:
+    """Return tokenizer, model (safetensors only, no remote code) and the input window."""
+    import torch
+    import transformers
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        model = getattr(transformers, model_class).from_pretrained(
+            path, use_safetensors=True, trust_remote_code=False, dtype=dtype
+        )
+    except Exception as error:
+        raise ModelUnavailable(
+            f"cannot load the {what} from {path}: {type(error).__name__}: {error}"
+        ) from error
+    model.to(device)
+    model.eval()
+    torch.set_grad_enabled(False)
+    windows = [
+        getattr(model.config, "max_position_embeddings", None),
+        tokenizer.model_max_length if tokenizer.model_max_length < 1_000_000 else None,
+    ]
+    max_input_tokens = min(w for w in windows if w) if any(windows) else 512
+    return tokenizer, model, max_input_tokens
+
+
+def _say_loaded(
+    what: str, source: str, revision: str, device: torch.device, dtype: torch.dtype, load_s: float
+) -> None:
+    log.info(
+        "loaded %s model %s (revision %s) on %s as %s in %.1f s",
+        what,
+        source,
+        revision,
+        device,
+        str(dtype).removeprefix("torch."),
+        load_s,
+        extra={"action": "model_loaded", "task": what},
+    )

@@ -15,6 +15,7 @@ from shared.metrics import MODEL_LOAD_SECONDS
 from shared.states import Task
 from worker import models
 from worker.cache import ResultCache
+from worker.categories import CategoryEncoder
 from worker.engine import BatchLimits, Runner, make_runner
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class WorkerRuntime:
             torch.set_num_threads(settings.torch_threads)
         device = models.pick_device(settings.device)
         dtype = models.pick_dtype(settings.dtype, device)
+        # Loaded only when a job with categories comes (see worker/categories.py).
+        encoder = CategoryEncoder(settings, device=device, dtype=dtype)
         for task in worker_tasks(settings):
             found = (resolved or {}).get(task) or models.resolve(settings, task)
             loaded = models.load(found, device=device, dtype=dtype)
@@ -81,8 +84,10 @@ class WorkerRuntime:
                 overhead_tokens=settings.batch_overhead_tokens,
                 max_item_tokens=settings.max_item_tokens,
             )
-            runtime.runners[task] = make_runner(loaded, limits)
-            runtime.caches[task] = ResultCache(db, loaded, enabled=settings.result_cache)
+            runtime.runners[task] = make_runner(loaded, limits, encoder=encoder)
+            runtime.caches[task] = ResultCache(
+                db, loaded, enabled=settings.result_cache, encoder=encoder
+            )
         return runtime
 
     def stop(self) -> None:

@@ -73,6 +73,8 @@ class Sweeper:
         try:
             with self.db.write() as session:
                 expired = repository.expire_leases(session, max_attempts=self.settings.max_attempts)
+            for woken in repository.committed_wakeups(session):
+                self.doorbell.ring(woken)
             if expired.repended or expired.given_up:
                 log.warning(
                     "leases expired: %d items back to pending, %d given up",

@@ -122,7 +122,10 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
                 model=runner.loaded.resolved.source,
                 priority=claim.priority,
             )
-        # Only once committed: a retry after a failed commit must not count twice.
+        # Only once committed: a retry after a failed commit must not count twice; a job
+        # these outcomes finished may have made work for another queue (insights).
+        for woken in repository.committed_wakeups(session):
+            runtime.doorbell.ring(woken)
         recorded += stored
         ended_jobs.update(ended)
         preempted.append(outranked)

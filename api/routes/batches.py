@@ -14,7 +14,7 @@ from api import idempotency, uploads
 from api.body import parse_json
 from api.deps import SettingsDep, TenantDep
 from api.errors import invalid_request
-from api.jobs import Submitted, SubmitterDep, checked_webhook, present
+from api.jobs import Submitted, SubmitterDep, checked_webhook, present, summarizer_of_insights
 from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
 from shared import repository
 from shared.config import Settings
@@ -155,6 +155,7 @@ async def create_batch(
                 check_duplicate_ids=_has_own_ids(file_format.kind, fields),
                 webhook=webhook,
                 priority=priority,
+                summarizer=summarizer_of_insights(settings),
             )
 
         webhook = await run_in_threadpool(_webhook, fields, settings)

@@ -233,7 +233,7 @@ def get_job_results(
         if format != "json":
             stream = exports.stream_jsonl if format == "jsonl" else exports.stream_csv
             return StreamingResponse(
-                stream(db, job.id, Task(job.task)),
+                stream(db, job.id, Task(job.task), categories=bool(job.options.get("categories"))),
                 media_type=exports.MEDIA_TYPES[format],
                 headers={
                     "Content-Disposition": f'attachment; filename="{job.id}-results.{format}"'

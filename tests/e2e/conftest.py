@@ -44,6 +44,7 @@ def service(
     env = backend_env(request.param, tmp, request) | {
         "TEXTQ_SENTIMENT_MODEL": str(model_dirs.sentiment),
         "TEXTQ_SUMMARIZATION_MODEL": str(model_dirs.summarization),
+        "TEXTQ_EMBEDDING_MODEL": str(model_dirs.embedding),
         "TEXTQ_DTYPE": "float32",
         "TEXTQ_SWEEP_INTERVAL_S": "0.5",
         "TEXTQ_LOG_LEVEL": "INFO",

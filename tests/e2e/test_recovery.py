@@ -52,6 +52,7 @@ def test_a_job_survives_its_worker_being_killed(backend, tmp_path, model_dirs, r
     env = backend_env(backend, tmp_path, request) | {
         "TEXTQ_SENTIMENT_MODEL": str(model_dirs.sentiment),
         "TEXTQ_SUMMARIZATION_MODEL": str(model_dirs.summarization),
+        "TEXTQ_EMBEDDING_MODEL": str(model_dirs.embedding),
         "TEXTQ_WORKER_TASKS": "sentiment",
         "TEXTQ_LEASE_S": "2",
         "TEXTQ_SWEEP_INTERVAL_S": "0.5",

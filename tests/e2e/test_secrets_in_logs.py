@@ -56,6 +56,7 @@ def test_no_secret_appears_in_any_log_at_debug(tmp_path, model_dirs, request):
         "TEXTQ_QUEUE_PREFIX": f"textq-secrets-{secrets.token_hex(4)}",
         "TEXTQ_SENTIMENT_MODEL": str(model_dirs.sentiment),
         "TEXTQ_SUMMARIZATION_MODEL": str(model_dirs.summarization),
+        "TEXTQ_EMBEDDING_MODEL": str(model_dirs.embedding),
         "TEXTQ_DTYPE": "float32",
         "TEXTQ_AUTH": "required",
         "TEXTQ_LOG_LEVEL": "DEBUG",

@@ -37,6 +37,7 @@ def test_a_trace_runs_from_the_request_through_the_doorbell_to_the_batch(
     env = backend_env("postgres", tmp_path, request) | {
         "TEXTQ_SENTIMENT_MODEL": str(model_dirs.sentiment),
         "TEXTQ_SUMMARIZATION_MODEL": str(model_dirs.summarization),
+        "TEXTQ_EMBEDDING_MODEL": str(model_dirs.embedding),
         "TEXTQ_WORKER_TASKS": "sentiment",
         "TEXTQ_WORKER_METRICS_PORT": "0",
         "TEXTQ_TRACING": "true",

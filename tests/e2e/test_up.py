@@ -31,6 +31,7 @@ def test_up_serves_both_tasks_from_one_data_dir_and_stops_on_ctrl_c(tmp_path, mo
         "TEXTQ_DATA_DIR": str(data_dir),
         "TEXTQ_SENTIMENT_MODEL": str(model_dirs.sentiment),
         "TEXTQ_SUMMARIZATION_MODEL": str(model_dirs.summarization),
+        "TEXTQ_EMBEDDING_MODEL": str(model_dirs.embedding),
     }
     up = start("up", ["up", "--port", str(port)], env, tmp_path / "logs", own_group=True)
     base = f"http://127.0.0.1:{port}"

@@ -25,6 +25,7 @@ from tests.e2e.conftest import create_api_key
 from tests.e2e.processes import Process, free_port, start_command, wait_until_ready
 from tests.faults.servers import PrivatePostgres, PrivateRedis
 from tests.faults.workload import POISON, LoadGenerator, LoadResult, build_workload
+from tests.model_factory import EMBEDDING_DIR
 from tests.webhook_receiver import Receiver
 
 FINISHED = tuple(sorted(status.value for status in FINISHED_JOB_STATUSES))
@@ -120,6 +121,7 @@ class FaultRun:
             "TEXTQ_QUEUE_PREFIX": f"faults-{name}",
             "TEXTQ_SENTIMENT_MODEL": str(sentiment),
             "TEXTQ_SUMMARIZATION_MODEL": str(summarization),
+            "TEXTQ_EMBEDDING_MODEL": str(EMBEDDING_DIR),
             "TEXTQ_DTYPE": "float32",
             "TEXTQ_AUTH": "required",
             "TEXTQ_RATE_LIMIT_PER_S": "1000",

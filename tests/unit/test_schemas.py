@@ -50,3 +50,44 @@ def test_bad_submissions_say_what_is_wrong(data, fragment):
     with pytest.raises(ValidationError) as raised:
         parse(data)
     assert fragment in str(raised.value)
+
+
+def sentiment_with(options):
+    return parse({"task": "sentiment", "input": {"texts": ["a"]}, "options": options})
+
+
+def test_categories_are_kept_stripped_and_insights_only_when_asked():
+    job = sentiment_with({"categories": [" billing", "shipping "], "insights": True})
+    assert job.options == {"categories": ["billing", "shipping"], "insights": True}
+    assert sentiment_with({"insights": True}).options == {"insights": True}
+    assert sentiment_with({"categories": ["billing"], "insights": False}).options == {
+        "categories": ["billing"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"categories": []}, "1 to 50 names, not 0"),
+        ({"categories": [f"c{n}" for n in range(51)]}, "1 to 50 names, not 51"),
+        ({"categories": ["billing", "  "]}, "categories[1] must not be empty"),
+        ({"categories": ["b" * 101]}, "categories[0] is 101 characters; the limit is 100"),
+        (
+            {"categories": ["billing", "shipping", " Billing"]},
+            "categories[2] 'Billing' repeats categories[0] 'billing' (names are compared ignoring",
+        ),
+        ({"categories": ["a\x00b"]}, "NUL"),
+        ({"categories": "billing"}, "list"),
+        ({"categories": ["billing", 3]}, "string"),
+        ({"insights": "yes"}, "bool"),
+    ],
+)
+def test_bad_categories_say_what_is_wrong(options, fragment):
+    with pytest.raises(ValidationError) as raised:
+        sentiment_with(options)
+    assert fragment in str(raised.value)
+
+
+def test_summaries_take_no_categories():
+    with pytest.raises(ValidationError, match="categories"):
+        parse({"task": "summarize", "input": {"text": "a"}, "options": {"categories": ["x"]}})
