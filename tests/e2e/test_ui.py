@@ -8,6 +8,7 @@ Screenshots of each step are saved as test artifacts (build/test-artifacts/ui).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import re
 from collections.abc import Iterator
@@ -70,6 +71,12 @@ def api_key(service: Service) -> str:
 
 
 @pytest.fixture(scope="module")
+def model_dirs(model_dirs: Any, feedback_model_dir: Path) -> Any:
+    """Classify with the model fitted on reviews, so the charts have complaints and praise."""
+    return dataclasses.replace(model_dirs, sentiment=feedback_model_dir)
+
+
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     yield from browser.launch()
 
@@ -124,6 +131,8 @@ def test_bulk_feedback_from_upload_to_download(
     )
     page.get_by_label("Text column").fill("comment")
     page.get_by_label("Id column (optional)").fill("ticket")
+    page.get_by_label("Categories (optional, comma-separated)").fill(", ".join(FEEDBACK_PARTS))
+    page.get_by_label("Insights:").check()
     page.screenshot(path=browser.screenshot_path(f"{backend}-1-submit"), full_page=True)
     page.get_by_role("button", name="Submit").click()
 
@@ -162,8 +171,33 @@ def test_bulk_feedback_from_upload_to_download(
     expect(page.locator("#most-positive li").first).to_contain_text(
         f"id {most_positive['custom_id']}"
     )
-    expect(page.locator("#results-list tbody tr")).to_have_count(20)
+    first_rows = page.locator("#results-list tbody tr")
+    expect(first_rows).to_have_count(20)
+    for position in (0, 19):
+        expect(first_rows.nth(position)).to_contain_text(results[position]["category"])
+
+    # Insights: the table is the job's counts; each category's complaints have a summary.
+    insights = job["insights"]
+    assert insights["status"] == "done" and insights["categories"] == list(FEEDBACK_PARTS)
+    table = page.locator("#insights-counts tbody tr")
+    expect(table).to_have_count(len(FEEDBACK_PARTS))
+    for row, category in enumerate(FEEDBACK_PARTS):
+        counts = insights["counts"].get(category, {})
+        cells = [category, *(f"{counts.get(label, 0)}" for label in sorted(job["labels"]))]
+        expect(table.nth(row).locator("th, td")).to_have_text([*cells, str(sum(counts.values()))])
+    complaints = {c: n["count"] for c, n in insights["negative"].items() if n["count"]}
+    assert complaints, "the fitted model finds complaints in this feedback"
+    summaries = page.locator("#insights-negative article")
+    expect(summaries).to_have_count(len(insights["negative"]))
+    for category, entry in insights["negative"].items():
+        article = summaries.filter(has_text=f"{category}: {entry['count']} negative")
+        expect(article).to_have_count(1)
+        if entry["summary"]:
+            expect(article.locator("p")).to_have_text(entry["summary"])
     page.screenshot(path=browser.screenshot_path(f"{backend}-3-finished"), full_page=True)
+    # The README's picture: what an analyst sees first.
+    page.set_viewport_size({"width": 1200, "height": 1250})
+    page.screenshot(path=browser.screenshot_path(f"{backend}-overview"))
 
     with page.expect_download() as download_info:
         page.get_by_role("button", name="Download results (CSV)").click()

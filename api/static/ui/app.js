@@ -310,6 +310,7 @@ function showJob(id) {
     find("#download-csv").disabled = !readable;
     if (job.task === "sentiment") {
       find("#sentiment").hidden = false;
+      find("#extremes").hidden = false;
       labelChart(find("#labels-chart"), job.labels || {});
     }
     renderInsights(find, job.insights);
