@@ -68,8 +68,12 @@ class WorkerRuntime:
             torch.set_num_threads(settings.torch_threads)
         device = models.pick_device(settings.device)
         dtype = models.pick_dtype(settings.dtype, device)
-        # Loaded only when a job with categories comes (see worker/categories.py).
-        encoder = CategoryEncoder(settings, device=device, dtype=dtype)
+        # Loaded only when a job with categories comes (see worker/categories.py). It is
+        # small (MiniLM: 22 M parameters), so full precision costs little and keeps near-tied
+        # categories from flipping under the classifier's half precision.
+        encoder = CategoryEncoder(
+            settings, device=device, dtype=models.pick_dtype("float32", device)
+        )
         for task in worker_tasks(settings):
             found = (resolved or {}).get(task) or models.resolve(settings, task)
             loaded = models.load(found, device=device, dtype=dtype)
