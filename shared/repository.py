@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -788,13 +789,19 @@ def cancel_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     # A child job's row is locked before its parent's, in the order finishing them takes.
     child = _lock_child_job(session, job_id)
     job = session.scalar(
-        select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id).with_for_update()
+        select(Job)
+        .where(Job.id == job_id, Job.tenant_id == tenant_id)
+        .with_for_update()
+        # Read afresh under the lock, even if this session read the job before.
+        .execution_options(populate_existing=True)
     )
     if job is None:
         raise JobNotFound(f"No job with id {job_id}.")
     if child is None:
-        # Made while this waited for the job's row: too new for it to be finishing.
-        child = _lock_child_job(session, job_id)
+        # Made while this waited for the job's row. Waiting for it now would invert the
+        # order finishing takes, so a child locked by its own finish is left to it: that
+        # finish then finds its parent ended and changes nothing more.
+        child = _lock_child_job(session, job_id, skip_locked=True)
     if JobStatus(job.status) in TERMINAL_JOB_STATUSES:
         raise JobAlreadyFinished(
             f"Job {job.id} already finished as {job.status}; there is nothing to cancel."
@@ -1392,9 +1399,16 @@ def _store_insights(session: Session, job_id: uuid.UUID, state: dict[str, Any]) 
     session.execute(update(Job).where(Job.id == job_id).values(insights=state))
 
 
-def _lock_child_job(session: Session, job_id: uuid.UUID) -> Job | None:
+def _lock_child_job(
+    session: Session, job_id: uuid.UUID, *, skip_locked: bool = False
+) -> Job | None:
     """Return (locked) the job textq made to summarize this job's feedback, if any."""
-    return session.scalar(select(Job).where(Job.parent_job_id == job_id).limit(1).with_for_update())
+    return session.scalar(
+        select(Job)
+        .where(Job.parent_job_id == job_id)
+        .limit(1)
+        .with_for_update(skip_locked=skip_locked)
+    )
 
 
 # --- wake-ups after commit --------------------------------------------------------------
@@ -1527,7 +1541,9 @@ def delete_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> None:
     _lock_child_job(session, job_id)
     job = get_job(session, tenant_id=tenant_id, job_id=job_id)
     if job.parent_job_id is not None and JobStatus(job.status) in ACTIVE_JOB_STATUSES:
-        cancel_job(session, tenant_id=tenant_id, job_id=job_id)
+        # Having finished since it was read, it has already handed its summaries over.
+        with contextlib.suppress(JobAlreadyFinished):
+            cancel_job(session, tenant_id=tenant_id, job_id=job_id)
     events = select(WebhookEvent.id).where(WebhookEvent.job_id == job.id)
     session.execute(delete(WebhookAttempt).where(WebhookAttempt.event_id.in_(events)))
     session.execute(delete(WebhookEvent).where(WebhookEvent.job_id == job.id))

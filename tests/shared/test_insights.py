@@ -1,16 +1,19 @@
 """Insights of a sentiment job: counted as texts finish, negatives summarized by a child job."""
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from shared import repository, webhook_repository
 from shared.insights import Summarizer
 from shared.models import DEFAULT_TENANT_ID, Job, JobItem
 from shared.repository import Outcome, Webhook
 from shared.states import ItemStatus, JobStatus, Task
-from tests.factories import claim
+from tests.factories import claim, make_job
 
 CATEGORIES = ["billing", "shipping", "quality"]
 SUMMARY_MODEL = "summary-model"
@@ -238,3 +241,50 @@ def test_an_expired_job_keeps_its_counts_but_not_its_summaries(db):
     state = job_of(db, job.id).insights
     assert state["counts"]["billing"] == {"NEGATIVE": 2}
     assert state["negative"]["billing"] == {"count": 2, "summary": None, "error": None}
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+def test_a_cancel_leaves_a_summary_job_made_meanwhile_to_its_own_finish(db):
+    """A cancel waiting for the job's row while its summary job is made and starts
+    finishing must not then wait for that child: the finish waits for the parent."""
+    job = feedback_job(db, ["charged twice"])
+    with ExitStack() as held:
+        # A lock that still lets another transaction make a child job referring to it.
+        parent_lock = held.enter_context(db.write())
+        parent_lock.execute(select(Job.id).where(Job.id == job.id).with_for_update(key_share=True))
+        with ThreadPoolExecutor(1) as pool:
+            cancelled = pool.submit(cancel_in_own_transaction, db, job.id)
+            wait_for_a_lock_wait(db)
+            child = make_job(db, texts=["charged twice"], task=Task.SUMMARIZE)
+            with db.write() as session:
+                session.execute(update(Job).where(Job.id == child.id).values(parent_job_id=job.id))
+            finishing_child = held.enter_context(db.write())
+            finishing_child.execute(select(Job.id).where(Job.id == child.id).with_for_update())
+            parent_lock.commit()
+            assert cancelled.result(timeout=30).status == JobStatus.CANCELLED
+        # The finish then goes on to the parent, free at once, and finds it ended.
+        finishing_child.execute(select(Job.id).where(Job.id == job.id).with_for_update())
+    assert job_of(db, job.id).status == JobStatus.CANCELLED
+    assert job_of(db, child.id).status == JobStatus.QUEUED
+
+
+def cancel_in_own_transaction(db, job_id):
+    with db.write() as session:
+        return repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job_id)
+
+
+def wait_for_a_lock_wait(db, timeout_s=30.0):
+    """Return once some transaction of this database waits for a row lock."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with db.read() as session:
+            waiting = session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no transaction came to wait for a lock")
