@@ -418,6 +418,15 @@ class QueuePlace:
     items_per_s: float
 
 
+def job_waited_for(session: Session, job: Job) -> Job:
+    """Return the job whose items an unfinished job waits for: itself, or once its texts
+    are done, the job summarizing its insights."""
+    if job.insights is None or job.insights["status"] != insights.SUMMARIZING:
+        return job
+    child = session.get(Job, uuid.UUID(job.insights["summary_job_id"]))
+    return child if child is not None else job
+
+
 def queue_place(session: Session, job: Job) -> QueuePlace:
     """Return the items ahead of a job (higher priority, or its priority and older), its
     unfinished items, and how many items of its task finished per second lately."""

@@ -328,8 +328,17 @@ class Progress(BaseModel):
 
 
 class QueueRead(BaseModel):
-    """Where an unfinished job stands in its worker's queue."""
+    """Where an unfinished job stands in its workers' queue.
 
+    A job with insights whose texts are done waits for its summaries: its queue is theirs.
+    """
+
+    task: Task = Field(description="The task of the items waited for.")
+    model: str = Field(description="The model of the items waited for.")
+    workers: int = Field(
+        description="Live workers serving that task and model. 0: nothing runs the job "
+        "until one starts (`textq models list` shows what each worker serves)."
+    )
     items_ahead: int = Field(
         description="Items of higher priority, or of its priority and submitted earlier."
     )

@@ -41,6 +41,18 @@ def list_workers(session: Session) -> list[Worker]:
     return list(session.scalars(select(Worker).order_by(Worker.name)))
 
 
+def live_workers_serving(
+    session: Session, *, task: str, model: str, sweep_interval_s: float
+) -> int:
+    """Count the live workers that claim `task` items of `model` (as jobs name it)."""
+    return sum(
+        1
+        for worker in list_workers(session)
+        if (worker.models.get(task) or {}).get("model") == model
+        and is_live(worker, sweep_interval_s=sweep_interval_s)
+    )
+
+
 def is_live(worker: Worker, *, sweep_interval_s: float, now: datetime | None = None) -> bool:
     """Say whether a worker was seen recently enough to be running (three sweeps' grace)."""
     grace = timedelta(seconds=3 * sweep_interval_s + 30)

@@ -86,6 +86,15 @@ def _print_job(job: Job, as_json: bool) -> None:
         f"{progress.done + progress.errored}/{progress.total} done"
         + (f", {progress.errored} failed" if progress.errored else "")
     )
+    if (note := _waiting_note(job)) is not None:
+        typer.echo(note)
+
+
+def _waiting_note(job: Job) -> str | None:
+    """Say so when no live worker serves what an unfinished job waits for."""
+    if job.queue is None or job.queue.workers:
+        return None
+    return f"waiting: no worker runs {job.queue.task.value} with {job.queue.model} yet"
 
 
 def _watch(client: Client, job: Job) -> Job:
@@ -104,7 +113,7 @@ def _watch(client: Client, job: Job) -> Job:
         while True:
             done = job.progress.done + job.progress.errored
             elapsed = max(time.monotonic() - started, 1e-9)
-            rate = f"{done / elapsed:,.0f}/s"
+            rate = _waiting_note(job) or f"{done / elapsed:,.0f}/s"
             bar.update(row, completed=done, total=job.progress.total, rate=rate)
             if is_finished(job):
                 return job

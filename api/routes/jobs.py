@@ -11,10 +11,10 @@ from fastapi.responses import StreamingResponse
 
 from api import cursors, exports, idempotency
 from api.body import read_job_submission, request_body_doc
-from api.deps import DatabaseDep, TenantDep, WaiterDep
+from api.deps import DatabaseDep, SettingsDep, TenantDep, WaiterDep
 from api.jobs import SubmitterDep, checked_webhook, parse_job_id, present
 from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
-from shared import repository
+from shared import repository, worker_registry
 from shared.db import Database
 from shared.errors import InvalidRequest, JobExpired, JobNotFinished
 from shared.models import Job, utcnow
@@ -112,6 +112,7 @@ async def get_job(
     job_id: str,
     request: Request,
     db: DatabaseDep,
+    settings: SettingsDep,
     waiter: WaiterDep,
     tenant_id: TenantDep,
     wait_s: float = Query(
@@ -134,13 +135,17 @@ async def get_job(
         job = finished if finished is not None else await run_in_threadpool(read)
     presented = present(job, request)
     if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
-        presented.queue = await run_in_threadpool(_queue_of, db, job)
+        presented.queue = await run_in_threadpool(_queue_of, db, job, settings.sweep_interval_s)
     return presented
 
 
-def _queue_of(db: Database, job: Job) -> QueueRead:
+def _queue_of(db: Database, job: Job, sweep_interval_s: float) -> QueueRead:
     with db.read() as session:
-        place = repository.queue_place(session, job)
+        waited = repository.job_waited_for(session, job)
+        place = repository.queue_place(session, waited)
+        workers = worker_registry.live_workers_serving(
+            session, task=waited.task, model=waited.model, sweep_interval_s=sweep_interval_s
+        )
     remaining = place.items_ahead + place.items_left
     eta = (
         utcnow() + timedelta(seconds=remaining / place.items_per_s)
@@ -148,6 +153,9 @@ def _queue_of(db: Database, job: Job) -> QueueRead:
         else None
     )
     return QueueRead(
+        task=Task(waited.task),
+        model=waited.model,
+        workers=workers,
         items_ahead=place.items_ahead,
         items_left=place.items_left,
         items_per_s=round(place.items_per_s, 3),

@@ -127,3 +127,24 @@ def test_exports_of_jobs_without_categories_keep_their_columns(client, db, api_s
     assert table.splitlines()[0] == "index,custom_id,label,score,error"
     line = client.get(f"/v1/jobs/{job['id']}/results", params={"format": "jsonl"}).text
     assert "category" not in json.loads(line.splitlines()[0])
+
+
+def test_a_job_waiting_for_its_summaries_shows_their_queue(client, db, api_settings):
+    job = submit(client, {"categories": CATEGORIES, "insights": True}).json()
+    assert client.get(f"/v1/jobs/{job['id']}").json()["queue"]["task"] == "sentiment"
+    held = claim(db, model=api_settings.sentiment_model)
+    negative = {"label": "NEGATIVE", "score": 0.9, "scores": {"NEGATIVE": 0.9, "POSITIVE": 0.1}}
+    with db.write() as session:
+        repository.record_outcomes(
+            session,
+            claim_token=held.token,
+            outcomes=[Outcome(i.id, result=negative | {"category": "billing"}) for i in held.items],
+        )
+    waiting = client.get(f"/v1/jobs/{job['id']}").json()
+    assert waiting["insights"]["status"] == "summarizing"
+    assert {key: waiting["queue"][key] for key in ("task", "model", "workers", "items_left")} == {
+        "task": "summarize",
+        "model": api_settings.summarization_model,
+        "workers": 0,
+        "items_left": 1,
+    }

@@ -1,8 +1,11 @@
 import base64
 import uuid
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
+
+from shared.models import Worker, utcnow
 
 
 def submit(client, task="sentiment", texts=("a",)):
@@ -143,8 +146,10 @@ def test_an_unfinished_job_shows_its_place_in_the_queue(client, db):
     assert [places[n]["items_ahead"] for n in ("urgent", "older", "newer")] == [0, 1, 4]
     assert places["older"]["items_left"] == 3
     assert places["newer"]["estimated_finish_at"] is None, "nothing has run: no pace yet"
-
     model = client.app.state.settings.sentiment_model
+    assert (places["older"]["task"], places["older"]["model"]) == ("sentiment", model)
+    assert places["older"]["workers"] == 0, "no worker has started"
+
     held = claim(db, model=model, max_items=1)
     with db.write() as session:
         repository.record_outcomes(
@@ -158,6 +163,40 @@ def test_an_unfinished_job_shows_its_place_in_the_queue(client, db):
     assert client.get("/v1/jobs").json()["items"][0]["queue"] is None, "listing stays cheap"
     finished = client.get(f"/v1/jobs/{urgent['id']}").json()
     assert finished["status"] == "succeeded" and finished["queue"] is None
+
+
+def test_the_queue_counts_the_live_workers_serving_the_jobs_model(client, db):
+    from shared import worker_registry
+
+    model = client.app.state.settings.sentiment_model
+    job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": ["a"]}}).json()
+    with db.write() as session:
+        for name, serves in [
+            ("serving", {"sentiment": {"model": model}}),
+            ("another-model", {"sentiment": {"model": "other/model"}}),
+            ("another-task", {"summarize": {"model": model}}),
+            ("dead", {"sentiment": {"model": model}}),
+        ]:
+            worker_registry.register_worker(
+                session, name=name, device="cpu", dtype="float32", models=serves
+            )
+        session.execute(
+            update(Worker)
+            .where(Worker.name == "dead")
+            .values(last_seen_at=utcnow() - timedelta(hours=1))
+        )
+    assert client.get(f"/v1/jobs/{job['id']}").json()["queue"]["workers"] == 1
+
+
+def test_the_cli_says_when_no_worker_serves_a_job(client, capsys):
+    from shared.schemas import JobRead
+    from textq.client_commands import _print_job
+
+    job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": ["a"]}}).json()
+    _print_job(JobRead.model_validate(client.get(f"/v1/jobs/{job['id']}").json()), False)
+    model = client.app.state.settings.sentiment_model
+    said = capsys.readouterr().out.splitlines()
+    assert said[-1] == f"waiting: no worker runs sentiment with {model} yet"
 
 
 def test_a_deleted_job_is_gone_and_an_expired_one_says_so(client, db):

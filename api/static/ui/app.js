@@ -96,6 +96,7 @@ function progressLine(job) {
   if (p.errored) line += ` (${p.errored.toLocaleString()} failed)`;
   if (p.chunks.total) line += ` · ${p.chunks.done} of ${p.chunks.total} chunks`;
   if (job.queue && ACTIVE.has(job.status)) {
+    if (job.queue.workers === 0) line += ` · waiting: no worker runs ${job.queue.model} yet`;
     if (job.queue.items_per_s) line += ` · ${rate(job.queue.items_per_s)} items/s`;
     if (job.queue.estimated_finish_at) {
       line += ` · about ${seconds(new Date(), job.queue.estimated_finish_at)} left`;
