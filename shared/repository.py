@@ -757,11 +757,15 @@ def _claimable(candidates: Sequence[Any], max_tokens: int, *, max_attempts: int)
 
 
 def renew_lease(session: Session, *, claim_token: uuid.UUID, lease_s: float) -> int:
-    """Push back the lease expiry of a claim's unfinished items; return how many."""
+    """Push back the lease expiry of a claim's unfinished items; return how many.
+
+    The new expiry is read on the lease clock that claims and expiry use, never the worker's
+    own: a worker whose clock is behind the database's would otherwise renew into the past.
+    """
     result = session.execute(
         update(JobItem)
         .where(JobItem.claim_token == claim_token, JobItem.status == ItemStatus.RUNNING.value)
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+        .values(lease_expires_at=_lease_clock(session) + timedelta(seconds=lease_s))
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 

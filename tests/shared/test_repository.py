@@ -1,6 +1,8 @@
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
@@ -131,6 +133,21 @@ def test_a_renewed_lease_does_not_expire(db):
     with db.write() as session:
         repository.renew_lease(session, claim_token=claimed.token, lease_s=60)
     time.sleep(0.1)
+    with db.write() as session:
+        assert repository.expire_leases(session, max_attempts=3).repended == 0
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+def test_a_lease_renewed_by_a_worker_whose_clock_is_behind_still_holds(db, monkeypatch):
+    """Leases run on the database server's clock (SQLite has one machine, so one clock): a
+    worker whose clock is an hour behind must not renew its lease into the past."""
+    make_job(db, texts=["a"])
+    claimed = claim(db, lease_s=60)
+    behind = datetime.now(UTC) - timedelta(hours=1)
+    monkeypatch.setattr(repository, "utcnow", lambda: behind)
+    with db.write() as session:
+        assert repository.renew_lease(session, claim_token=claimed.token, lease_s=60) == 1
+    monkeypatch.undo()
     with db.write() as session:
         assert repository.expire_leases(session, max_attempts=3).repended == 0
 
