@@ -52,9 +52,31 @@ class JobTimeout(TimeoutError):
         super().__init__(f"job {job.id} still {job.status.value} after the timeout")
 
 
+class InvalidApiKey(ValueError):
+    """The API key has a character no HTTP header can carry (say, a pasted placeholder)."""
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
+    """Return the Authorization header for a key (`api_key`, else TEXTQ_API_KEY), if any.
+
+    Raises InvalidApiKey, naming the first character and its position, for a key that is
+    not printable ASCII without spaces: httpx would only fail later, at the first request,
+    with a UnicodeEncodeError that does not say which setting is wrong.
+    """
+    source = "api_key" if api_key is not None else "TEXTQ_API_KEY"
     key = api_key if api_key is not None else os.environ.get("TEXTQ_API_KEY")
-    return {"Authorization": f"Bearer {key}"} if key else {}
+    if not key:
+        return {}
+    for position, char in enumerate(key):
+        if "!" <= char <= "~":
+            continue
+        what = "a space" if char == " " else f"{char!r} (U+{ord(char):04X})"
+        raise InvalidApiKey(
+            f"{source} cannot be sent in an HTTP header: it has {what} at position "
+            f"{position}; a textq key is printable ASCII, tq_ and two parts, as "
+            "`textq keys create` prints it"
+        )
+    return {"Authorization": f"Bearer {key}"}
 
 
 def _job_body(

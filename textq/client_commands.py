@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from shared.schemas import JobInsights
-from textq.client import Client, Job, JobTimeout, TextqError, is_finished
+from textq.client import Client, InvalidApiKey, Job, JobTimeout, TextqError, is_finished
 from textq.failing import fail
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="TEXTQ_URL", help="The textq server.")]
@@ -66,7 +66,7 @@ def _client(url: str, api_key: str | None) -> Iterator[Client]:
     try:
         with Client(url, api_key=api_key or "", retries=3) as client:
             yield client
-    except TextqError as error:
+    except (TextqError, InvalidApiKey) as error:
         raise fail(str(error)) from None
     except JobTimeout as error:
         raise fail(str(error)) from None
