@@ -429,7 +429,8 @@ def job_waited_for(session: Session, job: Job) -> Job:
 
 def queue_place(session: Session, job: Job) -> QueuePlace:
     """Return the items ahead of a job (higher priority, or its priority and older), its
-    unfinished items, and how many items of its task finished per second lately."""
+    unfinished items, and how many items of its task and model finished per second lately
+    (0 while no pace is known)."""
     ahead = session.scalar(
         select(func.count())
         .select_from(JobItem)
@@ -449,15 +450,39 @@ def queue_place(session: Session, job: Job) -> QueuePlace:
             JobItem.status.in_(_values({ItemStatus.PENDING, ItemStatus.RUNNING})),
         )
     )
-    since = utcnow() - timedelta(seconds=THROUGHPUT_WINDOW_S)
-    finished = session.scalar(
-        select(func.count()).where(JobItem.task == job.task, JobItem.finished_at > since)
-    )
     return QueuePlace(
-        items_ahead=ahead or 0,
-        items_left=left or 0,
-        items_per_s=(finished or 0) / THROUGHPUT_WINDOW_S,
+        items_ahead=ahead or 0, items_left=left or 0, items_per_s=_recent_pace(session, job)
     )
+
+
+def _recent_pace(session: Session, job: Job) -> float:
+    """Return items of the job's task and model workers finished per second lately, or 0.
+
+    Measured between the first and the last batch that finished in the window, so a worker
+    that started seconds ago is not taken for one that idled most of it. Items no worker
+    ran (cache hits, rows refused at upload) do not count. One batch alone gives no pace.
+    """
+    since = utcnow() - timedelta(seconds=THROUGHPUT_WINDOW_S)
+    ran = (
+        select(JobItem.finished_at)
+        .join(Job, Job.id == JobItem.job_id)
+        .where(
+            JobItem.task == job.task,
+            JobItem.finished_at > since,
+            JobItem.claimed_by.is_not(None),
+            Job.model == job.model,
+        )
+        .subquery()
+    )
+    count, first, last = session.execute(
+        select(func.count(), func.min(ran.c.finished_at), func.max(ran.c.finished_at))
+    ).one()
+    if not count or first is None or last is None or last <= first:
+        return 0.0
+    in_first_batch = session.scalar(
+        select(func.count()).select_from(ran).where(ran.c.finished_at == first)
+    )
+    return (count - (in_first_batch or 0)) / (last - first).total_seconds()
 
 
 def list_jobs(

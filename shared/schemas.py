@@ -343,9 +343,13 @@ class QueueRead(BaseModel):
         description="Items of higher priority, or of its priority and submitted earlier."
     )
     items_left: int = Field(description="This job's items (and chunks) not finished yet.")
-    items_per_s: float = Field(description="Items of this task finished per second, last minute.")
+    items_per_s: float = Field(
+        description="Items of this task and model workers finished per second lately, "
+        "between the first and last batch of the last minute (0: no pace known yet)."
+    )
     estimated_finish_at: datetime | None = Field(
-        description="When the job should finish at that pace (null when nothing has run lately)."
+        description="When the job should finish at that pace (null while no pace is known "
+        "or no live worker serves it)."
     )
 
 

@@ -147,9 +147,11 @@ def _queue_of(db: Database, job: Job, sweep_interval_s: float) -> QueueRead:
             session, task=waited.task, model=waited.model, sweep_interval_s=sweep_interval_s
         )
     remaining = place.items_ahead + place.items_left
+    # An ETA needs a known pace and a live worker to keep it: a pace measured before the
+    # last worker died says nothing about when the job will run.
     eta = (
         utcnow() + timedelta(seconds=remaining / place.items_per_s)
-        if place.items_per_s > 0
+        if place.items_per_s > 0 and workers > 0
         else None
     )
     return QueueRead(

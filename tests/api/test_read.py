@@ -129,9 +129,6 @@ def test_cancelling_a_queued_job_then_again(client):
 
 
 def test_an_unfinished_job_shows_its_place_in_the_queue(client, db):
-    from shared import repository
-    from tests.factories import claim
-
     older = client.post(
         "/v1/jobs", json={"task": "sentiment", "input": {"texts": ["a", "b", "c"]}}
     ).json()
@@ -150,6 +147,38 @@ def test_an_unfinished_job_shows_its_place_in_the_queue(client, db):
     assert (places["older"]["task"], places["older"]["model"]) == ("sentiment", model)
     assert places["older"]["workers"] == 0, "no worker has started"
 
+    serve(db, model)
+    for _ in range(2):  # a pace needs two batches: the time between them
+        finish_one(db, model)
+    place = client.get(f"/v1/jobs/{newer['id']}").json()["queue"]
+    assert place["items_ahead"] == 2 and place["items_per_s"] > 0
+    assert place["estimated_finish_at"] is not None
+    assert client.get("/v1/jobs").json()["items"][0]["queue"] is None, "listing stays cheap"
+    finished = client.get(f"/v1/jobs/{urgent['id']}").json()
+    assert finished["status"] == "succeeded" and finished["queue"] is None
+
+
+def serve(db, model, *, name="serving", seen_ago_s=0.0):
+    """Register a worker serving sentiment with `model`, last seen `seen_ago_s` ago."""
+    from shared import worker_registry
+
+    with db.write() as session:
+        serves = {"sentiment": {"model": model}}
+        worker_registry.register_worker(
+            session, name=name, device="cpu", dtype="float32", models=serves
+        )
+        session.execute(
+            update(Worker)
+            .where(Worker.name == name)
+            .values(last_seen_at=utcnow() - timedelta(seconds=seen_ago_s))
+        )
+
+
+def finish_one(db, model):
+    """Claim and finish one pending sentiment item of `model`, as a worker's batch does."""
+    from shared import repository
+    from tests.factories import claim
+
     held = claim(db, model=model, max_items=1)
     with db.write() as session:
         repository.record_outcomes(
@@ -157,12 +186,28 @@ def test_an_unfinished_job_shows_its_place_in_the_queue(client, db):
             claim_token=held.token,
             outcomes=[repository.Outcome(held.items[0].id, result={"label": "X"})],
         )
-    place = client.get(f"/v1/jobs/{newer['id']}").json()["queue"]
-    assert place["items_ahead"] == 3 and place["items_per_s"] > 0
-    assert place["estimated_finish_at"] is not None
-    assert client.get("/v1/jobs").json()["items"][0]["queue"] is None, "listing stays cheap"
-    finished = client.get(f"/v1/jobs/{urgent['id']}").json()
-    assert finished["status"] == "succeeded" and finished["queue"] is None
+
+
+def test_no_pace_and_no_eta_until_they_can_be_known(client, db):
+    model = client.app.state.settings.sentiment_model
+    job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": list("abcd")}})
+    url = f"/v1/jobs/{job.json()['id']}"
+    serve(db, model)
+    finish_one(db, model)
+    queue = client.get(url).json()["queue"]
+    # One batch has finished: a rate over the last minute would be 1/60 per second and
+    # promise three minutes for what takes seconds. No pace is known yet, so no ETA.
+    assert (queue["items_left"], queue["items_per_s"], queue["estimated_finish_at"]) == (3, 0, None)
+
+    finish_one(db, model)
+    queue = client.get(url).json()["queue"]
+    assert queue["items_per_s"] > 1, "two batches a moment apart: a fast pace"
+    assert queue["estimated_finish_at"] is not None
+
+    serve(db, model, seen_ago_s=3600)  # the only worker died
+    queue = client.get(url).json()["queue"]
+    assert queue["workers"] == 0 and queue["items_per_s"] > 0
+    assert queue["estimated_finish_at"] is None, "nothing can run it: no ETA"
 
 
 def test_the_queue_counts_the_live_workers_serving_the_jobs_model(client, db):
