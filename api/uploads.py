@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
+from shared.blank import describe_blank, is_blank
 from shared.errors import TextqError
 
 if TYPE_CHECKING:
@@ -418,8 +419,8 @@ def _check(value: str, max_chars: int, label: str, what: str = "text") -> str | 
     """Return what is wrong with a row's text (or id), or None."""
     if not value.isascii() and _SURROGATE.search(value):
         return f"the {what} is not valid {label}"
-    if not value or value.isspace():
-        return f"the {what} is only whitespace" if value else f"the {what} is empty"
+    if is_blank(value):
+        return f"the {what} is {describe_blank(value)}"
     if len(value) > max_chars:
         return f"the {what} is {len(value):,} characters; the limit is {max_chars:,}"
     if "\x00" in value:

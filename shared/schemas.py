@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.blank import blank_problem, is_blank
 from shared.states import TASK_ALIASES, JobStatus, Task
 
 
@@ -87,8 +88,8 @@ class SentimentOptions(Strict):
         seen: dict[str, int] = {}
         for position, raw in enumerate(categories):
             name = raw.strip()
-            if not name:
-                raise ValueError(f"categories[{position}] must not be empty or only whitespace")
+            if is_blank(name):
+                raise ValueError(blank_problem(f"categories[{position}]", name))
             if len(name) > MAX_CATEGORY_CHARS:
                 raise ValueError(
                     f"categories[{position}] is {len(name)} characters; the limit is "
@@ -144,8 +145,8 @@ OPTIONS_BY_TASK: dict[Task, type[Strict]] = {
 
 def check_text(text: str, info: ValidationInfo, *, document: bool = False) -> str:
     """Reject an empty text, one over the configured size, or one no database can store."""
-    if not text.strip():
-        raise ValueError("text must not be empty or only whitespace")
+    if is_blank(text):
+        raise ValueError(blank_problem("text", text))
     if "\x00" in text:
         raise ValueError(f"text contains a NUL character at position {text.index(chr(0))}")
     try:
