@@ -16,7 +16,7 @@ from shared import repository
 from shared.celery_app import Doorbell
 from shared.config import Settings
 from shared.db import Database
-from shared.destinations import parse_networks, safe_addresses
+from shared.destinations import allowed_networks, safe_addresses
 from shared.errors import JobNotFound, TooManyActiveJobs
 from shared.insights import Summarizer
 from shared.logs import bind
@@ -163,5 +163,5 @@ def checked_webhook(webhook: WebhookSettings | None, settings: Settings) -> Webh
     """Return the job's webhook once its URL is known to be safe to send to, or raise 422."""
     if webhook is None:
         return None
-    safe_addresses(webhook.url, allowed=parse_networks(settings.webhook_allowed_networks))
+    safe_addresses(webhook.url, allowed=allowed_networks(settings))
     return Webhook(url=webhook.url, events=list(dict.fromkeys(webhook.events)))

@@ -10,13 +10,20 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from shared.errors import TextqError
 
+if TYPE_CHECKING:
+    from shared.config import Settings
+
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], list[str]]
+
+# What the embedded default opens besides TEXTQ_WEBHOOK_ALLOWED_NETWORKS.
+LOOPBACK_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 # Cloud metadata services that are not all inside the ranges `is_global` already refuses.
 METADATA_ADDRESSES = {
@@ -40,6 +47,21 @@ def parse_networks(spec: str) -> list[IpNetwork]:
     return [
         ipaddress.ip_network(part.strip(), strict=False) for part in spec.split(",") if part.strip()
     ]
+
+
+def allowed_networks(settings: Settings) -> list[IpNetwork]:
+    """Return the non-public networks webhooks may go to under these settings.
+
+    TEXTQ_WEBHOOK_ALLOWED_NETWORKS, plus loopback on the embedded default (the SQLite file
+    and no API key): its API listens on loopback only and everything runs on one machine,
+    so whoever can submit a job can reach loopback already, and a receiver tried there
+    (the README's) must work without a restart. Postgres, or keys, means a shared service:
+    loopback is then refused unless the setting opens it.
+    """
+    networks = parse_networks(settings.webhook_allowed_networks)
+    if settings.database_url is None and not settings.requires_api_key:
+        networks.extend(LOOPBACK_NETWORKS)
+    return networks
 
 
 def system_resolver(host: str, port: int) -> list[str]:

@@ -29,7 +29,7 @@ from shared.destinations import (
     IpAddress,
     Resolver,
     UnsafeWebhookUrl,
-    parse_networks,
+    allowed_networks,
     safe_addresses,
     system_resolver,
 )
@@ -132,7 +132,7 @@ class WebhookSender:
             # so a DNS answer that changed since submit cannot point it inward.
             addresses = safe_addresses(
                 url,
-                allowed=parse_networks(self.settings.webhook_allowed_networks),
+                allowed=allowed_networks(self.settings),
                 resolver=self.resolver,
             )
         except UnsafeWebhookUrl as error:

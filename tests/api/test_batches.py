@@ -102,7 +102,7 @@ def test_a_gzip_csv_is_read(client):
         (b"text\nfine\n", {"task": "translate"}, 422, "unknown task"),
         (b"text\nfine\n", {"options": "{not json"}, 400, "options field"),
         (b"text\nfine\n", {"options": '{"max_length": 5}'}, 422, "max_length"),
-        (b"text\nfine\n", {"webhook_url": "http://127.0.0.1:9/hook"}, 422, "webhook_url"),
+        (b"text\nfine\n", {"webhook_url": "http://10.0.0.1:9/hook"}, 422, "webhook_url"),
     ],
     ids=[
         "empty file",

@@ -2,7 +2,13 @@
 
 import pytest
 
-from shared.destinations import UnsafeWebhookUrl, parse_networks, safe_addresses
+from shared.config import Settings
+from shared.destinations import (
+    UnsafeWebhookUrl,
+    allowed_networks,
+    parse_networks,
+    safe_addresses,
+)
 
 
 def resolving_to(*addresses):
@@ -67,3 +73,45 @@ def test_a_host_that_does_not_resolve_is_refused():
 
     with pytest.raises(UnsafeWebhookUrl, match="does not resolve"):
         safe_addresses("https://nowhere.invalid/x", allowed=[], resolver=fails)
+
+
+LOOPBACK_RECEIVER = "http://127.0.0.1:8080/"
+
+
+def test_the_embedded_default_sends_to_loopback_and_nothing_else_inward():
+    # `textq up` with no key: its API listens on loopback only, so whoever submits is on
+    # this machine already and may try the README's receiver there.
+    embedded = Settings(database_url=None, auth="auto")
+    for address in ("127.0.0.1", "::1"):
+        found = safe_addresses(
+            LOOPBACK_RECEIVER, allowed=allowed_networks(embedded), resolver=resolving_to(address)
+        )
+        assert [str(a) for a in found] == [address]
+    for address in ("10.0.0.1", "169.254.169.254", "192.168.1.1"):
+        with pytest.raises(UnsafeWebhookUrl):
+            safe_addresses(
+                LOOPBACK_RECEIVER,
+                allowed=allowed_networks(embedded),
+                resolver=resolving_to(address),
+            )
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Settings(database_url="postgresql+psycopg://db/textq"),
+        Settings(database_url=None, auth="required"),
+        Settings(database_url="postgresql+psycopg://db/textq", auth="off"),
+    ],
+    ids=["postgres", "sqlite-with-keys", "postgres-without-keys"],
+)
+def test_every_other_mode_refuses_loopback_unless_the_setting_allows_it(settings):
+    with pytest.raises(UnsafeWebhookUrl, match="loopback"):
+        safe_addresses(
+            LOOPBACK_RECEIVER, allowed=allowed_networks(settings), resolver=resolving_to("::1")
+        )
+    opened = settings.model_copy(update={"webhook_allowed_networks": "127.0.0.0/8"})
+    found = safe_addresses(
+        LOOPBACK_RECEIVER, allowed=allowed_networks(opened), resolver=resolving_to("127.0.0.1")
+    )
+    assert [str(a) for a in found] == ["127.0.0.1"]
