@@ -87,10 +87,10 @@ class UploadTooLarge(TextqError):
 class UploadRow:
     """One data row: its text, or the error that keeps it from running."""
 
-    index: int  # 0-based data row number; blank lines are not rows
-    custom_id: str  # the id column's value, or str(index + 1) when there is no id column
+    index: int  # 0-based data row number, the `index` of its result; blank lines are not rows
+    custom_id: str | None  # the id column's value; None without one (the index names the row)
     text: str | None  # None when the row has an error
-    error: str | None  # "row N: ...", N = index + 1
+    error: str | None  # "index I (line L of the file): ...", L where the row starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +103,7 @@ class UploadFormat:
     delimiter: str | None  # CSV only
 
 
-_Parsed = tuple[str, str | None, str | None]  # custom_id, text, problem
+_Parsed = tuple[str | None, str | None, str | None]  # custom_id, text, problem
 
 
 class _LineTooLong(Exception):
@@ -150,10 +150,14 @@ class _Stream(io.RawIOBase):
 
 
 class _Lines:
-    """Iterate lines of at most `limit` characters; a longer one raises _LineTooLong."""
+    """Iterate lines of at most `limit` characters; a longer one raises _LineTooLong.
+
+    `count` is how many lines of the file were read so far (a too-long one counts once).
+    """
 
     def __init__(self, text: io.TextIOWrapper, limit: int) -> None:
         self._readline, self._limit = text.readline, limit
+        self.count = 0
 
     def __iter__(self) -> _Lines:
         return self
@@ -162,6 +166,7 @@ class _Lines:
         line = self._readline(self._limit)
         if not line:
             raise StopIteration
+        self.count += 1
         if len(line) == self._limit and line[-1] not in "\r\n":
             rest = line
             while len(rest) == self._limit and rest[-1] not in "\r\n":  # skip the rest of it
@@ -214,7 +219,7 @@ def open_upload(
     else:
         delimiter = None
         parse = _jsonl_parser(text_column or "text", id_column, max_text_chars, label)
-        rows = _rows(lines, parse, label)
+        rows = _rows(lines, parse, label, lines)
     first_row = next(rows, None)
     if first_row is None:
         what = "a header but no rows" if kind == "csv" else "no rows, only blank lines"
@@ -315,18 +320,18 @@ def _csv_rows(
             mismatch = f"{len(fields)} field{'s' * (len(fields) != 1)}; the header has {width}"
             if len(fields) > width:
                 mismatch += f" (quote a field that contains {delimiter!r})"
-            return str(index + 1), None, mismatch
+            return None, None, mismatch
         text = fields[text_at]
         problem = _check(text, max_chars, label)
         if problem and not text and not any(fields):
             return None
         if id_at is None:
-            return str(index + 1), text, problem
+            return None, text, problem
         if id_problem := _check(fields[id_at], MAX_ID_CHARS, label, "id"):
-            return str(index + 1), None, id_problem  # a bad id cannot be stored either
+            return None, None, id_problem  # a bad id cannot be stored either
         return fields[id_at], text, problem
 
-    return _rows(reader, parse, label)
+    return _rows(reader, parse, label, lines)
 
 
 def _column(header: list[str], names: list[str], wanted: str, what: str, delimiter: str) -> int:
@@ -344,11 +349,16 @@ def _column(header: list[str], names: list[str], wanted: str, what: str, delimit
 
 
 def _rows(
-    items: Iterator[Any], parse: Callable[[Any, int], _Parsed | None], label: str
+    items: Iterator[Any], parse: Callable[[Any, int], _Parsed | None], label: str, lines: _Lines
 ) -> Iterator[UploadRow]:
-    """Number the parsed rows, skip blank ones, and turn a bad line into an error row."""
+    """Number the parsed rows, skip blank ones, and turn a bad line into an error row.
+
+    A row's error names it the way everything else does, by the `index` its result has,
+    and adds the line of the file where it starts, to find it in an editor.
+    """
     index = 0
     while True:
+        line = lines.count + 1  # rows start on the line after the last one read
         try:
             item = next(items)
         except StopIteration:
@@ -356,19 +366,21 @@ def _rows(
         except UnicodeError as error:  # what surrogateescape cannot carry: UTF-16 cut short
             raise UploadNotReadable(f"The file is not valid {label}: {error}.") from None
         except _LineTooLong as error:
-            parsed: _Parsed = str(index + 1), None, str(error)
+            parsed: _Parsed = None, None, str(error)
         except csv.Error as error:
             message = f"not valid CSV: {error}"
             if "field limit" in str(error):
                 message = f"a field is over {csv.field_size_limit():,} characters (a stray quote?)"
-            parsed = str(index + 1), None, message
+            parsed = None, None, message
         else:
             if (result := parse(item, index)) is None:
                 continue
             parsed = result
         custom_id, text, problem = parsed
         if problem:
-            yield UploadRow(index, custom_id, None, f"row {index + 1}: {problem}")
+            yield UploadRow(
+                index, custom_id, None, f"index {index} (line {line} of the file): {problem}"
+            )
         else:
             yield UploadRow(index, custom_id, text, None)
         index += 1
@@ -380,7 +392,7 @@ def _jsonl_parser(
     """Return the parser of one JSONL line: its custom_id, text and problem."""
 
     def parse(line: str, index: int) -> _Parsed | None:
-        custom_id = str(index + 1)
+        custom_id: str | None = None
         if line.isspace():
             return None
         if not line.isascii() and _SURROGATE.search(line):

@@ -24,12 +24,15 @@ class FinishedPart:
 
 
 def first_failure(parts: Sequence[FinishedPart]) -> str | None:
-    """Return the message for a text whose chunk failed, or None if every chunk succeeded."""
+    """Return the message for a text whose chunk failed, or None if every chunk succeeded.
+
+    The chunk is named by its `index`, as the results' `chunks` list it (from 0).
+    """
     for part in parts:
         if part.error is not None or part.result is None:
             return (
-                f"chunk {part.index + 1} of {len(parts)} (characters {part.start}-{part.end}) "
-                f"failed: {part.error or 'no result'}"
+                f"chunk index {part.index} (of {len(parts)} chunks; characters "
+                f"{part.start}-{part.end}) failed: {part.error or 'no result'}"
             )
     return None
 

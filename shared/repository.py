@@ -175,7 +175,7 @@ class FileRow:
     """A row of an uploaded file: its text, or the error that keeps it from running."""
 
     index: int
-    custom_id: str
+    custom_id: str | None  # None: the row has no id of its own; its index names it
     text: str | None
     error: str | None
 
@@ -324,21 +324,23 @@ def _fail_duplicate_ids(session: Session, job_id: uuid.UUID) -> int:
             JobItem.custom_id,
             func.min(JobItem.idx).over(partition_by=JobItem.custom_id).label("first_idx"),
         )
-        # Rows that already failed may carry their row number for want of a readable id.
+        # Rows that already failed may carry no readable id; rows without ids repeat none.
         .where(
             JobItem.job_id == job_id,
             JobItem.parent_id.is_(None),
             JobItem.status == ItemStatus.PENDING.value,
+            JobItem.custom_id.is_not(None),
         )
         .subquery()
     )
+    # Rows are named by the `index` of their results, as the upload's own row errors are.
     message = (
-        "row "
-        + cast(first.c.idx + 1, Text)
+        "index "
+        + cast(first.c.idx, Text)
         + ": custom_id "
         + first.c.custom_id
-        + " is already used by row "
-        + cast(first.c.first_idx + 1, Text)
+        + " is already used by index "
+        + cast(first.c.first_idx, Text)
     )
     result = session.execute(
         update(JobItem)

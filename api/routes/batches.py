@@ -21,7 +21,7 @@ from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
 from shared.models import Job
 from shared.repository import Webhook
-from shared.schemas import FILE_PRIORITY, OPTIONS_BY_TASK, JobRead, WebhookSettings
+from shared.schemas import FILE_PRIORITY, JobRead, WebhookSettings, validate_options
 from shared.states import TASK_ALIASES, Task
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=API_KEY_SCHEMES)
@@ -137,8 +137,11 @@ async def create_batch(
                 "format": file_format.kind,
                 "encoding": file_format.encoding,
                 "compressed": file_format.compressed,
+                # The columns actually read: JSONL rows take their ids from `custom_id`
+                # unless the form names another key.
                 "text_column": fields.get("text_column") or "text",
-                "id_column": fields.get("id_column") or None,
+                "id_column": fields.get("id_column")
+                or ("custom_id" if file_format.kind == "jsonl" else None),
             }
             return repository.create_file_job(
                 session,
@@ -228,7 +231,6 @@ def _task_and_options(fields: dict[str, str]) -> tuple[Task, dict[str, Any]]:
     raw_options = fields.get("options") or "{}"
     options = parse_json(raw_options, what="The options field")
     try:
-        model = OPTIONS_BY_TASK[task].model_validate(options)
+        return task, validate_options(task, options)
     except ValidationError as error:
         raise invalid_request(error) from None
-    return task, model.model_dump(exclude_defaults=True)

@@ -50,7 +50,7 @@ def test_a_csv_becomes_one_job_with_a_row_per_line(client, api_settings):
         ("T1", "error"),
     ]
     assert "only whitespace" in rows[2].error
-    assert rows[3].error == "row 4: custom_id T1 is already used by row 1"
+    assert rows[3].error == "index 3: custom_id T1 is already used by index 0"
     assert len(published(api_settings, Task.SENTIMENT)) == 1
 
 
@@ -63,15 +63,33 @@ def test_jsonl_in_batch_style_with_a_line_that_is_not_json(client):
     rows = results(client, response.json()["id"])
     assert [(r.custom_id, r.status) for r in rows] == [
         ("a", "pending"),
-        ("2", "error"),
+        (None, "error"),
         ("c", "pending"),
     ]
-    assert rows[1].error.startswith("row 2: ")
+    assert rows[1].error.startswith("index 1 (line 2 of the file): ")
+    assert response.json()["input"]["id_column"] == "custom_id", "the key it read ids from"
+    named = upload(client, b'{"key": "k", "text": "fine"}\n', name="f.jsonl", id_column="key")
+    assert named.json()["input"]["id_column"] == "key"
 
 
-def test_rows_without_an_id_column_are_numbered(client):
+def test_rows_without_an_id_column_have_no_id_but_their_index(client):
     response = upload(client, b"text\nfirst\nsecond\n")
-    assert [r.custom_id for r in results(client, response.json()["id"])] == ["1", "2"]
+    assert response.json()["input"]["id_column"] is None
+    rows = results(client, response.json()["id"])
+    assert [(r.index, r.custom_id) for r in rows] == [(0, None), (1, None)]
+    jsonl = upload(client, b'{"text": "a"}\n{"text": "b"}\n', name="f.jsonl")
+    assert jsonl.status_code == 202, "rows without ids are not duplicates of each other"
+    assert [r.status for r in results(client, jsonl.json()["id"])] == ["pending", "pending"]
+
+
+def test_a_row_error_names_the_index_its_result_has_and_the_line_it_starts_on(client):
+    # A blank line and a quoted line break: index and line part ways, and both are named.
+    content = b'text\nfirst\n\n"two\nlines"\n   \n'
+    response = upload(client, content)
+    rows = results(client, response.json()["id"])
+    assert [r.index for r in rows] == [0, 1, 2]
+    assert rows[2].status == "error"
+    assert rows[2].error.startswith("index 2 (line 6 of the file): the text is ")
 
 
 def test_utf16_and_declared_latin1_files_are_decoded(client):
@@ -101,7 +119,13 @@ def test_a_gzip_csv_is_read(client):
         (gzip.compress(b"text\n" + b"spam\n" * 600_000), {}, 413, "limit"),
         (b"text\nfine\n", {"task": "translate"}, 422, "unknown task"),
         (b"text\nfine\n", {"options": "{not json"}, 400, "options field"),
-        (b"text\nfine\n", {"options": '{"max_length": 5}'}, 422, "max_length"),
+        (
+            b"text\nfine\n",
+            {"options": '{"max_length": 5}'},
+            422,
+            "options.max_length: unknown sentiment option 'max_length'; the sentiment options "
+            "are: categories, insights",
+        ),
         (b"text\nfine\n", {"webhook_url": "http://10.0.0.1:9/hook"}, 422, "webhook_url"),
     ],
     ids=[

@@ -88,7 +88,9 @@ def test_a_feedback_file_runs_and_its_results_stream_back_in_order(http):
     assert [r["index"] for r in records] == list(range(302))
     assert [r["custom_id"] for r in records[:300]] == [f"T-{n:04d}" for n in range(300)]
     assert all(r["label"] in job["labels"] and r["error"] is None for r in records[:300])
-    assert records[300]["error"].startswith("row 301: custom_id T-0000 is already used by row 1")
+    assert records[300]["error"].startswith(
+        "index 300: custom_id T-0000 is already used by index 0"
+    )
     assert "whitespace" in records[301]["error"]
 
     table = http.get(f"/v1/jobs/{job['id']}/results", params={"format": "csv"})

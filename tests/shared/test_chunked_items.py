@@ -125,7 +125,9 @@ def test_a_failed_chunk_fails_its_text_with_where_it_was(db):
     )
     finished = job_of(db, job.id)
     assert finished.status == JobStatus.FAILED
-    assert item(db, first.items[0].id).error == "chunk 2 of 2 (characters 200-400) failed: boom"
+    assert item(db, first.items[0].id).error == (
+        "chunk index 1 (of 2 chunks; characters 200-400) failed: boom"
+    ), "named by the index the results' chunks have"
 
 
 def test_the_last_chunks_finishing_at_once_advance_their_text_exactly_once(db):

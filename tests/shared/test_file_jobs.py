@@ -43,14 +43,14 @@ def test_rows_are_stored_in_order_with_their_ids_and_errors(db):
         db,
         [
             FileRow(0, "a-1", "great phone", None),
-            FileRow(1, "a-2", None, "row 2: the text is empty"),
+            FileRow(1, "a-2", None, "index 1 (line 3 of the file): the text is empty"),
             FileRow(2, "a-3", "it broke", None),
         ],
     )
     assert (job.total_items, job.error_items, job.status) == (3, 1, JobStatus.QUEUED)
     assert [(o.index, o.custom_id, o.status, o.error) for o in outcomes(db, job.id)] == [
         (0, "a-1", "pending", None),
-        (1, "a-2", "error", "row 2: the text is empty"),
+        (1, "a-2", "error", "index 1 (line 3 of the file): the text is empty"),
         (2, "a-3", "pending", None),
     ]
     assert stored(db) == (1, 3)
@@ -69,13 +69,22 @@ def test_a_repeated_custom_id_is_an_error_on_every_later_row(db):
     assert job.error_items == 2
     errors = {o.index: o.error for o in outcomes(db, job.id) if o.error}
     assert errors == {
-        2: "row 3: custom_id x is already used by row 1",
-        3: "row 4: custom_id x is already used by row 1",
+        2: "index 2: custom_id x is already used by index 0",
+        3: "index 3: custom_id x is already used by index 0",
     }
 
 
+def test_rows_without_ids_of_their_own_are_no_duplicates(db):
+    job = create(db, [FileRow(0, None, "one", None), FileRow(1, None, "two", None)])
+    assert job.error_items == 0
+    assert [(o.custom_id, o.status) for o in outcomes(db, job.id)] == [
+        (None, "pending"),
+        (None, "pending"),
+    ]
+
+
 def test_a_file_whose_every_row_failed_is_a_failed_job_at_once(db):
-    job = create(db, [FileRow(0, "1", None, "row 1: the text is empty")])
+    job = create(db, [FileRow(0, None, None, "index 0 (line 2 of the file): the text is empty")])
     with db.read() as session:
         assert session.get(Job, job.id).status == JobStatus.FAILED
 

@@ -74,10 +74,10 @@ def test_the_exceptions_are_problems_with_their_status():
 # --- CSV --------------------------------------------------------------------------------------
 
 
-def test_a_csv_reads_into_numbered_rows_with_row_numbers_as_ids():
+def test_a_csv_reads_into_numbered_rows_without_ids_of_their_own():
     upload_format, rows = read(b"text\nI love it\nmeh\n", filename="feedback.csv")
     assert upload_format == UploadFormat("csv", "utf-8", False, ",")
-    assert rows == [UploadRow(0, "1", "I love it", None), UploadRow(1, "2", "meh", None)]
+    assert rows == [UploadRow(0, None, "I love it", None), UploadRow(1, None, "meh", None)]
 
 
 def test_the_id_column_gives_each_row_its_id():
@@ -122,49 +122,59 @@ def test_crlf_line_endings_are_not_part_of_the_text():
 
 def test_blank_lines_and_spreadsheet_padding_are_not_rows():
     rows = read(b"id,text\n\n1,a\n\r\n,\n,,\n2,b\n\n")[1]
-    assert [(row.index, row.custom_id, row.text) for row in rows] == [(0, "1", "a"), (1, "2", "b")]
+    assert [(row.index, row.custom_id, row.text) for row in rows] == [
+        (0, None, "a"),
+        (1, None, "b"),
+    ]
 
 
 def test_bad_rows_are_row_errors_and_the_rest_read_on():
     data = b"id,text\n1,ok\n2,\n3,   \n4\n5,a,b\n6,fine\n" + b"7," + b"x" * 1001 + b"\n"
     assert errors(data, id_column="id") == [
         None,
-        "row 2: the text is empty",
-        "row 3: the text is only whitespace",
-        "row 4: 1 field; the header has 2",
-        "row 5: 3 fields; the header has 2 (quote a field that contains ',')",
+        "index 1 (line 3 of the file): the text is empty",
+        "index 2 (line 4 of the file): the text is only whitespace",
+        "index 3 (line 5 of the file): 1 field; the header has 2",
+        "index 4 (line 6 of the file): 3 fields; the header has 2 "
+        "(quote a field that contains ',')",
         None,
-        "row 7: the text is 1,001 characters; the limit is 1,000",
+        "index 6 (line 8 of the file): the text is 1,001 characters; the limit is 1,000",
     ]
 
 
 def test_a_row_with_an_error_has_no_text_and_keeps_its_id():
     rows = read(b"id,text\nk1,\n", id_column="id")[1]
-    assert rows == [UploadRow(0, "k1", None, "row 1: the text is empty")]
+    assert rows == [UploadRow(0, "k1", None, "index 0 (line 2 of the file): the text is empty")]
 
 
 def test_a_nul_character_in_the_text_is_a_row_error():
     data = b"text\n" + b"fine\n" * 20_000 + b"a\x00b\nafter\n"  # past the sniffed head
-    assert errors(data)[-2:] == ["row 20001: the text contains a NUL character", None]
+    assert errors(data)[-2:] == [
+        "index 20000 (line 20002 of the file): the text contains a NUL character",
+        None,
+    ]
 
 
 @pytest.mark.parametrize(
     ("custom_id", "error"),
     [
-        (b"", "row 1: the id is empty"),
-        (b"x" * 513, "row 1: the id is 513 characters; the limit is 512"),
+        (b"", "the id is empty"),
+        (b"x" * 513, "the id is 513 characters; the limit is 512"),
     ],
 )
-def test_a_bad_id_is_a_row_error_under_the_row_number(custom_id, error):
+def test_a_bad_id_is_a_row_error_under_the_rows_index_and_line(custom_id, error):
     rows = read(b"id,text\n" + custom_id + b",hello\n", id_column="id")[1]
-    assert rows == [UploadRow(0, "1", None, error)]
+    assert rows == [UploadRow(0, None, None, f"index 0 (line 2 of the file): {error}")]
     jsonl = json.dumps({"custom_id": custom_id.decode(), "text": "hello"}).encode()
-    assert read(jsonl)[1] == [UploadRow(0, "1", None, error)]
+    assert read(jsonl)[1] == [UploadRow(0, None, None, f"index 0 (line 1 of the file): {error}")]
 
 
 def test_an_id_that_is_not_utf8_is_a_row_error():
     data = b"id,text\n" + b"a,hello\n" * 20_000 + b"\xff,hello\n"  # past the sniffed head
-    assert errors(data, id_column="id")[-1] == "row 20001: the id is not valid UTF-8"
+    assert (
+        errors(data, id_column="id")[-1]
+        == "index 20000 (line 20002 of the file): the id is not valid UTF-8"
+    )
 
 
 def test_an_empty_file_is_refused():
@@ -208,7 +218,9 @@ def test_an_unterminated_quote_costs_one_row_and_reading_goes_on():
     rows = read(b'text\nfirst\n"unclosed\n' + swallowed + b"last\n")[1]
     assert rows[0].text == "first"
     assert rows[1].error is not None
-    assert rows[1].error.startswith("row 2: a field is over 131,072 characters")
+    assert rows[1].error.startswith(
+        "index 1 (line 3 of the file): a field is over 131,072 characters"
+    )
     assert rows[-1].text == "last"
     assert all(row.error is None for row in rows[2:])
 
@@ -217,7 +229,7 @@ def test_an_unterminated_quote_at_the_end_is_one_long_row():
     rows = read(b'text\nfirst\n"unclosed\n' + b"z" * 2000 + b"\n")[1]
     assert [row.error for row in rows] == [
         None,
-        "row 2: the text is 2,010 characters; the limit is 1,000",
+        "index 1 (line 3 of the file): the text is 2,010 characters; the limit is 1,000",
     ]
 
 
@@ -226,7 +238,7 @@ def test_an_endless_line_is_one_row_error_not_memory():
     rows = read(data)[1]
     assert [row.error for row in rows] == [
         None,
-        "row 2: the line is longer than 1,048,576 characters",
+        "index 1 (line 3 of the file): the line is longer than 1,048,576 characters",
         None,
     ]
     assert rows[2].text == "last"
@@ -242,8 +254,8 @@ def test_a_jsonl_file_reads_text_and_custom_id():
     assert rows == [UploadRow(0, "a", "good", None), UploadRow(1, "7", "bad", None)]
 
 
-def test_jsonl_without_ids_numbers_its_rows():
-    assert [row.custom_id for row in read(b'{"text": "a"}\n{"text": "b"}\n')[1]] == ["1", "2"]
+def test_jsonl_without_ids_has_rows_without_ids():
+    assert [row.custom_id for row in read(b'{"text": "a"}\n{"text": "b"}\n')[1]] == [None, None]
 
 
 def test_jsonl_with_crlf_line_endings_reads():
@@ -272,33 +284,37 @@ def test_bad_jsonl_lines_are_row_errors_and_the_rest_read_on():
     ]
     assert errors("\n".join(lines).encode()) == [
         None,
-        "row 2: not JSON: Expecting value at column 1",
-        "row 3: not a JSON object but an array",
-        "row 4: 'text' must be a string (missing)",
-        "row 5: 'text' must be a string (a number)",
-        "row 6: 'custom_id' must be a string or integer (a boolean)",
-        "row 7: 'custom_id' must be a string or integer (a number)",
-        "row 8: the text is only whitespace",
-        "row 9: the text contains a NUL character",
-        "row 10: the text is not valid UTF-8",
+        "index 1 (line 2 of the file): not JSON: Expecting value at column 1",
+        "index 2 (line 3 of the file): not a JSON object but an array",
+        "index 3 (line 4 of the file): 'text' must be a string (missing)",
+        "index 4 (line 5 of the file): 'text' must be a string (a number)",
+        "index 5 (line 6 of the file): 'custom_id' must be a string or integer (a boolean)",
+        "index 6 (line 7 of the file): 'custom_id' must be a string or integer (a number)",
+        "index 7 (line 8 of the file): the text is only whitespace",
+        "index 8 (line 9 of the file): the text contains a NUL character",
+        "index 9 (line 10 of the file): the text is not valid UTF-8",
         None,
     ]
 
 
 def test_a_named_id_key_missing_from_a_line_is_a_row_error():
     assert errors(b'{"text": "a"}\n', id_column="key") == [
-        "row 1: 'key' must be a string or integer (missing)"
+        "index 0 (line 1 of the file): 'key' must be a string or integer (missing)"
     ]
 
 
 def test_jsonl_only_looks_at_top_level_keys():
     data = json.dumps({"custom_id": "r1", "body": {"input": "hello"}}).encode()
-    assert errors(data) == ["row 1: 'text' must be a string (missing)"]
+    assert errors(data) == ["index 0 (line 1 of the file): 'text' must be a string (missing)"]
 
 
 def test_an_endless_jsonl_line_is_one_row_error():
     data = b'{"text": "a"}\n{"text": "' + b"z" * (3 * MB) + b'"}\n{"text": "b"}\n'
-    assert errors(data) == [None, "row 2: the line is longer than 1,048,576 characters", None]
+    assert errors(data) == [
+        None,
+        "index 1 (line 2 of the file): the line is longer than 1,048,576 characters",
+        None,
+    ]
 
 
 def test_a_json_array_is_refused():
@@ -433,7 +449,7 @@ def test_invalid_utf8_after_the_head_is_an_error_of_its_row_only():
     assert len(good) > HEAD_BYTES
     data = good + b"caf\xe9 bad\n" + "café good\n".encode()
     rows = read(data)[1]
-    assert rows[12_000].error == "row 12001: the text is not valid UTF-8"
+    assert rows[12_000].error == "index 12000 (line 12002 of the file): the text is not valid UTF-8"
     assert rows[12_001].text == "café good"
     assert all(row.error is None for row in rows[:12_000])
 

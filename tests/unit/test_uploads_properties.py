@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import os
+import re
 from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
@@ -147,15 +148,16 @@ def assert_storable(read: list[UploadRow]) -> None:
     """Every row is numbered in order and holds either a text a job can take or an error."""
     assert [row.index for row in read] == list(range(len(read)))
     for row in read:
-        assert 0 < len(row.custom_id) <= MAX_ID_CHARS
-        row.custom_id.encode("utf-8")
+        if row.custom_id is not None:  # None: no id of its own; the index names the row
+            assert 0 < len(row.custom_id) <= MAX_ID_CHARS
+            row.custom_id.encode("utf-8")
         if row.error is None:
             assert row.text is not None and row.text.strip()
             assert len(row.text) <= MAX_TEXT_CHARS and "\x00" not in row.text
             row.text.encode("utf-8")  # no surrogates: the database can store it
         else:
             assert row.text is None
-            assert row.error.startswith(f"row {row.index + 1}: ")
+            assert re.match(rf"index {row.index} \(line [1-9][0-9]* of the file\): ", row.error)
 
 
 def refused_only_by_its_own_errors(data: bytes, **options: Any) -> None:
