@@ -78,7 +78,7 @@ def parse_body(model: type[ModelT], data: Any, *, settings: Settings) -> ModelT:
     try:
         return model.model_validate(data, context={"limits": limits})
     except ValidationError as error:
-        raise invalid_request(error) from None
+        raise invalid_request(error, model) from None
 
 
 def json_body(model: type[ModelT]) -> Callable[[Request], Awaitable[ModelT]]:

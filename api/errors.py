@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from enum import Enum
+from typing import Any, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from shared.errors import InvalidRequest, ServiceUnavailable, TextqError
+from shared.schemas import unknown_field_message
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +63,89 @@ def error_response(error: TextqError, *, instance: str | None) -> JSONResponse:
     )
 
 
-def validation_problems(errors: list[Any]) -> list[dict[str, str]]:
-    """Turn pydantic errors into `{"field", "message"}` pairs a person can read."""
+def validation_problems(
+    errors: list[Any], model: type[BaseModel] | None = None
+) -> list[dict[str, str]]:
+    """Turn pydantic errors into `{"field", "message"}` pairs a person can read.
+
+    With the body's `model`, an unknown field's message names the fields accepted where it
+    was sent (or, for a field of a nested object sent one level too high, where it goes), and
+    a missing or non-object field names what it should hold.
+    """
     problems = []
     for error in errors:
         location = [str(part) for part in error.get("loc", ()) if part not in ("body",)]
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
-        if error.get("type") == "extra_forbidden":
-            message = f"unknown field {location[-1]!r}" if location else "unknown field"
-        elif error.get("type") in ("model_type", "dict_type"):
-            message = "must be a JSON object"
+        kind = error.get("type")
+        if kind == "extra_forbidden":
+            message = _unknown_field(location, model)
+        elif kind in ("model_type", "dict_type"):
+            message = "must be a JSON object" + _fields_of(_model_at(model, location))
+        elif kind == "missing":
+            message = "required" + _expected(model, location)
         problems.append({"field": ".".join(location), "message": message})
     return problems
 
 
-def invalid_request(error: ValidationError) -> InvalidRequest:
-    """Return the InvalidRequest for a pydantic validation error of a request body."""
-    problems = validation_problems(error.errors(include_url=False))
+def _unknown_field(location: list[str], model: type[BaseModel] | None) -> str:
+    if not location:
+        return "unknown field"
+    name, parent = location[-1], _model_at(model, location[:-1])
+    if parent is None:
+        return f"unknown field {name!r}"
+    for field, info in parent.model_fields.items():
+        inner = _model_in(info.annotation)
+        if inner is not None and name in inner.model_fields:
+            path = ".".join([*location[:-1], field, name])
+            return (
+                f"unknown field {name!r}: it belongs in `{field}`, as {path} "
+                f'({{"{field}": {{"{name}": ...}}}})'
+            )
+    return unknown_field_message(name, list(parent.model_fields))
+
+
+def _fields_of(model: type[BaseModel] | None) -> str:
+    if model is None:
+        return ""
+    return " with fields " + ", ".join(f"`{name}`" for name in model.model_fields)
+
+
+def _expected(model: type[BaseModel] | None, location: list[str]) -> str:
+    """Say what a missing field holds: an object's fields, or an enumeration's values."""
+    inner = _model_at(model, location)
+    if inner is not None:
+        return ": a JSON object" + _fields_of(inner)
+    parent = _model_at(model, location[:-1]) if location else None
+    info = parent.model_fields.get(location[-1]) if parent is not None else None
+    if info is not None and isinstance(info.annotation, type) and issubclass(info.annotation, Enum):
+        return ": one of " + ", ".join(str(member.value) for member in info.annotation)
+    return ""
+
+
+def _model_at(model: type[BaseModel] | None, location: list[str]) -> type[BaseModel] | None:
+    """Return the model of the object at `location` in a body of `model`, if it is one."""
+    for part in location:
+        if model is None or part.isdigit():  # a list's index: the items' model is the same
+            continue
+        info = model.model_fields.get(part)
+        model = _model_in(info.annotation) if info is not None else None
+    return model
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """Return the model an annotation holds (`JobInput`, `JobInput | None`, `list[X]`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def invalid_request(error: ValidationError, model: type[BaseModel] | None = None) -> InvalidRequest:
+    """Return the InvalidRequest for a pydantic validation error of a request body of `model`."""
+    problems = validation_problems(error.errors(include_url=False), model)
     summary = "; ".join(
         f"{p['field']}: {p['message']}" if p["field"] else p["message"] for p in problems[:3]
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -13,11 +15,13 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from shared.blank import blank_problem, is_blank
 from shared.states import TASK_ALIASES, JobStatus, Task
@@ -141,6 +145,43 @@ OPTIONS_BY_TASK: dict[Task, type[Strict]] = {
     Task.SENTIMENT: SentimentOptions,
     Task.SUMMARIZE: SummarizeOptions,
 }
+
+
+def validate_options(task: Task, options: Any) -> dict[str, Any]:
+    """Return a task's options as given (defaults left out), or raise the ValidationError
+    whose locations start at `options` and whose unknown options name the task's own."""
+    model = OPTIONS_BY_TASK[task]
+    try:
+        return model.model_validate(options).model_dump(exclude_defaults=True)
+    except ValidationError as error:
+        line_errors: list[Any] = []
+        for found in error.errors(include_url=False):
+            location = ("options", *found["loc"])
+            if found["type"] == "extra_forbidden" and found["loc"]:
+                message = unknown_field_message(
+                    str(found["loc"][-1]), list(model.model_fields), what=f"{task.value} option"
+                )
+                line_errors.append(
+                    {
+                        "type": PydanticCustomError("unknown_option", message),
+                        "loc": location,
+                        "input": found["input"],
+                    }
+                )
+                continue
+            rebuilt = {"type": found["type"], "loc": location, "input": found["input"]}
+            if "ctx" in found:
+                rebuilt["ctx"] = found["ctx"]
+            line_errors.append(rebuilt)
+        raise ValidationError.from_exception_data(error.title, line_errors) from None
+
+
+def unknown_field_message(name: str, accepted: Sequence[str], *, what: str = "field") -> str:
+    """Say that `name` is not a known `what`, the nearest known one, and all known ones:
+    "unknown sentiment option 'max_length'; the sentiment options are: categories, insights"."""
+    near = difflib.get_close_matches(name, accepted, n=1, cutoff=0.7)
+    guess = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"unknown {what} {name!r}{guess}; the {what}s are: {', '.join(accepted)}"
 
 
 def check_text(text: str, info: ValidationInfo, *, document: bool = False) -> str:
@@ -310,8 +351,7 @@ class JobCreate(Strict):
 
     @model_validator(mode="after")
     def _options_for_task(self) -> JobCreate:
-        model = OPTIONS_BY_TASK[self.task]
-        self.options = model.model_validate(self.options).model_dump(exclude_defaults=True)
+        self.options = validate_options(self.task, self.options)
         return self
 
 

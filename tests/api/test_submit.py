@@ -85,7 +85,7 @@ def problem(response, status, kind):
             {"task": "summarize", "input": {"text": "a"}, "options": {"beams": 4}},
             422,
             "invalid-request",
-            "unknown field 'beams'",
+            "unknown summarize option 'beams' (did you mean 'num_beams'?)",
         ),
         (
             {"task": "summarize", "input": {"text": "a"}, "options": {"num_beams": "4"}},
@@ -167,3 +167,92 @@ def test_texts_no_database_can_store_are_refused(client, stored_rows, text, says
         response = client.post(path, content=json.dumps(body))
         assert says in problem(response, 422, "invalid-request")["detail"]
     assert stored_rows() == (0, 0)
+
+
+# Characters a tokenizer drops: alone, or among whitespace, they leave the model nothing.
+INVISIBLE_TEXTS = ["\u200b\u200b\u200b", "\ufeff", " \u200d\n\u2060\u00ad "]
+
+
+@pytest.mark.parametrize("text", INVISIBLE_TEXTS)
+def test_a_text_with_no_visible_character_is_empty(client, stored_rows, api_settings, text):
+    for path, body in (
+        ("/v1/jobs", {"task": "sentiment", "input": {"texts": ["fine", text]}}),
+        ("/v1/jobs", {"task": "summarize", "input": {"text": text}}),
+        ("/v1/jobs", {"task": "summarize", "input": {"document": text}}),
+        ("/analyze", {"text": text}),
+        ("/summarize", {"text": text}),
+    ):
+        detail = problem(client.post(path, json=body), 422, "invalid-request")["detail"]
+        assert "invisible" in detail, (path, detail)
+    plain = client.post(
+        "/v1/jobs?task=summarize",
+        content=text.encode(),
+        headers={"content-type": "text/plain"},
+    )
+    assert "invisible" in problem(plain, 422, "invalid-request")["detail"]
+    assert stored_rows() == (0, 0)
+    assert published(api_settings, Task.SENTIMENT) == []
+
+
+def test_a_text_with_one_visible_character_among_invisible_ones_is_accepted(client):
+    body = {"task": "sentiment", "input": {"text": "\u200bok\ufeff"}}
+    assert client.post("/v1/jobs", json=body).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "says"),
+    [
+        # An option of another task: the path keeps `options.` and the task's options are named.
+        (
+            {"task": "sentiment", "input": {"text": "a"}, "options": {"max_length": 3}},
+            "options.max_length",
+            ["sentiment", "categories", "insights"],
+        ),
+        (
+            {"task": "summarize", "input": {"text": "a"}, "options": {"maxlength": 3}},
+            "options.maxlength",
+            ["max_length", "min_length", "num_beams", "do_sample"],
+        ),
+        (
+            {"task": "summarize", "input": {"text": "a"}, "options": {"max_length": "3"}},
+            "options.max_length",
+            ["integer"],
+        ),
+        # The input's fields sent at the top level: say where they go.
+        ({"task": "sentiment", "text": "a"}, "text", ["input.text", '{"input": {"text"']),
+        ({"task": "sentiment", "texts": ["a"]}, "texts", ["input.texts"]),
+        ({"task": "summarize", "document": "a"}, "document", ["input.document"]),
+        # Any other unknown field: the fields that would be accepted.
+        (
+            {"task": "sentiment", "input": {"text": "a"}, "model": "x"},
+            "model",
+            ["task", "input", "options", "webhook_url", "priority"],
+        ),
+        ({"task": "sentiment", "input": {"txt": "a"}}, "input.txt", ["text", "texts", "document"]),
+        ({"task": "sentiment", "input": "a"}, "input", ["texts", "text", "document"]),
+    ],
+)
+def test_an_unknown_or_invalid_field_says_what_would_be_accepted(
+    client, stored_rows, payload, field, says
+):
+    body = problem(client.post("/v1/jobs", json=payload), 422, "invalid-request")
+    messages = {error["field"]: error["message"] for error in body["errors"]}
+    assert field in messages, body
+    for fragment in says:
+        assert fragment in messages[field], messages[field]
+        assert fragment in body["detail"], body["detail"]
+    assert stored_rows() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "payload", "field", "says"),
+    [
+        ("/analyze", {"texts": ["a"]}, "texts", ["text"]),
+        ("/summarize", {"text": "a", "num_beams": 2}, "num_beams", ["max_length", "do_sample"]),
+    ],
+)
+def test_the_classic_endpoints_name_their_fields(client, path, payload, field, says):
+    body = problem(client.post(path, json=payload), 422, "invalid-request")
+    messages = {error["field"]: error["message"] for error in body["errors"]}
+    for fragment in says:
+        assert fragment in messages[field], messages
