@@ -5,7 +5,6 @@ Docker does not run here, so these checks are what can be verified of them on th
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -15,9 +14,8 @@ import yaml
 from prometheus_client import REGISTRY
 
 from shared.metrics import QueueCollector
+from tests.deploy.prometheus import CONFIG, ROOT, alert_rules, dashboard_queries
 
-ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = ROOT / "deploy"
 METRIC_NAME = re.compile(r"\btextq_[a-z0-9_]+")
 SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}
 
@@ -29,16 +27,6 @@ def exposed_names() -> dict[str, set[str]]:
     return {
         f.name: {f.name + suffix for suffix in SAMPLE_SUFFIXES.get(f.type, ("",))} for f in families
     }
-
-
-def dashboard_queries() -> list[str]:
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "textq.json").read_text())
-    return [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
-    return [rule for group in rules["groups"] for rule in group["rules"]]
 
 
 def test_the_dashboard_and_alerts_use_only_metrics_textq_exposes():
@@ -92,7 +80,7 @@ def test_compose_references_only_services_volumes_and_files_it_has(compose):
 
 
 def test_prometheus_scrapes_compose_services_on_the_ports_they_serve(compose):
-    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    config = yaml.safe_load(CONFIG.read_text())
     targets = [
         target
         for job in config["scrape_configs"]
@@ -104,3 +92,14 @@ def test_prometheus_scrapes_compose_services_on_the_ports_they_serve(compose):
         assert host in compose["services"], f"scrape target {target} is no compose service"
     assert "api:8000" in targets and "worker:9101" in targets and "webhooks:9102" in targets
     assert compose["x-textq-env"]["TEXTQ_METRICS_HOST"] == "0.0.0.0"
+
+
+def test_compose_mounts_the_rule_files_where_the_config_finds_them(compose):
+    # Prometheus reads rule_files relative to its config: mounted side by side, the shipped
+    # config works in compose as it does beside alerts.yml in this repository.
+    mounts = dict(m.split(":")[1::-1] for m in compose["services"]["prometheus"]["volumes"])
+    config_at = Path(mounts["/etc/prometheus/prometheus.yml"].removeprefix("./"))
+    assert ROOT / config_at == CONFIG
+    for rule_file in yaml.safe_load(CONFIG.read_text())["rule_files"]:
+        assert not Path(rule_file).is_absolute(), f"{rule_file}: only inside a container"
+        assert mounts[f"/etc/prometheus/{rule_file}"] == f"./deploy/prometheus/{rule_file}"

@@ -82,7 +82,7 @@ def test_workers_get_a_gpu_each_and_time_to_finish_their_batch():
 
 
 def test_workers_scale_on_a_metric_textq_exposes():
-    from tests.unit.test_deploy import exposed_names
+    from tests.deploy.test_deploy import exposed_names
 
     (trigger,) = named("ScaledObject")["textq-worker"]["spec"]["triggers"]
     assert "textq_queue_depth" in trigger["metadata"]["query"]
