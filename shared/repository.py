@@ -13,20 +13,23 @@ from typing import Any
 from sqlalchemy import (
     Text,
     bindparam,
+    case,
     cast,
     delete,
     event,
     exists,
     func,
     insert,
+    literal,
     literal_column,
+    null,
     select,
     tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from shared import documents, insights, metrics, webhook_repository
 from shared.errors import (
@@ -527,7 +530,7 @@ class StoredOutcome:
         if self.status == ItemStatus.ERROR:
             return self.error or "unknown error"
         if self.status == ItemStatus.CANCELLED:
-            return "cancelled before it ran"
+            return self.error or "cancelled before it ran"
         return None
 
 
@@ -883,7 +886,12 @@ def _cancel_now(session: Session, job: Job) -> None:
     session.execute(
         update(JobItem)
         .where(JobItem.id.in_(unclaimed))
-        .values(status=ItemStatus.CANCELLED.value, finished_at=now, open_parts=None)
+        .values(
+            status=ItemStatus.CANCELLED.value,
+            finished_at=now,
+            open_parts=None,
+            error=_why_cancelled(),
+        )
     )
     session.execute(
         update(Job)
@@ -919,7 +927,43 @@ def _cancel_items_of_ended_jobs(session: Session, which: Any) -> None:
             claim_token=None,
             lease_expires_at=None,
             finished_at=utcnow(),
+            error=_why_cancelled(),
         )
+    )
+
+
+def _why_cancelled() -> Any:
+    """Return SQL for what a text being cancelled had done: None if it never ran.
+
+    A long text whose chunks ran, all or some, did run: "cancelled before it ran" would
+    say otherwise.
+    """
+    chunk = aliased(JobItem)
+    first_round = (chunk.parent_id == JobItem.id) & (chunk.level == 0)
+    chunks = cast(select(func.count()).where(first_round).scalar_subquery(), Text)
+    ran = cast(
+        select(func.count())
+        .where(first_round, chunk.status == ItemStatus.DONE.value)
+        .scalar_subquery(),
+        Text,
+    )
+    return case(
+        (JobItem.parent_id.is_not(None), null()),
+        (
+            JobItem.level > 0,
+            literal("cancelled after its ")
+            + chunks
+            + literal(" chunks ran, before their summaries were combined"),
+        ),
+        (
+            JobItem.status == ItemStatus.WAITING.value,
+            literal("cancelled while its chunks ran: ")
+            + ran
+            + literal(" of ")
+            + chunks
+            + literal(" had finished"),
+        ),
+        else_=null(),
     )
 
 

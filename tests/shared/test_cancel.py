@@ -79,3 +79,39 @@ def test_an_expired_lease_of_a_cancelled_job_ends_cancelled_not_pending(db):
         expired = repository.expire_leases(session, max_attempts=3)
     assert (expired.repended, expired.given_up) == (0, 0)
     assert statuses(db, job.id) == [ItemStatus.CANCELLED]
+
+
+def test_a_cancelled_text_says_how_far_its_chunks_got(db):
+    from shared.states import Task
+
+    job = make_job(db, texts=["a" * 100, "b" * 100, "c"], task=Task.SUMMARIZE)
+    texts = claim(db, task=Task.SUMMARIZE, max_items=2)
+    with db.write() as session:
+        repository.record_outcomes(
+            session,
+            claim_token=texts.token,
+            outcomes=[
+                Outcome(text.id, parts=[NewPart(0, 50, 12, "x" * 50), NewPart(50, 100, 12, "y")])
+                for text in texts.items
+            ],
+        )
+    rest = claim(db, task=Task.SUMMARIZE)
+    chunks = [c for c in rest.items if c.is_chunk]
+    all_ran = [c for c in chunks if c.parent_id == texts.items[0].id]
+    one_ran = [c for c in chunks if c.parent_id == texts.items[1].id][:1]
+    with db.write() as session:
+        repository.record_outcomes(
+            session,
+            claim_token=rest.token,
+            outcomes=[Outcome(c.id, result={"summary_text": "s."}) for c in all_ran + one_ran],
+        )
+    cancel(db, job.id)
+    with db.write() as session:  # the worker hands back what it had not run
+        repository.release_claim(session, claim_token=rest.token)
+    with db.read() as session:
+        outcomes = repository.list_item_outcomes(session, job_id=job.id, after_index=-1, limit=9)
+    assert [o.failure for o in outcomes] == [
+        "cancelled after its 2 chunks ran, before their summaries were combined",
+        "cancelled while its chunks ran: 1 of 2 had finished",
+        "cancelled before it ran",
+    ]
