@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install browser run test lint unit bench bench-bulk faults demo-models clean
+.PHONY: install browser prometheus run test lint unit bench bench-bulk faults demo-models clean
 
 install: $(VENV)/.installed
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: install
 	$(BIN)/textq up
 
-test: install lint browser
+test: install lint browser prometheus
 	$(BIN)/pytest
 
 # The page's tests drive Debian's Chromium through Playwright, which never downloads a
@@ -30,6 +30,18 @@ browser:
 		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 	@command -v chromium >/dev/null 2>&1 \
 		|| echo "make: no chromium: install Debian's chromium package to run tests/e2e/test_ui.py" >&2
+
+# The deploy tests run Debian's prometheus and promtool (tests/deploy/test_prometheus_*.py);
+# as root on Debian this installs the package, elsewhere it says how. The tests start their
+# own server on a free loopback port: nothing depends on a service the package may start.
+prometheus:
+	@{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 \
+		|| [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
+		|| apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 \
+		|| echo "make: no prometheus: install Debian's prometheus package (or put prometheus" \
+			"and promtool on PATH) to run tests/deploy/test_prometheus_*.py" >&2
 
 lint: install
 	$(BIN)/ruff check .
