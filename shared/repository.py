@@ -587,6 +587,42 @@ def list_first_round_chunks(session: Session, parent_ids: Sequence[int]) -> list
     return [StoredChunk(*row) for row in rows]
 
 
+def count_reduce_parts(session: Session, parent_ids: Sequence[int]) -> dict[int, int]:
+    """Return, per text, the parts that summarized its chunks' summaries (rounds after 0)."""
+    if not parent_ids:
+        return {}
+    rows = session.execute(
+        select(JobItem.parent_id, func.count())
+        .where(JobItem.parent_id.in_(list(parent_ids)), JobItem.level > 0)
+        .group_by(JobItem.parent_id)
+    ).all()
+    return {parent: count for parent, count in rows if parent is not None}
+
+
+def item_texts(session: Session, item_ids: Sequence[int]) -> dict[int, str]:
+    """Return the submitted text of each item (empty for a row refused at upload)."""
+    if not item_ids:
+        return {}
+    rows = session.execute(
+        select(JobItem.id, JobItem.input_text).where(JobItem.id.in_(list(item_ids)))
+    ).all()
+    return {int(item_id): text for item_id, text in rows}
+
+
+def text_previews(
+    session: Session, job_ids: Sequence[uuid.UUID], *, chars: int
+) -> dict[uuid.UUID, str]:
+    """Return the first `chars` characters of each job's first text (none for empty ones)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(JobItem.job_id, func.substr(JobItem.input_text, 1, chars)).where(
+            JobItem.job_id.in_(list(job_ids)), JobItem.parent_id.is_(None), JobItem.idx == 0
+        )
+    ).all()
+    return {job_id: text for job_id, text in rows if text}
+
+
 # --- claims -----------------------------------------------------------------------------
 
 

@@ -113,11 +113,32 @@ class SentimentOptions(Strict):
         return names
 
 
-class SummarizeOptions(Strict):
-    """Decoding options of a summarization job; what is omitted comes from the model's config."""
+# Lengths count generated tokens with the decoder's start token: a max_length of 1 leaves
+# no room for any (transformers refuses it); the model's own limit is checked at submit
+# against what its workers recorded (shared/model_limits.py).
+MAX_LENGTH_FIELD = Field(
+    default=None,
+    ge=2,
+    le=4096,
+    description="The longest summary, in tokens (start token included): 2 to 4096, and no "
+    "more than the model's decoder positions (1,024 for BART), else 422.",
+)
+MIN_LENGTH_FIELD = Field(
+    default=None,
+    ge=0,
+    le=4096,
+    description="The shortest summary, in tokens; at most max_length and the model's limit.",
+)
 
-    max_length: int | None = Field(default=None, ge=1, le=4096)
-    min_length: int | None = Field(default=None, ge=0, le=4096)
+
+class SummarizeOptions(Strict):
+    """Decoding options of a summarization job; what is omitted comes from the model's config.
+
+    A sampled summary (`do_sample`) differs each time: it is never answered from the cache.
+    """
+
+    max_length: int | None = MAX_LENGTH_FIELD
+    min_length: int | None = MIN_LENGTH_FIELD
     num_beams: int | None = Field(default=None, ge=1, le=16)
     do_sample: bool = False
 
@@ -356,8 +377,12 @@ class JobCreate(Strict):
 
 
 class ChunkProgress(BaseModel):
-    total: int = Field(description="Chunks long texts were split into so far.")
-    done: int
+    total: int = Field(
+        description="Parts of long texts run or to run so far: each text's chunks and, for "
+        "summaries, the parts that summarize their summaries (in a result with "
+        "`include_chunks`: `chunks` plus `reduce_parts`)."
+    )
+    done: int = Field(description="Of those parts, the ones that have finished.")
 
 
 class Progress(BaseModel):
@@ -443,7 +468,8 @@ class JobRead(BaseModel):
     options: dict[str, Any]
     input: dict[str, Any] = Field(
         description="What was submitted: `kind` (texts, document or file), and for a file its "
-        "name, format and columns."
+        "name, format and the columns read. Reading one job or the list adds `preview`: the "
+        "start of its first text."
     )
     labels: dict[str, int] | None = Field(
         default=None, description="Sentiment jobs: how many finished items got each label."
@@ -496,6 +522,9 @@ class ChunkResult(_WithoutNulls):
 class SentimentResult(_WithoutNulls):
     index: int
     custom_id: str | None = None
+    text: str | None = Field(
+        default=None, description="With `include_text=true`: the text as submitted."
+    )
     label: str
     score: float
     scores: dict[str, float]
@@ -511,13 +540,24 @@ class SentimentResult(_WithoutNulls):
 class SummaryResult(_WithoutNulls):
     index: int
     custom_id: str | None = None
+    text: str | None = Field(
+        default=None, description="With `include_text=true`: the text as submitted."
+    )
     summary_text: str
     chunks: list[ChunkResult] | None = None
+    reduce_parts: int | None = Field(
+        default=None,
+        description="With `include_chunks`: parts run to summarize the chunks' summaries "
+        "(round after round) into `summary_text`.",
+    )
 
 
 class ItemFailure(_WithoutNulls):
     index: int
     custom_id: str | None = None
+    text: str | None = Field(
+        default=None, description="With `include_text=true`: the text as submitted."
+    )
     error: str
 
 
@@ -548,8 +588,8 @@ class ClassicTextRequest(Strict):
 class ClassicSummarizeRequest(ClassicTextRequest):
     """Body of the classic `/summarize` endpoint, with the pipeline's optional length knobs."""
 
-    max_length: int | None = Field(default=None, ge=1, le=4096)
-    min_length: int | None = Field(default=None, ge=0, le=4096)
+    max_length: int | None = MAX_LENGTH_FIELD
+    min_length: int | None = MIN_LENGTH_FIELD
     do_sample: bool = False
 
     @model_validator(mode="after")

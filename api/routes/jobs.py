@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -37,6 +38,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=API_KEY_SCHEME
 
 MAX_PAGE = 1000
 MAX_WAIT_S = 60
+PREVIEW_CHARS = 80  # enough to tell jobs apart in a list, little enough to send 1000 of
 
 
 @router.post(
@@ -100,11 +102,19 @@ def list_jobs(
             status=status,
             task=task_filter,
         )
-    page, more = jobs[:limit], len(jobs) > limit
+        page, more = jobs[:limit], len(jobs) > limit
+        previews = repository.text_previews(session, [job.id for job in page], chars=PREVIEW_CHARS)
     return JobPage(
-        items=[present(job, request) for job in page],
+        items=[_with_preview(present(job, request), previews) for job in page],
         next_cursor=cursors.job_cursor(page[-1].created_at, page[-1].id) if more else None,
     )
+
+
+def _with_preview(read: JobRead, previews: dict[uuid.UUID, str]) -> JobRead:
+    """Add the start of the job's first text to what it says of its input, if it has one."""
+    if (preview := previews.get(read.id)) is not None:
+        read.input["preview"] = preview
+    return read
 
 
 @router.get("/{job_id}", response_model=JobRead, responses=problems(*KEYED, 404, 422))
@@ -129,11 +139,15 @@ async def get_job(
         with db.read() as session:
             return repository.get_job(session, tenant_id=tenant_id, job_id=parsed)
 
+    def preview() -> dict[uuid.UUID, str]:
+        with db.read() as session:
+            return repository.text_previews(session, [parsed], chars=PREVIEW_CHARS)
+
     job = await run_in_threadpool(read)
     if wait_s > 0 and JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
         finished = await waiter.wait(parsed, lambda: _if_finished(read()), wait_s)
         job = finished if finished is not None else await run_in_threadpool(read)
-    presented = present(job, request)
+    presented = _with_preview(present(job, request), await run_in_threadpool(preview))
     if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
         presented.queue = await run_in_threadpool(_queue_of, db, job, settings.sweep_interval_s)
     return presented
@@ -223,7 +237,11 @@ def get_job_results(
     ),
     include_chunks: bool = Query(
         default=False,
-        description="For texts split into chunks, add each chunk's span and outcome.",
+        description="For texts split into chunks, add each chunk's span and outcome, and for "
+        "summaries how many parts summarized the chunks' summaries (`reduce_parts`).",
+    ),
+    include_text: bool = Query(
+        default=False, description="JSON pages: add each text as submitted (`text`)."
     ),
 ) -> ResultPage | StreamingResponse:
     """Return a finished job's results in input order, a page at a time or all streamed."""
@@ -253,10 +271,14 @@ def get_job_results(
             session, job_id=job.id, after_index=after, limit=limit + 1
         )
         page, more = rows[:limit], len(rows) > limit
+        ids = [r.item_id for r in page]
         chunks: dict[int, list[StoredChunk]] = {}
+        reduce_parts: dict[int, int] = {}
         if include_chunks:
-            for chunk in repository.list_first_round_chunks(session, [r.item_id for r in page]):
+            for chunk in repository.list_first_round_chunks(session, ids):
                 chunks.setdefault(chunk.parent_id, []).append(chunk)
+            reduce_parts = repository.count_reduce_parts(session, ids)
+        texts = repository.item_texts(session, ids) if include_text else {}
     return ResultPage(
         job_id=job.id,
         task=Task(job.task),
@@ -264,23 +286,34 @@ def get_job_results(
         items=[
             item
             for row in page
-            if (item := _result_item(row, chunks.get(row.item_id) if include_chunks else None))
+            if (
+                item := _result_item(
+                    row,
+                    chunks.get(row.item_id) if include_chunks else None,
+                    reduce_parts.get(row.item_id, 0) if include_chunks else None,
+                    texts.get(row.item_id) or None,
+                )
+            )
             is not None
         ],
         next_cursor=cursors.result_cursor(page[-1].index) if more else None,
     )
 
 
-def _result_item(row: StoredOutcome, chunks: list[StoredChunk] | None) -> ResultItem | None:
+def _result_item(
+    row: StoredOutcome, chunks: list[StoredChunk] | None, reduce_parts: int | None, text: str | None
+) -> ResultItem | None:
+    """Return a text's result entry; `chunks`, `reduce_parts` and `text` when asked for."""
     parts = [_chunk_result(chunk) for chunk in chunks] if chunks is not None else None
+    named: dict[str, Any] = {"index": row.index, "custom_id": row.custom_id, "text": text}
     if row.status == ItemStatus.DONE and row.result is not None:
         if "summary_text" in row.result:
             return SummaryResult(
-                index=row.index, custom_id=row.custom_id, chunks=parts, **row.result
+                **named, chunks=parts, reduce_parts=reduce_parts if parts else None, **row.result
             )
-        return SentimentResult(index=row.index, custom_id=row.custom_id, chunks=parts, **row.result)
+        return SentimentResult(**named, chunks=parts, **row.result)
     if row.failure is not None:
-        return ItemFailure(index=row.index, custom_id=row.custom_id, error=row.failure)
+        return ItemFailure(**named, error=row.failure)
     return None
 
 

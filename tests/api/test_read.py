@@ -1,4 +1,5 @@
 import base64
+import itertools
 import uuid
 from datetime import timedelta
 
@@ -6,6 +7,7 @@ import pytest
 from sqlalchemy import text, update
 
 from shared.models import Worker, utcnow
+from shared.states import Task
 
 
 def submit(client, task="sentiment", texts=("a",)):
@@ -267,3 +269,72 @@ def test_a_deleted_job_is_gone_and_an_expired_one_says_so(client, db):
     assert results.status_code == 410
     assert results.json()["type"] == "/problems/job-expired"
     assert client.post(f"/v1/jobs/{old['id']}/cancel").status_code == 409
+
+
+def test_the_list_and_a_job_show_the_start_of_its_first_text(client):
+    first = "The parcel arrived late and the box was crushed. " * 2  # 98 characters
+    job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": [first, "b"]}})
+    assert job.status_code == 202, job.text
+    listed = client.get("/v1/jobs").json()["items"][0]
+    assert listed["id"] == job.json()["id"]
+    assert listed["input"] == {"kind": "texts", "preview": first[:80]}
+    assert client.get(f"/v1/jobs/{listed['id']}").json()["input"]["preview"] == first[:80]
+
+
+def finish(db, model, task, outcome):
+    """Run every pending item of `task` and `model`, round after round, with `outcome(item)`."""
+    from shared import repository
+    from tests.factories import claim
+
+    while (held := claim(db, task=task, model=model)) is not None:
+        with db.write() as session:
+            repository.record_outcomes(
+                session,
+                claim_token=held.token,
+                outcomes=[outcome(item) for item in held.items],
+            )
+
+
+def test_results_carry_each_text_when_asked(client, db):
+    from shared.repository import Outcome
+
+    texts = ["I love it", "It broke"]
+    job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": texts}}).json()
+    model = client.app.state.settings.sentiment_model
+    scores = {"label": "POSITIVE", "score": 0.9, "scores": {"POSITIVE": 0.9, "NEGATIVE": 0.1}}
+    finish(db, model, Task.SENTIMENT, lambda item: Outcome(item.id, result=scores))
+    url = f"/v1/jobs/{job['id']}/results"
+    assert [r["text"] for r in client.get(url, params={"include_text": True}).json()["items"]] == (
+        texts
+    )
+    assert all("text" not in r for r in client.get(url).json()["items"]), "only when asked"
+
+
+def test_a_summarys_chunks_and_reduce_parts_add_up_to_the_jobs_chunk_progress(client, db):
+    from shared.repository import NewPart, Outcome
+
+    document = "A sentence about the mill. " * 100
+    job = client.post(
+        "/v1/jobs", json={"task": "summarize", "input": {"document": document}}
+    ).json()
+
+    def outcome(item):
+        # The document splits in 3 chunks; their joined summaries split again in 2 parts.
+        count = {(False, 0): 3, (False, 1): 2}.get((item.is_chunk, item.level))
+        if count is None:
+            return Outcome(item.id, result={"summary_text": f"summary {item.id}."})
+        size = len(item.text) // count
+        bounds = [n * size for n in range(count)] + [len(item.text)]
+        return Outcome(
+            item.id,
+            parts=[NewPart(a, b, 10, item.text[a:b]) for a, b in itertools.pairwise(bounds)],
+        )
+
+    finish(db, client.app.state.settings.summarization_model, Task.SUMMARIZE, outcome)
+    finished = client.get(f"/v1/jobs/{job['id']}").json()
+    assert finished["status"] == "succeeded"
+    assert finished["progress"]["chunks"] == {"total": 5, "done": 5}
+    result = client.get(f"/v1/jobs/{job['id']}/results", params={"include_chunks": True}).json()[
+        "items"
+    ][0]
+    assert (len(result["chunks"]), result["reduce_parts"]) == (3, 2)
