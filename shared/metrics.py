@@ -7,10 +7,22 @@ with `textq_`; deploy/ dashboards and alerts use these names.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -98,6 +110,35 @@ class QueueCollector(Collector):
                 (task, count, (now - oldest).total_seconds() if oldest else 0.0)
                 for task, count, oldest in repository.queue_depths(session)
             ]
+
+
+# prometheus_client's multiprocess mode: each process keeps its values in files in this folder.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_between_processes(processes: int) -> None:
+    """Make the `processes` API processes about to start count into one shared folder.
+
+    Each process of `textq api --workers N` would keep counters of its own, and a scrape
+    reaches one of them: Prometheus would see the count jump between processes and read each
+    drop as a counter reset. The processes read the folder from the environment when they
+    import prometheus_client, so call this before they start. One process, or a folder
+    already set: nothing to do. The folder goes when this process exits.
+    """
+    if processes <= 1 or os.environ.get(MULTIPROCESS_DIR_ENV):
+        return
+    folder = tempfile.mkdtemp(prefix="textq-metrics-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ[MULTIPROCESS_DIR_ENV] = folder
+
+
+def process_registry() -> CollectorRegistry:
+    """Return what this process's metrics page shows: its own metrics, or its siblings' too."""
+    if not os.environ.get(MULTIPROCESS_DIR_ENV):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # sums every process's files at each scrape
+    return registry
 
 
 def serve_metrics(port: int, host: str, what: str) -> None:

@@ -115,6 +115,9 @@ def api(
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     _check_open_api(settings, host or settings.api_host)
+    from shared.metrics import share_between_processes
+
+    share_between_processes(workers)  # one /metrics count over all the processes
     uvicorn.run(
         "api.app:create_app",
         factory=True,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from shared.metrics import QueueCollector
+from shared.metrics import QueueCollector, process_registry
 
 router = APIRouter(tags=["health"])
 
@@ -28,5 +28,7 @@ def _queue_registry(request: Request) -> CollectorRegistry:
 async def metrics(request: Request) -> Response:
     """Return the metrics in Prometheus' text format (no key: scrape it from inside)."""
     registry = _queue_registry(request)
-    body = await run_in_threadpool(lambda: generate_latest(REGISTRY) + generate_latest(registry))
+    # With `textq api --workers N`, the counts of all N processes, whichever one answers.
+    own = process_registry()
+    body = await run_in_threadpool(lambda: generate_latest(own) + generate_latest(registry))
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,7 @@
 """A real Prometheus, configured from deploy/prometheus, scrapes live textq processes.
 
-Two API replicas (as in production, each reading the same queue from the database), a worker
+Two API replicas (as in production, each reading the same queue from the database; one of
+them `--workers 2`, whose processes must count as one), a worker
 that serves sentiment only, and the webhook sender run on Postgres + Redis; Prometheus scrapes
 them every second and evaluates the shipped alerts. Summarize jobs wait for a worker that does
 not run, so the queue depth holds still while it is compared with what `GET /v1/jobs` says.
@@ -74,9 +75,10 @@ def scraped(
     }
     api_ports = [free_port(), free_port()]
     logs = tmp / "logs"
+    # One replica runs two processes, as `textq api --workers N` does in production.
     processes = [
-        start(f"api-{i}", ["api", "--port", str(port)], env, logs)
-        for i, port in enumerate(api_ports, 1)
+        start("api-1", ["api", "--port", str(api_ports[0]), "--workers", "2"], env, logs),
+        start("api-2", ["api", "--port", str(api_ports[1])], env, logs),
     ]
     processes.append(
         start("worker", ["worker", "--device", "cpu", "--tasks", "sentiment"], env, logs)
@@ -126,42 +128,34 @@ def labels_used(expr: str) -> set[str]:
     return labels - {""}
 
 
-def run_jobs(scraped: Scraped) -> int:
+def run_jobs(scraped: Scraped) -> list[dict[str, Any]]:
     """Run sentiment jobs to the end (one webhook each) and leave summarize items waiting.
 
-    Return the items waiting for a worker as `GET /v1/jobs` tells them.
+    Each job goes over a connection of its own, so a replica's processes share them out.
+    Return the jobs as `GET /v1/jobs` lists them.
     """
     run = uuid.uuid4().hex
     receiver = Receiver().start()
     try:
-        jobs = []
-        for i, url in enumerate(scraped.api_urls * 2):
-            with httpx.Client(base_url=url, timeout=30) as http:
-                body = {"task": "sentiment", "input": {"texts": [f"fine {run} {i}", f"bad {i}"]}}
-                sent = http.post("/v1/jobs", json=body | {"webhook_url": receiver.url})
-                jobs.append(sent.raise_for_status().json()["id"])
-                http.post(
-                    "/v1/jobs",
-                    json={
-                        "task": "summarize",
-                        "input": {"texts": [f"long day {run} {i}"] * (i + 1)},
-                    },
-                ).raise_for_status()
+        sentiment = []
+        for i, url in enumerate(scraped.api_urls * 3):
+            texts = [f"fine {run} {i}", f"bad {i}"]
+            body = {"task": "sentiment", "input": {"texts": texts}, "webhook_url": receiver.url}
+            sent = httpx.post(f"{url}/v1/jobs", json=body, timeout=30).raise_for_status()
+            sentiment.append(sent.json()["id"])
+            body = {"task": "summarize", "input": {"texts": [f"long day {run} {i}"] * (i + 1)}}
+            httpx.post(f"{url}/v1/jobs", json=body, timeout=30).raise_for_status()
         with httpx.Client(base_url=scraped.api_urls[0], timeout=30) as http:
-            for job_id in jobs:
+            for job_id in sentiment:
                 assert wait_for_job(http, job_id)["status"] == "succeeded"
             deadline = time.monotonic() + 30
-            while len(receiver.received) < len(jobs) and time.monotonic() < deadline:
+            while len(receiver.received) < len(sentiment) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert len(receiver.received) == len(jobs), scraped.logs()
+            assert len(receiver.received) == len(sentiment), scraped.logs()
             listed = http.get("/v1/jobs", params={"limit": 100}).raise_for_status().json()
     finally:
         receiver.stop()
-    return sum(
-        job["progress"]["total"] - job["progress"]["done"] - job["progress"]["errored"]
-        for job in listed["items"]
-        if job["status"] in UNFINISHED
-    )
+    return listed["items"]  # type: ignore[no-any-return]
 
 
 def wait_for(what: str, check: Any, scraped: Scraped, timeout_s: float = 30) -> Any:
@@ -178,8 +172,13 @@ def wait_for(what: str, check: Any, scraped: Scraped, timeout_s: float = 30) -> 
 
 def test_prometheus_scrapes_every_process_and_sees_the_queue_get_v1_jobs_shows(scraped):
     prom = scraped.prometheus_url
-    waiting = run_jobs(scraped)
-    assert waiting == 1 + 2 + 3 + 4  # the summarize items, which no worker serves
+    jobs = run_jobs(scraped)
+    waiting = sum(
+        job["progress"]["total"] - job["progress"]["done"] - job["progress"]["errored"]
+        for job in jobs
+        if job["status"] in UNFINISHED
+    )
+    assert (len(jobs), waiting) == (12, 1 + 2 + 3 + 4 + 5 + 6)  # summarize: no worker serves it
 
     def targets_up() -> dict[str, int]:
         active = api_get(prom, "/api/v1/targets", state="active")["activeTargets"]
@@ -206,6 +205,17 @@ def test_prometheus_scrapes_every_process_and_sees_the_queue_get_v1_jobs_shows(s
     depth = next(expr for expr in dashboard_queries() if "textq_queue_depth" in expr)
     per_task = {s["metric"]["task"]: float(s["value"][1]) for s in query(prom, depth)}
     assert per_task == {"sentiment": 0, "summarize": waiting}
+
+    # Every job is counted once whichever replica or process took it, in every scrape: a
+    # counter that jumps between processes' own counts would read to rate() as resets.
+    submitted = 'sum(textq_jobs_submitted_total{task=~"sentiment|summarize"})'
+    assert [float(s["value"][1]) for s in query(prom, submitted)] == [len(jobs)]
+    for function in ("min_over_time", "max_over_time"):
+        over = f"sum({function}(textq_jobs_submitted_total[3s]))"
+        assert [float(s["value"][1]) for s in query(prom, over)] == [len(jobs)], function
+    assert [
+        float(s["value"][1]) for s in query(prom, "sum(resets(textq_jobs_submitted_total[1m]))")
+    ] == [0]
 
     expressions = dashboard_queries() + [rule["expr"] for rule in alert_rules()]
     for expr in expressions:
