@@ -16,11 +16,16 @@ log = logging.getLogger(__name__)
 DRAIN_TASK = "textq.drain"
 WEBHOOK_TASK = "textq.deliver_webhook"
 EMBEDDED_POLLING_INTERVAL_S = 0.05
+# kombu's file-system transport with atomic writes (see the module for the race it closes).
+EMBEDDED_TRANSPORT = "shared.embedded_broker:Transport"
 
 
 def _broker_options(settings: Settings) -> dict[str, Any]:
     if settings.is_embedded_broker:
-        folders = {name: settings.broker_dir / name for name in ("queue", "processed", "control")}
+        folders = {
+            name: settings.broker_dir / name
+            for name in ("queue", "processed", "control", "unreadable")
+        }
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         return {
@@ -28,6 +33,7 @@ def _broker_options(settings: Settings) -> dict[str, Any]:
             "data_folder_out": str(folders["queue"]),
             "processed_folder": str(folders["processed"]),
             "control_folder": str(folders["control"]),
+            "unreadable_folder": str(folders["unreadable"]),
             "store_processed": False,
             "polling_interval": EMBEDDED_POLLING_INTERVAL_S,
         }
@@ -41,6 +47,7 @@ def create_celery(settings: Settings) -> Celery:
     """Create the Celery app for these settings (no result backend: results live in the DB)."""
     app = Celery("textq", broker=settings.resolved_broker_url, set_as_current=False)
     app.conf.update(
+        broker_transport=EMBEDDED_TRANSPORT if settings.is_embedded_broker else None,
         broker_transport_options=_broker_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
