@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from shared.config import Settings
 from shared.states import Task
@@ -67,6 +67,26 @@ def create_celery(settings: Settings) -> Celery:
         enable_utc=True,
     )
     return app
+
+
+def run_worker(app: Celery, argv: list[str]) -> int:
+    """Run `celery worker` with `argv` (starting with "worker") here until it stops.
+
+    Returns the worker's exit status: 0 after a warm shutdown, 1 after an unrecoverable error
+    (Celery's own `worker_main` drops it, so a process that crashed would exit 0).
+    """
+    started: list[Any] = []
+
+    def remember(sender: Any, **_: Any) -> None:
+        started.append(sender)
+
+    signals.worker_init.connect(remember, weak=False)
+    try:
+        app.worker_main(argv)
+    finally:
+        signals.worker_init.disconnect(remember)
+    exitcode = started[-1].exitcode if started else None
+    return int(exitcode or 0)
 
 
 class Doorbell:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 
 from shared import worker_registry
+from shared.celery_app import run_worker
 from shared.config import Settings
 from shared.metrics import serve_metrics
 from shared.states import Task
@@ -39,7 +40,8 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
     from worker.celery_app import app
 
     try:
-        app.worker_main(
+        status = run_worker(
+            app,
             [
                 "worker",
                 f"--loglevel={settings.log_level}",
@@ -48,7 +50,7 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
                 f"--hostname={worker_runtime.worker_name(settings)}",
                 "--without-gossip",
                 "--without-mingle",
-            ]
+            ],
         )
     finally:
         sweeper.stop()
@@ -58,6 +60,8 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
         except Exception as error:  # the row ages out; a stop must not fail on it
             log.warning("could not unlist this worker: %s", error, extra={"action": "unlist"})
         runtime.stop()
+    if status:  # a crash must not look like a clean stop to `textq up`, Docker or Kubernetes
+        raise SystemExit(status)
 
 
 def register(runtime: worker_runtime.WorkerRuntime) -> None:

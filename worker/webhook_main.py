@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from shared.celery_app import WEBHOOK_TASK
+from shared.celery_app import WEBHOOK_TASK, run_worker
 from shared.config import Settings
 from shared.db import Database
 from shared.metrics import serve_metrics
@@ -29,7 +29,8 @@ def serve_webhooks(settings: Settings) -> None:
     dispatcher = Dispatcher(settings, db, publish)
     dispatcher.start()
     try:
-        app.worker_main(
+        status = run_worker(
+            app,
             [
                 "worker",
                 f"--loglevel={settings.log_level}",
@@ -39,8 +40,10 @@ def serve_webhooks(settings: Settings) -> None:
                 f"--hostname=textq-webhooks@{socket.gethostname()}",
                 "--without-gossip",
                 "--without-mingle",
-            ]
+            ],
         )
     finally:
         dispatcher.stop()
         db.dispose()
+    if status:  # a crash must not look like a clean stop to `textq up`, Docker or Kubernetes
+        raise SystemExit(status)
