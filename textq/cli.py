@@ -12,7 +12,7 @@ from shared.config import Settings, get_settings
 from shared.logs import configure_logging
 from textq import client_commands
 from textq.failing import fail
-from textq.supervise import WorkerSupervisor
+from textq.supervise import serve_beside
 
 app = typer.Typer(
     help="textq: sentiment and summarization with Hugging Face models as durable jobs.",
@@ -43,23 +43,10 @@ def up(host: HostOption = None, port: PortOption = None) -> None:
     _check_open_api(settings, host)
     typer.echo(
         f"textq is up: API on http://{host}:{port} (docs at /docs), one worker, webhooks, "
-        f"data in {_where_data_lives(settings)}. Ctrl-C stops them all."
+        f"data in {_where_data_lives(settings)}. Ctrl-C (or SIGTERM) stops them all."
     )
-    server = _api_server(settings, host, port)
-    give_up = lambda: setattr(server, "should_exit", True)  # noqa: E731
-    supervisors = [WorkerSupervisor("worker", give_up), WorkerSupervisor("webhooks", give_up)]
-    for supervisor in supervisors:
-        supervisor.start()
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises the Ctrl-C it shut down on; stopping is what was asked
-    finally:
-        for supervisor in supervisors:
-            supervisor.stop()
-    for supervisor in supervisors:
-        if supervisor.gave_up:
-            raise fail(f"stopped because the {supervisor.command} could not stay up; see above")
+    for command in serve_beside(_api_server(settings, host, port), ["worker", "webhooks"]):
+        raise fail(f"stopped because the {command} could not stay up; see above")
 
 
 def _where_data_lives(settings: Settings) -> str:
