@@ -48,8 +48,9 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The fast tests: pure logic, and the deploy files (promtool's checks and rule tests).
 unit: install
-	$(BIN)/pytest tests/unit
+	$(BIN)/pytest tests/unit tests/deploy -m 'not e2e'
 
 # The benchmark suite against the naive seed server (about 20 minutes on 2 cores).
 bench: install
