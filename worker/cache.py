@@ -4,7 +4,8 @@ Feedback repeats itself ("love it", "great product"). A result is cached under a
 everything that decides it: the task, the exact model (source, revision, precision, device
 type), the job's options and the text, and for a job with categories the exact sentence
 encoder too. Same key, same result: the cache never changes an answer, it only skips
-recomputing one.
+recomputing one. A sampled summary has no key: it is neither answered from the cache nor
+stored in it, and each of its texts runs on its own.
 """
 
 from __future__ import annotations
@@ -84,8 +85,12 @@ class ResultCache:
     def key(self, item: ClaimedItem) -> str | None:
         """Return the cache key of an item: a hash of all that decides its result.
 
-        None: the item's result cannot be named (its category encoder is unavailable).
+        None: the item's result is not to be cached: it is sampled (a new draw each time, so
+        a copy would pass one draw off as the answer), or cannot be named (its category
+        encoder is unavailable).
         """
+        if item.options.get("do_sample"):
+            return None
         identity = self.identity
         if item.options.get("categories"):
             if self.encoder is None:

@@ -8,6 +8,8 @@ from tests.factories import make_job
 from worker import runtime as worker_runtime
 from worker.tasks import _work_on, drain_queue
 
+STORY = "The parcel arrived late and the box was damaged."
+
 
 def jobs_of(db, task):
     with db.read() as session:
@@ -102,6 +104,27 @@ def test_repeated_texts_run_once_and_later_jobs_reuse_them(runtime, db, settings
     assert results[(second.id, 0)] == results[(first.id, 2)]
     assert results[(second.id, 1)] == results[(first.id, 0)] == results[(first.id, 3)]
     assert cached_keys == 4  # love it, meh, new text, and the summary
+
+
+def test_a_sampled_summary_is_never_answered_from_the_cache_nor_stored(runtime, db, settings):
+    model = settings.summarization_model
+    sampled = {"do_sample": True, "max_length": 8}
+    first = make_job(db, texts=[STORY, STORY], task=Task.SUMMARIZE, model=model, options=sampled)
+    drain_queue(runtime, Task.SUMMARIZE)
+    second = make_job(db, texts=[STORY], task=Task.SUMMARIZE, model=model, options=sampled)
+    drain_queue(runtime, Task.SUMMARIZE)
+    with db.read() as session:
+        jobs = [session.get(Job, job.id) for job in (first, second)]
+        stored = session.scalar(select(func.count()).select_from(CachedResult))
+    assert [job.status for job in jobs] == [JobStatus.SUCCEEDED] * 2
+    assert [job.cached_items for job in jobs] == [0, 0]
+    assert stored == 0
+
+    # The same text without sampling is cached as before: only sampling opts out.
+    make_job(db, texts=[STORY, STORY], task=Task.SUMMARIZE, model=model)
+    drain_queue(runtime, Task.SUMMARIZE)
+    with db.read() as session:
+        assert session.scalar(select(func.count()).select_from(CachedResult)) == 1
 
 
 def test_the_cache_can_be_turned_off(runtime, db, settings):
