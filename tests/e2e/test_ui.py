@@ -110,6 +110,8 @@ def sign_in(page: Any, service: Service) -> None:
 
     page.goto("/ui/")
     expect(page.get_by_role("alert")).to_contain_text("needs an API key")
+    # ... and says how to get one: keys are made on the server.
+    expect(page.get_by_role("alert")).to_contain_text("textq keys create --tenant NAME")
     page.get_by_role("textbox", name="API key").fill(api_key(service))
     page.get_by_role("button", name="Use this key").click()
     expect(page.get_by_role("heading", name="Jobs", level=1)).to_be_visible()
@@ -209,7 +211,7 @@ def test_bulk_feedback_from_upload_to_download(
 
 
 def test_document_summary_shows_its_chunk_summaries(
-    page: Any, service: Service, tmp_path: Path, request: Any
+    page: Any, service: Service, http: httpx.Client, tmp_path: Path, request: Any
 ) -> None:
     from playwright.sync_api import expect
 
@@ -231,7 +233,18 @@ def test_document_summary_shows_its_chunk_summaries(
     expect(result).to_have_count(1)
     expect(result.locator(".summary")).not_to_be_empty()
     chunks = result.locator("details")
-    expect(chunks.locator("summary")).to_contain_text("Summaries of its")
+    # The chunks shown and the parts that summed up their summaries add up to the job's count.
+    job = http.get(f"/v1/jobs/{page.url.rsplit('/', 1)[-1]}").json()
+    shown = http.get(f"/v1/jobs/{job['id']}/results", params={"include_chunks": True}).json()[
+        "items"
+    ][0]
+    parts = len(shown["chunks"]) + shown.get("reduce_parts", 0)
+    assert parts == job["progress"]["chunks"]["total"]
+    expect(chunks.locator("summary")).to_contain_text(
+        f"Summaries of its {len(shown['chunks'])} chunks"
+    )
+    if shown.get("reduce_parts"):
+        expect(chunks.locator("summary")).to_contain_text(f"({parts} parts in all)")
     expect(chunks.locator("li").first).to_be_hidden()
     chunks.locator("summary").click()
     expect(chunks.locator("li").first).to_be_visible()
@@ -298,3 +311,124 @@ def test_the_page_is_served_with_a_strict_content_security_policy(http: httpx.Cl
     assert "script-src 'self'" in policy and "connect-src 'self'" in policy
     assert http.get("/ui", follow_redirects=True).url.path == "/ui/"
     assert http.get("/ui/app.js").headers["content-type"].startswith("text/javascript")
+
+
+def label_values_cut_off(page: Any) -> list[str]:
+    """Return the label chart's values drawn past the chart's right edge."""
+    return page.evaluate(
+        """[...document.querySelectorAll('[data-chart=labels]')].flatMap(svg => {
+            const edge = svg.getBoundingClientRect().right + 0.5;
+            return [...svg.querySelectorAll('text')]
+                .filter(t => t.getBoundingClientRect().right > edge).map(t => t.textContent);
+        })"""
+    )
+
+
+def test_the_page_says_what_it_knows_and_draws_every_number_whole(
+    page: Any, service: Service
+) -> None:
+    """The page's wording and charts, fed answers the API gives, in the real browser."""
+    page.goto("/ui/")
+    said = page.evaluate(
+        """async () => {
+            const f = await import('./format.js');
+            const job = (queue) => ({
+                task: 'sentiment', status: 'queued', queue,
+                progress: {total: 3, done: 0, errored: 0, chunks: {total: 0, done: 0}},
+            });
+            const soon = new Date(Date.now() + 5000).toISOString();
+            const q = {model: 'm', workers: 1, items_per_s: 0, estimated_finish_at: null};
+            return {
+                noWorker: f.progressLine(job({...q, workers: 0})),
+                noPace: f.progressLine(job(q)),
+                paced: f.progressLine(job({...q, items_per_s: 2.5, estimated_finish_at: soon})),
+                noNegative: f.negativeText({count: 0, summary: null, error: null}, 'done'),
+                unsummarized: f.negativeText({count: 2, summary: null, error: null}, 'done'),
+                chunks: f.chunksLine({chunks: new Array(21).fill({}), reduce_parts: 2}),
+            };
+        }"""
+    )
+    assert said["noWorker"].endswith("waiting: no worker runs m yet")
+    assert said["noPace"].endswith("no pace known yet"), "no number while no pace is known"
+    assert said["paced"].endswith(" left") and "2.5 items/s" in said["paced"]
+    assert said["noNegative"] == "No negative feedback in this category."
+    assert "pending" not in said["unsummarized"], "a finished job waits for nothing"
+    assert (
+        said["chunks"] == "Summaries of its 21 chunks, summed up in 2 more parts (23 parts in all)"
+    )
+
+    # Big counts: every value stays inside the chart, on a laptop and on a phone.
+    for viewport in ({"width": 1280, "height": 800}, PHONE):
+        page.set_viewport_size(viewport)
+        page.evaluate(
+            """async () => {
+                const {labelChart} = await import('./charts.js');
+                const box = document.createElement('div');
+                box.style.maxWidth = '520px';
+                document.getElementById('main').append(box);
+                labelChart(box, {NEGATIVE: 1234, POSITIVE: 567890});
+            }"""
+        )
+        assert label_values_cut_off(page) == [], viewport
+
+
+def test_a_feedback_file_reads_the_same_on_the_page_as_in_the_api(
+    page: Any, service: Service, http: httpx.Client, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    rows = [
+        ("Q-1", "The jacket is warm and beautifully made."),
+        ("Q-2", "The blender is sturdy and works perfectly."),
+        ("S-1", "The parcel arrived two weeks late and the box was crushed."),
+        ("S-2", "The courier left the box in the rain."),
+        ("S-3", "   "),
+    ]
+    with feedback_csv(tmp_path / "small.csv", rows).open("rb") as file:
+        submitted = http.post(
+            "/v1/batches",
+            files={"file": ("small.csv", file)},
+            data={
+                "task": "sentiment",
+                "text_column": "comment",
+                "id_column": "ticket",
+                "options": '{"categories": ["shipping", "quality"], "insights": true}',
+            },
+        )
+    assert submitted.status_code == 202, submitted.text
+    job = wait_for_job(http, submitted.json()["id"])
+    results = all_results(http, job["id"])
+    sign_in(page, service)
+    page.goto(f"/ui/#/jobs/{job['id']}")
+    expect(page.locator("#job-status")).to_have_text(job["status"])
+
+    # A category none of whose texts is negative says so; it waits for no summary.
+    quiet = [c for c, entry in job["insights"]["negative"].items() if entry["count"] == 0]
+    assert quiet, job["insights"]
+    for category in quiet:
+        article = page.locator("#insights-negative article").filter(has_text=f"{category}: 0")
+        expect(article.locator("p")).to_have_text("No negative feedback in this category.")
+
+    # The table names rows by the index the API uses, also in the row's error, with the text.
+    table = page.locator("#results-list table")
+    expect(table.locator("thead th")).to_have_text(
+        ["Index", "Id", "Text", "Label", "Score", "Category"]
+    )
+    cells = table.locator("tbody tr")
+    expect(cells).to_have_count(len(rows))
+    for result, (ticket, comment) in zip(results, rows, strict=True):
+        row = cells.nth(result["index"])
+        expect(row.locator("td").nth(0)).to_have_text(str(result["index"]))
+        expect(row.locator("td").nth(1)).to_have_text(ticket)
+        if "error" not in result:
+            expect(row.locator("td").nth(2)).to_have_text(comment)
+    failed = results[-1]
+    assert failed["error"].startswith("index 4 (line 6 of the file): ")
+    expect(cells.nth(4)).to_contain_text(f"Failed: {failed['error']}")
+    assert label_values_cut_off(page) == []
+
+    # The jobs list shows each job's id and the start of its first text.
+    page.get_by_role("link", name="All jobs").click()
+    listed = page.locator(f"li[data-job-id='{job['id']}']")
+    expect(listed).to_contain_text(job["id"])
+    expect(listed.locator(".preview")).to_have_text(rows[0][1])

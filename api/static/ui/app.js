@@ -1,29 +1,19 @@
 // The textq page: submit jobs, follow them, read their results. Routes live in the hash:
 // #/ lists jobs, #/jobs/<id> shows one.
 import * as api from "./api.js";
-import { histogramChart, labelChart, labelClass } from "./charts.js";
+import { histogramChart, labelChart } from "./charts.js";
+import { element } from "./dom.js";
+import { ACTIVE, describeInput, fraction, progressLine, seconds, when } from "./format.js";
+import { renderExtremes, renderInsights, showResults } from "./results.js";
 
-const ACTIVE = new Set(["queued", "running"]);
 const POLL_MS = 1000;
 const LIST_POLL_MS = 2000;
-const RESULTS_PAGE = 20;
 
 const main = document.getElementById("main");
 const alertBox = document.getElementById("alert");
 let stopView = () => {};
 
 // --- small helpers -------------------------------------------------------------------------
-
-function element(name, attributes = {}, ...children) {
-  const node = document.createElement(name);
-  for (const [key, value] of Object.entries(attributes)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children);
-  return node;
-}
 
 function showError(error) {
   let message = error.message;
@@ -40,26 +30,15 @@ function clearError() {
   alertBox.textContent = "";
 }
 
+// Keys are made on the server, by whoever runs it: say how, so a new user can ask for one.
+const HOW_TO_GET_A_KEY =
+  "Whoever runs the server makes one there with the command " +
+  "“textq keys create --tenant NAME” (it prints the key once); enter it under “API key”.";
+
 function savedKeyMessage() {
   return api.savedKey()
-    ? "The server refused this API key: it is unknown, revoked or expired."
-    : "This server needs an API key.";
-}
-
-function when(iso) {
-  return iso ? new Date(iso).toLocaleString() : "";
-}
-
-function seconds(from, to) {
-  const s = Math.max(0, (new Date(to) - new Date(from)) / 1000);
-  if (s < 60) return `${s.toFixed(1)} s`;
-  const whole = Math.round(s);
-  if (whole < 3600) return `${Math.floor(whole / 60)} min ${whole % 60} s`;
-  return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
-}
-
-function rate(perSecond) {
-  return perSecond >= 10 ? perSecond.toFixed(0) : perSecond.toPrecision(2);
+    ? `The server refused this API key: it is unknown, revoked or expired. ${HOW_TO_GET_A_KEY}`
+    : `This server needs an API key. ${HOW_TO_GET_A_KEY}`;
 }
 
 /** Run `step` now and every `ms` until it returns false or the view changes. */
@@ -80,35 +59,6 @@ function every(ms, step) {
     stopped = true;
     clearTimeout(timer);
   };
-}
-
-function describeInput(job) {
-  const input = job.input || {};
-  if (input.kind === "file") return input.filename ? `file ${input.filename}` : "file";
-  if (input.kind === "document") return "document";
-  return job.progress.total === 1 ? "1 text" : `${job.progress.total.toLocaleString()} texts`;
-}
-
-function progressLine(job) {
-  const p = job.progress;
-  const finished = p.done + p.errored;
-  let line = `${finished.toLocaleString()} of ${p.total.toLocaleString()} done`;
-  if (p.errored) line += ` (${p.errored.toLocaleString()} failed)`;
-  if (p.chunks.total) line += ` · ${p.chunks.done} of ${p.chunks.total} chunks`;
-  if (job.queue && ACTIVE.has(job.status)) {
-    if (job.queue.workers === 0) line += ` · waiting: no worker runs ${job.queue.model} yet`;
-    if (job.queue.items_per_s) line += ` · ${rate(job.queue.items_per_s)} items/s`;
-    if (job.queue.estimated_finish_at) {
-      line += ` · about ${seconds(new Date(), job.queue.estimated_finish_at)} left`;
-    }
-  }
-  return line;
-}
-
-function fraction(job) {
-  const p = job.progress;
-  const total = p.total + p.chunks.total;
-  return total ? (p.done + p.errored + p.chunks.done) / total : 0;
 }
 
 // --- the API key panel -----------------------------------------------------------------------
@@ -211,6 +161,8 @@ function renderJobs(list, jobs) {
           element("span", { class: "muted", text: `${describeInput(job)} · ${when(job.created_at)}` }),
         ),
         element("span", { class: `status ${job.status}`, text: job.status }),
+        job.input?.preview ? element("q", { class: "preview", text: job.input.preview }) : "",
+        element("span", { class: "muted small job-id" }, "Job ", element("code", { text: job.id })),
         bar,
         element("span", { class: "muted small", text: progressLine(job) }),
       );
@@ -333,153 +285,10 @@ function showJob(id) {
     }
     if (!active && !finishedShown && job.status !== "expired") {
       finishedShown = true;
-      await showResults(find, id, job.task);
+      await showResults(find, id, job.task, showError);
     }
     return active;
   });
-}
-
-function renderExtremes(list, items) {
-  list.replaceChildren(
-    ...items.map((item) =>
-      element(
-        "li",
-        {},
-        element(
-          "p",
-          { class: "meta" },
-          element("span", { class: `pill ${labelClass(item.label)}`, text: item.label }),
-          ` ${item.score.toFixed(3)} · row ${item.index}`,
-          item.custom_id ? element("span", { text: ` · id ${item.custom_id}` }) : "",
-        ),
-        element("blockquote", { text: item.text }),
-      ),
-    ),
-  );
-}
-
-function renderInsights(find, insights) {
-  const section = find("#insights");
-  section.hidden = !insights;
-  if (!insights) return;
-  const stage = {
-    counting: "Counting labels per category while the texts run…",
-    summarizing: "Summarizing the negative feedback of each category…",
-    done: "",
-  };
-  find("#insights-status").textContent = stage[insights.status] ?? insights.status;
-  const labels = [...new Set(Object.values(insights.counts || {}).flatMap(Object.keys))].sort();
-  const table = find("#insights-counts");
-  table.replaceChildren();
-  table.createCaption().textContent = "Texts per category and label";
-  const head = table.createTHead().insertRow();
-  for (const heading of ["Category", ...labels, "Total"]) {
-    head.append(element("th", { scope: "col", text: heading }));
-  }
-  const body = table.createTBody();
-  for (const category of insights.categories || Object.keys(insights.counts || {})) {
-    const counts = (insights.counts || {})[category] || {};
-    const row = body.insertRow();
-    row.append(element("th", { scope: "row", text: category }));
-    let total = 0;
-    for (const label of labels) {
-      total += counts[label] || 0;
-      row.insertCell().textContent = (counts[label] || 0).toLocaleString();
-    }
-    row.insertCell().textContent = total.toLocaleString();
-  }
-  const negative = find("#insights-negative");
-  negative.replaceChildren(
-    ...Object.entries(insights.negative || {}).map(([category, entry]) =>
-      element(
-        "article",
-        { class: "insight" },
-        element("h3", { text: `${category}: ${entry.count.toLocaleString()} negative` }),
-        element("p", {
-          text: entry.summary ?? (entry.error ? `No summary: ${entry.error}` : "Summary pending…"),
-        }),
-      ),
-    ),
-  );
-}
-
-async function showResults(find, id, task) {
-  const section = find("#results");
-  const more = find("#results-more");
-  section.hidden = false;
-  // Sentiment rows are short: a table reads best. Summaries are prose, one article each.
-  const rows = task === "sentiment" ? sentimentTable(find("#results-list")) : null;
-  let cursor = null;
-  const load = async () => {
-    const query = new URLSearchParams({ limit: String(RESULTS_PAGE) });
-    if (task === "summarize") query.set("include_chunks", "true");
-    if (cursor) query.set("cursor", cursor);
-    const page = await api.getJson(`v1/jobs/${id}/results?${query}`);
-    if (rows) rows.append(...page.items.map(sentimentRow));
-    else find("#results-list").append(...page.items.map(summaryEntry));
-    cursor = page.next_cursor;
-    more.hidden = !cursor;
-  };
-  more.addEventListener("click", () => load().catch(showError));
-  await load();
-}
-
-function sentimentTable(container) {
-  const table = element("table", { class: "results" });
-  table.createCaption().textContent = "Each text's label, in input order";
-  const head = table.createTHead().insertRow();
-  for (const heading of ["Row", "Id", "Label", "Score", "Category"]) {
-    head.append(element("th", { scope: "col", text: heading }));
-  }
-  container.replaceChildren(element("div", { class: "scroll" }, table));
-  return table.createTBody();
-}
-
-function sentimentRow(item) {
-  const row = element("tr", { "data-index": String(item.index) });
-  row.append(element("td", { text: String(item.index) }), element("td", { text: item.custom_id ?? "" }));
-  if (item.error) {
-    row.append(element("td", { class: "error", colspan: "3", text: `Failed: ${item.error}` }));
-    return row;
-  }
-  row.append(
-    element("td", {}, element("span", { class: `pill ${labelClass(item.label)}`, text: item.label })),
-    element("td", { text: item.score.toFixed(3) }),
-    element("td", { text: item.category ?? "" }),
-  );
-  return row;
-}
-
-function summaryEntry(item) {
-  const name = item.custom_id ? `Text ${item.index} · id ${item.custom_id}` : `Text ${item.index}`;
-  const entry = element("article", { class: "result", "data-index": String(item.index) });
-  entry.append(element("h3", { text: name }));
-  if (item.error) {
-    entry.append(element("p", { class: "error", text: `Failed: ${item.error}` }));
-    return entry;
-  }
-  entry.append(element("p", { class: "summary", text: item.summary_text }));
-  if (item.chunks?.length) {
-    const details = element(
-      "details",
-      {},
-      element("summary", { text: `Summaries of its ${item.chunks.length} chunks` }),
-    );
-    const chunks = element("ol", { class: "chunks" });
-    for (const chunk of item.chunks) {
-      chunks.append(
-        element(
-          "li",
-          {},
-          element("span", { class: "muted small", text: `characters ${chunk.start}–${chunk.end} · ` }),
-          chunk.error ? `failed: ${chunk.error}` : chunk.summary_text || "",
-        ),
-      );
-    }
-    details.append(chunks);
-    entry.append(details);
-  }
-  return entry;
 }
 
 // --- routing ---------------------------------------------------------------------------------

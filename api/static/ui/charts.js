@@ -1,4 +1,6 @@
 // Two small SVG charts, each with the same numbers as a table for screen readers.
+import { share } from "./format.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 
 function svgElement(name, attributes = {}, text) {
@@ -37,7 +39,10 @@ function dataTable(caption, headings, rows) {
   return details;
 }
 
-/** Horizontal bars, one per label, with its count and share. */
+/**
+ * Horizontal bars, one per label, with its count and share. The columns are sized from the
+ * drawn text, so no label or value is cut off whatever the counts and the screen's width.
+ */
 export function labelChart(container, counts) {
   const entries = Object.entries(counts).sort((a, b) => a[0].localeCompare(b[0]));
   const total = entries.reduce((sum, [, n]) => sum + n, 0);
@@ -47,25 +52,36 @@ export function labelChart(container, counts) {
     return;
   }
   const rowHeight = 34;
-  const width = 320;
-  const labelWidth = 96;
-  const barSpace = width - labelWidth - 80;
-  const max = Math.max(...entries.map(([, n]) => n));
-  const describe = entries
-    .map(([label, n]) => `${label}: ${n} (${Math.round((100 * n) / total)}%)`)
-    .join(", ");
+  const gap = 8;
+  const value = (n) => `${n.toLocaleString()} · ${share(n, total)}`;
+  const describe = entries.map(([label, n]) => `${label}: ${n} (${share(n, total)})`).join(", ");
   const svg = svgElement("svg", {
-    viewBox: `0 0 ${width} ${entries.length * rowHeight}`,
     role: "img",
     "aria-label": `Labels of ${total} texts: ${describe}`,
     class: "chart",
     "data-chart": "labels",
   });
+  container.append(svg); // in the page, so that its text can be measured
+  const labels = entries.map(([label]) => svgElement("text", { class: "axis" }, label));
+  const values = entries.map(([, n]) => svgElement("text", { class: "value" }, value(n)));
+  svg.append(...labels, ...values);
+  // A hidden chart measures 0: then guess from the characters (12 px digits are ~7 wide).
+  const widest = (nodes) =>
+    Math.max(...nodes.map((node) => node.getComputedTextLength() || node.textContent.length * 7.5));
+  const labelWidth = widest(labels) + gap;
+  const valueWidth = widest(values) + gap;
+  const width = Math.max(320, labelWidth + valueWidth + 120);
+  const barSpace = width - labelWidth - valueWidth;
+  const max = Math.max(...entries.map(([, n]) => n));
+  svg.setAttribute("viewBox", `0 0 ${width} ${entries.length * rowHeight}`);
   entries.forEach(([label, n], row) => {
     const y = row * rowHeight;
     const length = Math.max((barSpace * n) / max, 2);
+    labels[row].setAttribute("x", "0");
+    labels[row].setAttribute("y", String(y + 21));
+    values[row].setAttribute("x", String(labelWidth + length + gap / 2));
+    values[row].setAttribute("y", String(y + 21));
     svg.append(
-      svgElement("text", { x: 0, y: y + 21, class: "axis" }, label),
       svgElement("rect", {
         x: labelWidth,
         y: y + 6,
@@ -76,19 +92,13 @@ export function labelChart(container, counts) {
         "data-label": label,
         "data-count": n,
       }),
-      svgElement(
-        "text",
-        { x: labelWidth + length + 6, y: y + 21, class: "value" },
-        `${n.toLocaleString()} · ${Math.round((100 * n) / total)}%`,
-      ),
     );
   });
   container.append(
-    svg,
     dataTable(
       "Texts per label",
       ["Label", "Texts", "Share"],
-      entries.map(([label, n]) => [label, n.toLocaleString(), `${Math.round((100 * n) / total)}%`]),
+      entries.map(([label, n]) => [label, n.toLocaleString(), share(n, total)]),
     ),
   );
 }
