@@ -12,15 +12,16 @@ from sqlalchemy.orm import Session
 
 from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
 from api.idempotency import TTL_S, Idempotency
-from shared import repository
+from shared import repository, worker_registry
 from shared.celery_app import Doorbell
 from shared.config import Settings
 from shared.db import Database
 from shared.destinations import allowed_networks, safe_addresses
-from shared.errors import JobNotFound, TooManyActiveJobs
+from shared.errors import InvalidRequest, JobNotFound, TooManyActiveJobs
 from shared.insights import Summarizer
 from shared.logs import bind
 from shared.metrics import JOBS_SUBMITTED
+from shared.model_limits import unfit_options
 from shared.models import Job
 from shared.presenting import present_job
 from shared.repository import Webhook
@@ -50,10 +51,13 @@ class Submitter:
         idempotency: Idempotency | None = None,
         webhook: Webhook | None = None,
         priority: int = SYNC_PRIORITY,
+        options_at: str = "options.",
     ) -> Submitted:
         """Store a job and its items in one transaction, then ring the task's doorbell.
 
         With an idempotency key already used for the same request, return that job instead.
+        `options_at` is where the request put the options, for the fields of a 422 naming
+        one the model cannot honour (the classic endpoints take them at the top level).
         """
 
         def create(session: Session) -> Job:
@@ -70,12 +74,21 @@ class Submitter:
                 summarizer=summarizer_of_insights(self.settings),
             )
 
-        return self.submit_with(task, create, idempotency)
+        return self.submit_with(task, create, idempotency, options_at=options_at)
 
     def submit_with(
-        self, task: Task, create: Callable[[Session], Job], idempotency: Idempotency | None
+        self,
+        task: Task,
+        create: Callable[[Session], Job],
+        idempotency: Idempotency | None,
+        *,
+        options_at: str = "options.",
     ) -> Submitted:
-        """Run `create` in a write transaction (once per idempotency key), then ring."""
+        """Run `create` in a write transaction (once per idempotency key), then ring.
+
+        A job whose options its model cannot honour (as its live workers recorded the
+        model's limits) is refused with a 422 and nothing is written.
+        """
         with self.db.write() as session:
             if idempotency is not None:
                 earlier = repository.reserve_idempotency_key(
@@ -90,6 +103,7 @@ class Submitter:
             # Before the work of a big upload, refuse at once what the check below would.
             self._check_active_jobs(session, counting_new_job=False)
             job = create(session)
+            self._check_options_fit_model(session, job, options_at=options_at)
             self._check_active_jobs(session, counting_new_job=True)
             if idempotency is not None:
                 repository.attach_idempotency_key(
@@ -100,6 +114,27 @@ class Submitter:
         self.doorbell.ring(task, job_id=job.id)
         JOBS_SUBMITTED.labels(task=task.value, input_kind=job.input_kind).inc()
         return Submitted(job=job, created=True)
+
+    def _check_options_fit_model(self, session: Session, job: Job, *, options_at: str) -> None:
+        """Raise InvalidRequest naming each option the job's model cannot honour.
+
+        While no live worker has recorded the model's limits, the job goes through and its
+        worker refuses such options with the same words.
+        """
+        if not job.options:
+            return
+        limits = worker_registry.limits_of_live_workers(
+            session,
+            task=job.task,
+            model=job.model,
+            sweep_interval_s=self.settings.sweep_interval_s,
+        )
+        problems = unfit_options(job.options, limits) if limits is not None else {}
+        if problems:
+            errors = [{"field": options_at + name, "message": m} for name, m in problems.items()]
+            raise InvalidRequest(
+                "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
+            )
 
     def _check_active_jobs(self, session: Session, *, counting_new_job: bool) -> None:
         """Raise TooManyActiveJobs if the tenant is over its limit of unfinished jobs.

@@ -113,11 +113,32 @@ class SentimentOptions(Strict):
         return names
 
 
-class SummarizeOptions(Strict):
-    """Decoding options of a summarization job; what is omitted comes from the model's config."""
+# Lengths count generated tokens with the decoder's start token: a max_length of 1 leaves
+# no room for any (transformers refuses it); the model's own limit is checked at submit
+# against what its workers recorded (shared/model_limits.py).
+MAX_LENGTH_FIELD = Field(
+    default=None,
+    ge=2,
+    le=4096,
+    description="The longest summary, in tokens (start token included): 2 to 4096, and no "
+    "more than the model's decoder positions (1,024 for BART), else 422.",
+)
+MIN_LENGTH_FIELD = Field(
+    default=None,
+    ge=0,
+    le=4096,
+    description="The shortest summary, in tokens; at most max_length and the model's limit.",
+)
 
-    max_length: int | None = Field(default=None, ge=1, le=4096)
-    min_length: int | None = Field(default=None, ge=0, le=4096)
+
+class SummarizeOptions(Strict):
+    """Decoding options of a summarization job; what is omitted comes from the model's config.
+
+    A sampled summary (`do_sample`) differs each time: it is never answered from the cache.
+    """
+
+    max_length: int | None = MAX_LENGTH_FIELD
+    min_length: int | None = MIN_LENGTH_FIELD
     num_beams: int | None = Field(default=None, ge=1, le=16)
     do_sample: bool = False
 
@@ -567,8 +588,8 @@ class ClassicTextRequest(Strict):
 class ClassicSummarizeRequest(ClassicTextRequest):
     """Body of the classic `/summarize` endpoint, with the pipeline's optional length knobs."""
 
-    max_length: int | None = Field(default=None, ge=1, le=4096)
-    min_length: int | None = Field(default=None, ge=0, le=4096)
+    max_length: int | None = MAX_LENGTH_FIELD
+    min_length: int | None = MIN_LENGTH_FIELD
     do_sample: bool = False
 
     @model_validator(mode="after")

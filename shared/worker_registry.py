@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from shared.model_limits import ModelLimits, narrowest
 from shared.models import Worker, utcnow
 
 
@@ -45,12 +46,29 @@ def live_workers_serving(
     session: Session, *, task: str, model: str, sweep_interval_s: float
 ) -> int:
     """Count the live workers that claim `task` items of `model` (as jobs name it)."""
-    return sum(
-        1
+    return len(_live_entries(session, task=task, model=model, sweep_interval_s=sweep_interval_s))
+
+
+def limits_of_live_workers(
+    session: Session, *, task: str, model: str, sweep_interval_s: float
+) -> ModelLimits | None:
+    """Return what every live worker serving `task` items of `model` can honour (the
+    narrowest of their recorded limits), or None while none has recorded any."""
+    entries = _live_entries(session, task=task, model=model, sweep_interval_s=sweep_interval_s)
+    found = [ModelLimits.from_json(entry.get("limits")) for entry in entries]
+    return narrowest(limits for limits in found if limits is not None)
+
+
+def _live_entries(
+    session: Session, *, task: str, model: str, sweep_interval_s: float
+) -> list[dict[str, Any]]:
+    """Return the `models[task]` entries of the live workers serving `model` for `task`."""
+    return [
+        entry
         for worker in list_workers(session)
-        if (worker.models.get(task) or {}).get("model") == model
+        if (entry := worker.models.get(task) or {}).get("model") == model
         and is_live(worker, sweep_interval_s=sweep_interval_s)
-    )
+    ]
 
 
 def is_live(worker: Worker, *, sweep_interval_s: float, now: datetime | None = None) -> bool:

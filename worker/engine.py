@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -19,6 +18,7 @@ from shared.states import Task
 from shared.tracing import span
 from worker.categories import CategoriesUnavailable, CategoryEncoder, category_fields
 from worker.chunking import split_into_chunks
+from worker.generation import generation_config, refuse_unfit
 from worker.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -330,26 +330,22 @@ class SummarizeRunner(Runner):
         ]
 
     def generation_config(self, options: dict[str, Any], *, chunk: bool = False) -> Any:
-        """Return the model's generation config with the job's options laid over it.
+        """Return the model's generation config with the job's options laid over it."""
+        return generation_config(
+            self.loaded.model.generation_config,
+            options,
+            chunk_tokens=self.chunk_tokens,
+            chunk=chunk,
+        )
 
-        A chunk's summary is an intermediate: it keeps the model's own lengths (the job's
-        lengths are for the final summary), held to a quarter of a window so that each
-        reduce round shrinks the text.
-        """
-        generation = copy.deepcopy(self.loaded.model.generation_config)
-        overrides = {k: v for k, v in options.items() if v is not None}
-        overrides.setdefault("do_sample", False)
-        if chunk:
-            cap = max(self.chunk_tokens // 4, 8)
-            overrides.pop("min_length", None)
-            overrides["max_length"] = min(generation.max_length or cap, cap)
-            if generation.max_new_tokens:
-                overrides["max_new_tokens"] = min(generation.max_new_tokens, cap)
-        # A job that only lowers max_length must not be held to the model's longer minimum.
-        if "max_length" in overrides and "min_length" not in overrides:
-            overrides["min_length"] = min(generation.min_length or 0, overrides["max_length"])
-        generation.update(**overrides)
-        return generation
+    def _refuse(self, group: Sequence[ClaimedItem]) -> list[Outcome]:
+        """Fail a group whose options ask for more than the model can generate."""
+        if group[0].is_chunk:  # chunks keep the model's own lengths
+            return []
+        error = refuse_unfit(group[0].options, self.loaded.limits)
+        if error is None:
+            return []
+        return [Outcome(item_id=item.id, error=error) for item in group]
 
 
 def _failure(item: ClaimedItem, error: Exception) -> Outcome:

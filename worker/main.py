@@ -65,7 +65,8 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
 
 
 def register(runtime: worker_runtime.WorkerRuntime) -> None:
-    """List this worker and what it serves (`textq models list`)."""
+    """List this worker, what it serves and each model's limits (`textq models list`; the
+    API checks submitted options against the limits)."""
     loaded = [runner.loaded for runner in runtime.runners.values()]
     with runtime.db.write() as session:
         worker_registry.register_worker(
@@ -73,8 +74,5 @@ def register(runtime: worker_runtime.WorkerRuntime) -> None:
             name=runtime.name,
             device=str(loaded[0].device) if loaded else "none",
             dtype=str(loaded[0].dtype).removeprefix("torch.") if loaded else "none",
-            models={
-                m.resolved.task.value: {"model": m.resolved.source, "revision": m.resolved.revision}
-                for m in loaded
-            },
+            models={m.resolved.task.value: m.registry_entry() for m in loaded},
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.config import EMBEDDING_MODEL_SETTING, Settings
+from shared.model_limits import ModelLimits
 from shared.states import Task
 
 if TYPE_CHECKING:
@@ -175,6 +176,23 @@ class LoadedModel:
     dtype: torch.dtype
     max_input_tokens: int
     load_s: float
+    # Tokens a generated text may have (decoder positions); None: no generator, or no limit.
+    max_output_tokens: int | None = None
+
+    @property
+    def limits(self) -> ModelLimits:
+        """Return what this model can honour, as its worker records it."""
+        return ModelLimits(
+            max_input_tokens=self.max_input_tokens, max_output_tokens=self.max_output_tokens
+        )
+
+    def registry_entry(self) -> dict[str, Any]:
+        """Return what the `workers` table says of this model: name, revision and limits."""
+        return {
+            "model": self.resolved.source,
+            "revision": self.resolved.revision,
+            "limits": self.limits.as_json(),
+        }
 
 
 def load(resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype) -> LoadedModel:
@@ -197,6 +215,7 @@ def load(resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype) -
         dtype=dtype,
         max_input_tokens=max_input_tokens,
         load_s=time.perf_counter() - started,
+        max_output_tokens=decoder_positions(model.config),
     )
     _say_loaded(
         resolved.task.value, resolved.source, resolved.revision, device, dtype, loaded.load_s
@@ -236,6 +255,22 @@ def load_encoder(files: ModelFiles, *, device: torch.device, dtype: torch.dtype)
     )
     _say_loaded("embedding", files.source, files.revision, device, dtype, loaded.load_s)
     return loaded
+
+
+def decoder_positions(config: Any) -> int | None:
+    """Return how many tokens the model's decoder can attend over (generate up to), or None.
+
+    Learned or precomputed position tables (BART, Pegasus, Marian) end there: one step
+    past it, generation fails with an IndexError. Relative positions (T5) have no end.
+    """
+    if not getattr(config, "is_encoder_decoder", False):
+        return None
+    decoder = config.get_text_config(decoder=True)
+    for name in ("max_target_positions", "max_position_embeddings"):
+        value = getattr(decoder, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def _max_seq_length(path: Path) -> int | None:

@@ -20,7 +20,8 @@ from api.responses import API_KEY_SCHEMES, KEYED, LOCATION, Responses, problems
 from api.waiting import JobWaiter
 from shared import repository
 from shared.db import Database
-from shared.errors import InferenceFailed
+from shared.errors import InferenceFailed, InvalidRequest
+from shared.model_limits import UNFIT_OPTIONS
 from shared.models import Job
 from shared.schemas import (
     ClassicLabel,
@@ -88,7 +89,7 @@ async def _run_and_wait(
     text: str,
     options: dict[str, Any],
 ) -> Any:
-    submitted = await run_in_threadpool(submitter.submit, task, [text], options)
+    submitted = await run_in_threadpool(submitter.submit, task, [text], options, options_at="")
     job = submitted.job
     finished = await waiter.wait(
         job.id,
@@ -102,6 +103,8 @@ async def _run_and_wait(
         )
     result, error = finished
     if result is None:
+        if error and error.startswith(UNFIT_OPTIONS):  # the client's parameter, not a failure
+            raise InvalidRequest(error, job_id=str(job.id))
         raise InferenceFailed(error or None, job_id=str(job.id))
     if task is Task.SENTIMENT:
         return [{"label": result["label"], "score": result["score"]}]

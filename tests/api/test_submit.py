@@ -94,6 +94,12 @@ def problem(response, status, kind):
             "num_beams",
         ),
         ({"task": "sentiment", "input": {"texts": "not a list"}}, 422, "invalid-request", "texts"),
+        (
+            {"task": "summarize", "input": {"text": "a"}, "options": {"max_length": 1}},
+            422,
+            "invalid-request",
+            "options.max_length: Input should be greater than or equal to 2",
+        ),
         ([1, 2], 422, "invalid-request", "object"),
         (
             {"task": "sentiment", "input": {"texts": ["a" * 90] * 5}, "pad": "x" * 20000},
@@ -256,3 +262,73 @@ def test_the_classic_endpoints_name_their_fields(client, path, payload, field, s
     messages = {error["field"]: error["message"] for error in body["errors"]}
     for fragment in says:
         assert fragment in messages[field], messages
+
+
+STORY = "The parcel arrived late and the box was damaged."
+
+
+def register_summarizer(db, settings, *, last_seen_s_ago=0.0, max_output_tokens=1024):
+    """List a worker serving the summarizer with the limits a worker records at load."""
+    from datetime import timedelta
+
+    from shared import worker_registry
+    from shared.model_limits import ModelLimits
+    from shared.models import Worker
+
+    entry = {
+        "model": settings.summarization_model,
+        "revision": "sha256:test",
+        "limits": ModelLimits(512, max_output_tokens).as_json(),
+    }
+    with db.write() as session:
+        worker_registry.register_worker(
+            session, name="w1", device="cpu", dtype="float32", models={"summarize": entry}
+        )
+    if last_seen_s_ago:
+        with db.write() as session:
+            row = session.get(Worker, "w1")
+            row.last_seen_at -= timedelta(seconds=last_seen_s_ago)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        (
+            "/v1/jobs",
+            {
+                "task": "summarize",
+                "input": {"text": STORY},
+                "options": {"min_length": 1100, "max_length": 1200},
+            },
+            "options.min_length",
+        ),
+        (
+            "/v1/jobs",
+            {"task": "summarize", "input": {"document": STORY}, "options": {"max_length": 2000}},
+            "options.max_length",
+        ),
+        ("/summarize", {"text": STORY, "max_length": 2000}, "max_length"),
+    ],
+)
+def test_lengths_past_what_the_live_workers_model_can_generate_are_refused(
+    client, db, api_settings, stored_rows, path, body, field
+):
+    register_summarizer(db, api_settings)
+    response = problem(client.post(path, json=body), 422, "invalid-request")
+    messages = {error["field"]: error["message"] for error in response["errors"]}
+    assert "at most 1,024" in messages[field], messages
+    assert "1,024 positions" in response["detail"]
+    assert stored_rows() == (0, 0)
+    assert published(api_settings, Task.SUMMARIZE) == []
+
+
+def test_lengths_the_model_can_generate_are_accepted(client, db, api_settings):
+    register_summarizer(db, api_settings)
+    body = {"task": "summarize", "input": {"text": STORY}, "options": {"max_length": 1024}}
+    assert client.post("/v1/jobs", json=body).status_code == 202
+
+
+def test_the_limits_of_a_worker_no_longer_seen_do_not_count(client, db, api_settings):
+    register_summarizer(db, api_settings, last_seen_s_ago=3600, max_output_tokens=10)
+    body = {"task": "summarize", "input": {"text": STORY}, "options": {"max_length": 20}}
+    assert client.post("/v1/jobs", json=body).status_code == 202

@@ -136,6 +136,25 @@ def test_classic_endpoints_bad_input_is_a_problem(http):
         assert response.headers["content-type"] == "application/problem+json"
 
 
+def test_lengths_past_the_summarizers_decoder_are_a_422_naming_the_limit(http):
+    # The worker recorded the tiny BART's 1,024 positions when it loaded it (warm-up).
+    story = "The parcel arrived late and the box was damaged."
+    for path, body in (
+        (
+            "/v1/jobs",
+            {
+                "task": "summarize",
+                "input": {"text": story},
+                "options": {"min_length": 1100, "max_length": 1200},
+            },
+        ),
+        ("/summarize", {"text": story, "max_length": 2000}),
+    ):
+        response = http.post(path, json=body)
+        assert response.status_code == 422, response.text
+        assert "at most 1,024" in response.json()["detail"]
+
+
 def test_a_classic_call_past_its_timeout_returns_the_job_link(service, tmp_path):
     port = free_port()
     impatient = start(

@@ -31,6 +31,8 @@ def test_models_list_shows_each_live_worker_and_its_models(service, model_dirs):
     assert (worker["device"], worker["dtype"]) == ("cpu", "float32")
     assert worker["models"]["sentiment"]["model"] == str(model_dirs.sentiment)
     assert worker["models"]["summarize"]["revision"].startswith("sha256:")
+    # What the API checks a summary's lengths against (the tiny BART's decoder positions).
+    assert worker["models"]["summarize"]["limits"]["max_output_tokens"] == 1024
 
     text = models_list(service.env)
     assert worker["name"] in text.stdout and "live" in text.stdout
