@@ -84,10 +84,6 @@ class WorkerSupervisor:
         self._thread.start()
         self._started.wait()
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def _spawn(self) -> bool:
         """Start the child unless a stop has begun; return whether it started."""
         with self._lock:
@@ -143,10 +139,6 @@ class WorkerSupervisor:
             return None
         process.send_signal(signal.SIGTERM)
         return process
-
-    def stop(self) -> None:
-        """Ask the process to finish its work and stop; kill it if it does not in time."""
-        stop_all([self])
 
 
 def stop_all(

@@ -169,10 +169,11 @@ def test_a_doorbell_file_caught_half_written_does_not_stop_the_worker(tmp_path, 
     broker = tmp_path / "textq-data" / "broker"
     queue = f"{QUEUE_PREFIX}.sentiment"
     # What a writer leaves between creating a message file and writing it (the embedded broker's
-    # race, forced here rather than hoped for), and what a writer that crashed there leaves.
+    # race, forced here rather than hoped for), and what a writer that crashed there leaves;
+    # "0_" sorts them before any real message, so the worker meets them first.
     caught = broker / "queue" / f"0_{uuid.uuid4()}.{queue}.msg"
     caught.touch()
-    crashed = broker / "queue" / f"1_{uuid.uuid4()}.{queue}.msg"
+    crashed = broker / "queue" / f"0_{uuid.uuid4()}.{queue}.msg"
     crashed.write_bytes(b'{"body": "eyJ')
     os.utime(crashed, (time.time() - 60, time.time() - 60))
     try:

@@ -31,8 +31,9 @@ def queue_files(settings: Settings) -> list[Path]:
 def left_by_a_writer(
     settings: Settings, queue: str, content: bytes = b"", age_s: float = 0
 ) -> Path:
-    """Leave what kombu's own writer leaves between its open() and its write() (or a crash)."""
-    path = settings.broker_dir / "queue" / f"1_{uuid.uuid4()}.{queue}.msg"
+    """Leave what kombu's own writer leaves between its open() and its write() (or a crash),
+    named to sort before every real message (those start with a monotonic clock in ms)."""
+    path = settings.broker_dir / "queue" / f"0_{uuid.uuid4()}.{queue}.msg"
     path.write_bytes(content)
     if age_s:
         then = time.time() - age_s
