@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,7 @@ class Shell:
     cwd: Path
     substitutions: dict[str, str]
     background: list[tuple[Process, str, Block]] = field(default_factory=list)
+    seconds: list[tuple[float, str]] = field(default_factory=list)  # each command's time
 
 
 def readme_blocks(text: str) -> list[Block]:
@@ -164,6 +166,7 @@ def run_shell(command: Command, shell: Shell, block: Block) -> None:
         f"env -0 > {shlex.quote(str(env_file))}\n"
         "exit $status\n"
     )
+    started = time.monotonic()
     ran = subprocess.run(
         ["bash", "-c", script],
         cwd=shell.cwd,
@@ -172,6 +175,7 @@ def run_shell(command: Command, shell: Shell, block: Block) -> None:
         text=True,
         timeout=COMMAND_TIMEOUT_S,
     )
+    shell.seconds.append((time.monotonic() - started, command.text.splitlines()[0]))
     statuses = [int(code) for code in re.findall(rf"{STATUS_MARK}(\d+)", ran.stderr)]
     stderr = re.sub(rf"{STATUS_MARK}\d+\n", "", ran.stderr)
     said = f"{block.where()}: `{command.text}`\n--- stdout\n{ran.stdout}\n--- stderr\n{stderr}"
@@ -288,6 +292,8 @@ def test_every_block_of_the_readme_runs_as_pasted(tmp_path, model_dirs):
             skipped[block.reason] = skipped.get(block.reason, 0) + 1
         assert block.language != "json" or block.marker, f"{block.where()}: show it as output"
     assert skipped == SKIPPED
+    for tool in ("bash", "curl", "jq"):
+        assert shutil.which(tool), f"the README's examples use {tool}: install it to run them"
 
     port, receiver_port = free_port(), free_port()
     server_env = {
@@ -348,7 +354,9 @@ def test_every_block_of_the_readme_runs_as_pasted(tmp_path, model_dirs):
         if up.popen.poll() is None:
             os.killpg(up.popen.pid, signal.SIGINT)
         up.stop(sig=None)
-    print(f"README: {len(blocks)} blocks in {time.monotonic() - started:.1f} s")
+    print(f"README: {len(blocks)} blocks in {time.monotonic() - started:.1f} s; slowest:")
+    for seconds, text in sorted(shell.seconds, reverse=True)[:8]:
+        print(f"  {seconds:5.1f} s  {text}")
 
 
 INLINE = re.compile(r"`([^`\n]+)`")
