@@ -11,7 +11,7 @@ import typer
 from shared.config import Settings, get_settings
 from shared.logs import configure_logging
 from textq import client_commands
-from textq.failing import fail
+from textq.failing import fail, settings_or_fail
 from textq.supervise import serve_beside
 
 app = typer.Typer(
@@ -99,7 +99,7 @@ def api(
     """Run the HTTP API (production: point it at Postgres and Redis)."""
     import uvicorn
 
-    settings = get_settings()
+    settings = settings_or_fail()
     configure_logging(settings.log_level, settings.log_format)
     _check_open_api(settings, host or settings.api_host)
     from shared.metrics import share_between_processes
@@ -135,10 +135,7 @@ def worker(
     if tasks:
         os.environ["TEXTQ_WORKER_TASKS"] = tasks
     get_settings.cache_clear()
-    try:
-        settings = get_settings()
-    except Exception as error:
-        raise fail(str(error).splitlines()[-1] if str(error) else repr(error)) from None
+    settings = settings_or_fail()
     configure_logging(settings.log_level, settings.log_format)
     resolved = _preflight_models(settings, settings.worker_tasks)
     from worker.main import serve
@@ -153,10 +150,7 @@ def worker(
 @app.command()
 def webhooks() -> None:
     """Run the webhook sender: signed deliveries of job events, with retries."""
-    try:
-        settings = get_settings()
-    except Exception as error:
-        raise fail(str(error).splitlines()[-1] if str(error) else repr(error)) from None
+    settings = settings_or_fail()
     configure_logging(settings.log_level, settings.log_format)
     from worker.webhook_main import serve_webhooks
 
@@ -183,7 +177,7 @@ def db_upgrade(
     wait: Annotated[float, typer.Option(help="Seconds to wait for the database.")] = 60.0,
 ) -> None:
     """Apply the database migrations (waits for the database to answer first)."""
-    settings = get_settings()
+    settings = settings_or_fail()
     configure_logging(settings.log_level, settings.log_format)
     _upgrade(settings, wait_s=wait)
     typer.echo("database is up to date")
@@ -215,7 +209,7 @@ def models_pull(
     from shared.states import Task
     from worker import models
 
-    settings = get_settings()
+    settings = settings_or_fail()
     found = _preflight_models(settings, tasks)
     for task, resolved in found.items():
         typer.echo(f"{task.value}: {resolved.source} at {resolved.revision} in {resolved.path}")
@@ -239,7 +233,7 @@ def models_list(
     from shared.models import utcnow
     from shared.states import Task
 
-    settings = get_settings()
+    settings = settings_or_fail()
     configured = {
         task.value: {"model": settings.model_for(task), "revision": settings.revision_for(task)}
         for task in Task
@@ -270,7 +264,7 @@ def models_list(
     for task, model in configured.items():
         typer.echo(f"configured {task}: {model['model']} @ {model['revision'] or 'newest'}")
     if not workers:
-        typer.echo("no worker has registered with this database")
+        typer.echo("no worker has registered with this database", err=True)
     for worker in workers:
         state = "live" if worker["live"] else f"not seen for {worker['last_seen_s']:.0f} s"
         typer.echo(f"{worker['name']}  {worker['device']} {worker['dtype']}  {state}")
@@ -290,7 +284,7 @@ def keys_create(
     from shared import api_keys
     from shared.db import Database
 
-    db = Database(get_settings().resolved_database_url, application_name="textq-cli")
+    db = Database(settings_or_fail().resolved_database_url, application_name="textq-cli")
     with db.write() as session:
         made = api_keys.create_key(
             session, tenant_id=tenant, name=name, expires_in_days=expires_in_days
@@ -310,9 +304,12 @@ def keys_list(
     from shared.db import Database
     from shared.models import utcnow
 
-    db = Database(get_settings().resolved_database_url, application_name="textq-cli")
+    db = Database(settings_or_fail().resolved_database_url, application_name="textq-cli")
     with db.read() as session:
-        for key in api_keys.list_keys(session, tenant_id=tenant):
+        found = api_keys.list_keys(session, tenant_id=tenant)
+        if not found:
+            typer.echo(f"no keys for tenant {tenant}" if tenant else "no keys", err=True)
+        for key in found:
             state = (
                 "revoked"
                 if key.revoked_at
@@ -333,7 +330,7 @@ def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix.")]
     from shared import api_keys
     from shared.db import Database
 
-    db = Database(get_settings().resolved_database_url, application_name="textq-cli")
+    db = Database(settings_or_fail().resolved_database_url, application_name="textq-cli")
     with db.write() as session:
         revoked = api_keys.revoke_key(session, prefix)
     db.dispose()
@@ -356,7 +353,7 @@ def tenants_retention(
 
     if days is not None and days < 0:
         raise fail("--days must be 0 (forever) or more")
-    db = Database(get_settings().resolved_database_url, application_name="textq-cli")
+    db = Database(settings_or_fail().resolved_database_url, application_name="textq-cli")
     with db.write() as session:
         row = session.get(Tenant, tenant)
         if row is None:

@@ -1,15 +1,19 @@
 """The client half of the `textq` command: submit, watch and read jobs over HTTP.
 
-Every command talks to a server (`--url`, TEXTQ_URL) with a key (`--api-key`,
-TEXTQ_API_KEY), prints a one-line `textq: ...` and exits 1 on an error, and has `--json`
-for scripts where it prints a job.
+Every command talks to a server (`--url`, TEXTQ_URL, else where TEXTQ_API_HOST and
+TEXTQ_API_PORT put `textq api`) with a key (`--api-key`, TEXTQ_API_KEY), prints a one-line
+`textq: ...` on stderr and exits 1 on an error, says so on stderr when an answer is empty,
+stops quietly when the reader of its stdout goes away (`| head`), and has `--json` for
+scripts where it prints a job.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sys
-import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,22 +21,21 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from shared.schemas import JobInsights
-from textq.client import Client, InvalidApiKey, Job, JobTimeout, TextqError, is_finished
-from textq.failing import fail
+from textq.client import Client, InvalidApiKey, Job, JobTimeout, TextqError
+from textq.failing import fail, settings_or_fail
+from textq.job_display import show_end, waiting_note, watch
 
-UrlOption = Annotated[str, typer.Option("--url", envvar="TEXTQ_URL", help="The textq server.")]
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="TEXTQ_URL",
+        help="The textq server [default: http://TEXTQ_API_HOST:TEXTQ_API_PORT, as "
+        "`textq api` listens, so http://127.0.0.1:8000].",
+        show_default=False,
+    ),
+]
 KeyOption = Annotated[
     str | None, typer.Option("--api-key", envvar="TEXTQ_API_KEY", help="Your API key.")
 ]
@@ -54,18 +57,46 @@ InsightsOption = Annotated[
         help="Sentiment: count labels per category and summarize the negative feedback.",
     ),
 ]
-DEFAULT_URL = "http://127.0.0.1:8000"
-POLL_S = 0.5
+TextOption = Annotated[
+    str | None,
+    typer.Option("--text", help="The text itself, even if it looks like a file name."),
+]
+# A name with an extension (a letter in it) or a path separator, and no spaces: a text like
+# that is far more likely a mistyped file than something to send.
+LOOKS_LIKE_A_PATH = re.compile(r"^(?=\S+$)(?:.*/.*|.*\.[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*)$")
+MAX_PATH_CHARS = 4096
 
-stderr = Console(stderr=True)
+
+def server_url(host: str, port: int) -> str:
+    """Return the URL a client on this machine reaches a server listening on `host:port` at.
+
+    A server listening on every interface (`0.0.0.0`, `::`, or an empty host) is reached
+    on loopback; an IPv6 address is put in brackets. E.g. `("0.0.0.0", 8080)` gives
+    `http://127.0.0.1:8080`.
+    """
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _server(url: str | None) -> str:
+    """Return --url / TEXTQ_URL, else where the server's own settings make it listen."""
+    if url:
+        return url
+    settings = settings_or_fail(hint="or give the server with --url or TEXTQ_URL")
+    return server_url(settings.api_host, settings.api_port)
 
 
 @contextmanager
-def _client(url: str, api_key: str | None) -> Iterator[Client]:
+def _client(url: str | None, api_key: str | None) -> Iterator[Client]:
     """A client whose errors end the command with one line."""
+    url = _server(url)
     try:
         with Client(url, api_key=api_key or "", retries=3) as client:
             yield client
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: typer ends the command quietly
     except (TextqError, InvalidApiKey) as error:
         raise fail(str(error)) from None
     except JobTimeout as error:
@@ -86,91 +117,59 @@ def _print_job(job: Job, as_json: bool) -> None:
         f"{progress.done + progress.errored}/{progress.total} done"
         + (f", {progress.errored} failed" if progress.errored else "")
     )
-    if (note := _waiting_note(job)) is not None:
+    if (note := waiting_note(job)) is not None:
         typer.echo(note)
 
 
-def _waiting_note(job: Job) -> str | None:
-    """Say so when no live worker serves what an unfinished job waits for."""
-    if job.queue is None or job.queue.workers:
-        return None
-    return f"waiting: no worker runs {job.queue.task.value} with {job.queue.model} yet"
+def _job_id(value: str) -> str:
+    """Return a job id as given, or end the command saying what a job id looks like."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise fail(
+            f"{value!r} is not a job id: a job id has 36 characters, e.g. "
+            "0b9f3c2e-6a1d-4f8e-9c7b-2d5e8a1f4c3b, as `textq submit` and `textq jobs` print it"
+        ) from None
 
 
-def _watch(client: Client, job: Job) -> Job:
-    """Show a live bar (rows done of total, rate, ETA) until the job ends; return it."""
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    started = time.monotonic()
-    with Progress(*columns, console=stderr, transient=False) as bar:
-        row = bar.add_task(f"{job.task.value} {str(job.id)[:8]}", total=job.progress.total, rate="")
-        while True:
-            done = job.progress.done + job.progress.errored
-            elapsed = max(time.monotonic() - started, 1e-9)
-            rate = _waiting_note(job) or f"{done / elapsed:,.0f}/s"
-            bar.update(row, completed=done, total=job.progress.total, rate=rate)
-            if is_finished(job):
-                return job
-            time.sleep(POLL_S)
-            job = client.get(job.id)
-
-
-def _summary(job: Job) -> None:
-    """A table of how the job ended: counts, and the labels of a sentiment job."""
-    table = Table(title=f"job {job.id}: {job.status.value}", show_header=True)
-    table.add_column("")
-    table.add_column("count", justify="right")
-    progress = job.progress
-    for name, value in (
-        ("texts", progress.total),
-        ("done", progress.done),
-        ("failed", progress.errored),
-        ("from cache", progress.cached),
-    ):
-        table.add_row(name, f"{value:,}")
-    for label, count in sorted((job.labels or {}).items()):
-        table.add_row(f"label {label}", f"{count:,}")
-    stderr.print(table)
-    if job.insights is not None:
-        _print_insights(job.insights)
-
-
-def _print_insights(insights: JobInsights) -> None:
-    """Tables of a job's insights: labels per category, then each category's complaints."""
-    labels = sorted({label for counts in insights.counts.values() for label in counts})
-    counts = Table(title="labels per category", show_header=True)
-    counts.add_column("category")
-    for label in labels:
-        counts.add_column(label, justify="right")
-    for category in insights.categories:
-        row = insights.counts.get(category, {})
-        counts.add_row(category, *(f"{row.get(label, 0):,}" for label in labels))
-    stderr.print(counts)
-    negative = Table(title="negative feedback", show_header=True, show_lines=True)
-    negative.add_column("category")
-    negative.add_column("texts", justify="right")
-    negative.add_column("summary")
-    for category in insights.categories:
-        entry = insights.negative.get(category)
-        if entry is None or entry.count == 0:
-            continue
-        said = entry.summary or (f"({entry.error})" if entry.error else f"({insights.status})")
-        negative.add_row(category, f"{entry.count:,}", said)
-    if negative.row_count:
-        stderr.print(negative)
+def _text_or_document(argument: str | None, text: str | None) -> tuple[str | None, str | None]:
+    """Return (text, document): `--text` as it is, or the argument read as a file if it
+    names one, else as the text itself; a missing file that looks like one is an error."""
+    if (argument is None) == (text is None):
+        raise fail(
+            "give the text as an argument or with --text, not both"
+            if argument is not None
+            else "give a text, a file to read it from, or --text TEXT"
+        )
+    if argument is None:
+        return text, None
+    path = Path(argument)
+    try:
+        exists = len(argument) <= MAX_PATH_CHARS and path.exists()
+    except (OSError, ValueError):
+        exists = False  # too long a name, or a NUL in it: a text, not a path
+    send_as_text = f"to send it as the text itself, use --text {shlex.quote(argument)}"
+    if not exists:
+        if LOOKS_LIKE_A_PATH.match(argument):
+            raise fail(f"{argument}: no such file; {send_as_text}")
+        return argument, None
+    if path.is_dir():
+        raise fail(f"{argument} is a directory, not a file; {send_as_text}")
+    try:
+        return None, path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise fail(
+            f"{argument} is not UTF-8 text (byte {error.start}); give a plain-text file"
+        ) from None
+    except OSError as error:
+        raise fail(f"cannot read {argument}: {error.strerror or error}") from None
 
 
 def _ended(client: Client, job: Job, *, wait: bool, as_json: bool) -> None:
     if wait:
-        job = _watch(client, job)
+        job = watch(client, job)
         if not as_json:
-            _summary(job)
+            show_end(client, job)
     _print_job(job, as_json)
     if wait and job.status.value == "failed":
         raise typer.Exit(1)
@@ -201,7 +200,14 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def submit(
         task: Annotated[str, typer.Argument(help="sentiment or summarize.")],
-        text: Annotated[str, typer.Argument(help="The text, or a file to read it from.")],
+        text_or_file: Annotated[
+            str | None,
+            typer.Argument(
+                metavar="[TEXT_OR_FILE]",
+                help="The text, or a file to read it from (sent as a long document).",
+            ),
+        ] = None,
+        text: TextOption = None,
         option: Annotated[
             list[str], typer.Option("--option", "-O", help="A task option, name=value.")
         ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
@@ -210,17 +216,20 @@ def register(app: typer.Typer) -> None:
         insights: InsightsOption = False,
         wait: WaitOption = False,
         as_json: JsonOption = False,
-        url: UrlOption = DEFAULT_URL,
+        url: UrlOption = None,
         api_key: KeyOption = None,
     ) -> None:
-        """Submit one text, or a file as a long document (never truncated)."""
-        path = Path(text)
-        is_file = len(text) < 4096 and path.is_file()
+        """Submit one text, or a file as a long document (never truncated).
+
+        An argument that looks like a file (a name with an extension, or a path) must be
+        one; send such words as the text itself with --text.
+        """
+        one_text, document = _text_or_document(text_or_file, text)
         with _client(url, api_key) as client:
             job = client.submit(
                 task,
-                None if is_file else text,
-                document=path.read_text() if is_file else None,
+                one_text,
+                document=document,
                 options=_options(option, category, insights),
                 priority=priority,
             )
@@ -239,7 +248,7 @@ def register(app: typer.Typer) -> None:
         insights: InsightsOption = False,
         wait: WaitOption = False,
         as_json: JsonOption = False,
-        url: UrlOption = DEFAULT_URL,
+        url: UrlOption = None,
         api_key: KeyOption = None,
     ) -> None:
         """Upload a file of feedback as one job, a row per text.
@@ -248,6 +257,10 @@ def register(app: typer.Typer) -> None:
         --insights the job also counts labels per category and summarizes the negative
         feedback of each, shown at the end with --wait.
         """
+        if not file.is_file():
+            raise fail(
+                f"{file}: " + ("a directory, not a file" if file.is_dir() else "no such file")
+            )
         with _client(url, api_key) as client:
             job = client.upload_batch(
                 file,
@@ -262,12 +275,12 @@ def register(app: typer.Typer) -> None:
     def status(
         job_id: JobIdArgument,
         as_json: JsonOption = False,
-        url: UrlOption = DEFAULT_URL,
+        url: UrlOption = None,
         api_key: KeyOption = None,
     ) -> None:
         """Show where a job is."""
         with _client(url, api_key) as client:
-            _print_job(client.get(job_id), as_json)
+            _print_job(client.get(_job_id(job_id)), as_json)
 
     @app.command()
     def results(
@@ -276,38 +289,41 @@ def register(app: typer.Typer) -> None:
         output: Annotated[
             Path | None, typer.Option("--output", "-o", help="Write here, not to stdout.")
         ] = None,
-        url: UrlOption = DEFAULT_URL,
+        url: UrlOption = None,
         api_key: KeyOption = None,
     ) -> None:
         """Write a finished job's results as JSON lines or CSV."""
         if format not in ("jsonl", "csv"):
             raise fail(f"--format must be jsonl or csv, not {format!r}")
+        job_id = _job_id(job_id)
         with _client(url, api_key) as client:
             chunks = client.export(job_id, format=format)
             if output is None:
-                _copy(chunks, sys.stdout.buffer.write)
+                written = _copy(chunks, sys.stdout.buffer.write)
                 sys.stdout.flush()
             else:
                 with output.open("wb") as handle:
-                    _copy(chunks, handle.write)
+                    written = _copy(chunks, handle.write)
+        if not written:
+            typer.echo(f"job {job_id} has no results", err=True)
 
     @app.command()
     def cancel(
         job_id: JobIdArgument,
         as_json: JsonOption = False,
-        url: UrlOption = DEFAULT_URL,
+        url: UrlOption = None,
         api_key: KeyOption = None,
     ) -> None:
         """Cancel a job: what has not run yet never will."""
         with _client(url, api_key) as client:
-            _print_job(client.cancel(job_id), as_json)
+            _print_job(client.cancel(_job_id(job_id)), as_json)
 
     @app.command()
     def jobs(
         status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
         limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
         as_json: JsonOption = False,
-        url: UrlOption = DEFAULT_URL,
+        url: UrlOption = None,
         api_key: KeyOption = None,
     ) -> None:
         """List your newest jobs."""
@@ -316,10 +332,16 @@ def register(app: typer.Typer) -> None:
         if as_json:
             typer.echo(json.dumps([job.model_dump(mode="json") for job in found], indent=2))
             return
+        if not found:
+            typer.echo(f"no {status} jobs" if status else "no jobs", err=True)
         for job in found:
             _print_job(job, as_json=False)
 
 
-def _copy(chunks: Iterator[bytes], write: Callable[[bytes], object]) -> None:
+def _copy(chunks: Iterator[bytes], write: Callable[[bytes], object]) -> int:
+    """Write every chunk; return how many bytes there were."""
+    written = 0
     for chunk in chunks:
         write(chunk)
+        written += len(chunk)
+    return written

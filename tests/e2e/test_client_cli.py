@@ -3,10 +3,13 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import create_api_key
@@ -23,10 +26,14 @@ def textq(service):
         "TEXTQ_API_KEY": create_api_key(service.env, tenant="cli-tests"),
     }
 
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, ok: bool = True, env_changes: dict[str, str | None] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the command; `env_changes` sets variables, or unsets those mapped to None."""
+        changed = {**env, **(env_changes or {})}
         done = subprocess.run(
             [sys.executable, "-m", "textq", *args],
-            env=env,
+            env={name: value for name, value in changed.items() if value is not None},
             capture_output=True,
             text=True,
             timeout=120,
@@ -35,6 +42,7 @@ def textq(service):
             assert done.returncode == 0, done.stderr
         return done
 
+    run.env = env  # type: ignore[attr-defined]  # for tests that start textq themselves
     return run
 
 
@@ -67,6 +75,11 @@ def test_bulk_shows_progress_and_a_summary_then_results_go_to_a_file(textq, tmp_
     done = textq("bulk", str(feedback), "--column", "comment", "--id-column", "ticket", "--wait")
     assert "300/300" in done.stderr and "label" in done.stderr  # bar, then the summary table
     job_id = done.stdout.split()[0]
+    # Many texts end with a digest: the first rows, numbered by their API `index`, and the
+    # command that prints them all.
+    assert re.search(r"^\W*index\W", done.stderr, re.MULTILINE)
+    assert re.search(r"^\W*0\W+T-0\W", done.stderr, re.MULTILINE)
+    assert "T-299" not in done.stderr and f"textq results {job_id}" in done.stderr
     out = tmp_path / "results.csv"
     textq("results", job_id, "--format", "csv", "-o", str(out))
     with out.open() as handle:
@@ -83,3 +96,108 @@ def test_errors_are_one_line_and_a_non_zero_exit(textq):
     assert again.returncode == 1 and again.stderr.startswith("textq: 409")
     nowhere = textq("jobs", "--url", "http://127.0.0.1:9", ok=False)
     assert nowhere.returncode == 1 and "cannot reach" in nowhere.stderr
+
+
+# A job id as the CLI prints it: whole, or (the old bar's way) its first eight characters.
+JOB_ID_LIKE = re.compile(r"\b[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}\b|\b[0-9a-f]{8}\b(?!-)")
+
+
+def test_wait_ends_with_the_label_and_score_under_the_whole_job_id(textq):
+    done = textq("submit", "sentiment", f"I love it {uuid.uuid4()}", "--wait", env_changes=NARROW)
+    job_id = done.stdout.split()[0]
+    (row,) = [json.loads(line) for line in textq("results", job_id).stdout.splitlines()]
+    assert re.search(rf"^\W*0\W+{row['label']}\W+{row['score']:.3f}\W", done.stderr, re.M)
+    # Every id shown is whole, on one line, and one `textq status` answers.
+    assert set(JOB_ID_LIKE.findall(done.stderr)) == {job_id}, done.stderr
+    assert textq("status", job_id).stdout.startswith(job_id)
+
+
+NARROW = {"COLUMNS": "72"}
+
+
+def test_wait_ends_with_the_summary(textq):
+    done = textq("submit", "summarize", "--text", f"Ship it {uuid.uuid4()}.", "--wait")
+    job_id = done.stdout.split()[0]
+    (row,) = [json.loads(line) for line in textq("results", job_id).stdout.splitlines()]
+    assert row["summary_text"].strip() in done.stderr
+
+
+def test_a_short_job_id_is_refused_with_what_an_id_looks_like(textq):
+    job = json.loads(textq("submit", "sentiment", "short ids", "--json").stdout)
+    short = textq("status", job["id"][:8], ok=False)
+    assert short.returncode == 1 and short.stderr.count("\n") == 1
+    assert "36" in short.stderr and "textq jobs" in short.stderr
+
+
+def test_a_missing_file_is_an_error_and_text_goes_with_text(textq, service, tmp_path):
+    """What counts as a file is tested in tests/unit/test_client_commands.py; here, that
+    the command refuses before sending anything, and that --text sends the words."""
+    headers = {"Authorization": f"Bearer {textq.env['TEXTQ_API_KEY']}"}
+
+    def newest() -> list[str]:
+        page = httpx.get(f"{service.base_url}/v1/jobs?limit=1", headers=headers, timeout=30)
+        return [job["id"] for job in page.raise_for_status().json()["items"]]
+
+    before = newest()
+    missing = textq("submit", "summarize", "nosuch.txt", ok=False)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert missing.stderr == (
+        "textq: nosuch.txt: no such file; to send it as the text itself, use --text nosuch.txt\n"
+    )
+    folder = textq("submit", "summarize", str(tmp_path), ok=False)
+    assert folder.returncode == 1 and "is a directory" in folder.stderr
+    no_upload = textq("bulk", "nosuch.csv", ok=False)
+    assert no_upload.returncode == 1 and no_upload.stderr == "textq: nosuch.csv: no such file\n"
+    assert newest() == before  # nothing was sent
+    literal = json.loads(textq("submit", "sentiment", "--text", "nosuch.txt", "--json").stdout)
+    assert literal["input"]["kind"] == "texts" and newest() == [literal["id"]]
+
+
+def test_a_closed_pipe_ends_the_command_quietly(textq):
+    """`textq results J | head -2`: the reader goes away, and textq stops without a word."""
+    job = json.loads(textq("submit", "sentiment", "pipes", "--wait", "--json").stdout)
+    for args in (["results", job["id"]], ["status", job["id"]], ["jobs"]):
+        with subprocess.Popen(
+            [sys.executable, "-m", "textq", *args],
+            env={**os.environ, **textq.env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as reader:
+            assert reader.stdout is not None and reader.stderr is not None
+            reader.stdout.close()  # before textq has started: its first write finds no reader
+            stderr = reader.stderr.read().decode()
+            assert reader.wait(60) != 0
+        assert stderr == "", stderr
+
+
+def test_an_empty_answer_says_so_on_stderr(textq, service):
+    fresh = create_api_key(service.env, tenant=f"empty-{uuid.uuid4().hex[:8]}")
+    listed = textq("jobs", env_changes={"TEXTQ_API_KEY": fresh})
+    assert listed.stdout == "" and listed.stderr == "no jobs\n"
+    running = textq("jobs", "--status", "running", env_changes={"TEXTQ_API_KEY": fresh})
+    assert running.stdout == "" and running.stderr == "no running jobs\n"
+
+
+def test_the_default_server_is_where_the_servers_settings_put_it(textq, service):
+    """With no TEXTQ_URL, the CLI goes where TEXTQ_API_HOST and TEXTQ_API_PORT put `textq api`."""
+    where = urlsplit(service.base_url)
+    settings = {"TEXTQ_URL": None, "TEXTQ_API_PORT": str(where.port), "TEXTQ_API_HOST": "0.0.0.0"}
+    assert textq("jobs", "--limit", "1", env_changes=settings).returncode == 0
+    # TEXTQ_URL (and --url) still win over the server's settings.
+    elsewhere = textq("jobs", env_changes={**settings, "TEXTQ_URL": "http://127.0.0.1:9"}, ok=False)
+    assert elsewhere.returncode == 1 and "cannot reach http://127.0.0.1:9" in elsewhere.stderr
+
+
+def test_a_bad_setting_is_named_in_one_line():
+    env = {**os.environ, "TEXTQ_API_PORT": "eighty"}
+    env.pop("TEXTQ_URL", None)
+    for args in (["jobs"], ["worker"], ["keys", "list"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "textq", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+        assert done.stderr.startswith("textq: TEXTQ_API_PORT: Input should be a valid integer")
