@@ -253,7 +253,7 @@ def test_an_unknown_or_invalid_field_says_what_would_be_accepted(
 @pytest.mark.parametrize(
     ("path", "payload", "field", "says"),
     [
-        ("/analyze", {"texts": ["a"]}, "texts", ["text"]),
+        ("/analyze", {"texts": ["a"]}, "texts", ["the fields are: text"]),
         ("/summarize", {"text": "a", "num_beams": 2}, "num_beams", ["max_length", "do_sample"]),
     ],
 )
@@ -332,3 +332,44 @@ def test_the_limits_of_a_worker_no_longer_seen_do_not_count(client, db, api_sett
     register_summarizer(db, api_settings, last_seen_s_ago=3600, max_output_tokens=10)
     body = {"task": "summarize", "input": {"text": STORY}, "options": {"max_length": 20}}
     assert client.post("/v1/jobs", json=body).status_code == 202
+
+
+def test_an_uploaded_files_options_are_checked_against_the_model_too(
+    client, db, api_settings, stored_rows
+):
+    from tests.api.test_batches import upload
+
+    register_summarizer(db, api_settings)
+    response = upload(client, b"text\nfine\n", task="summarize", options='{"max_length": 2000}')
+    body = problem(response, 422, "invalid-request")
+    assert body["errors"][0]["field"] == "options.max_length"
+    assert "at most 1,024" in body["detail"]
+    assert stored_rows() == (0, 0)
+
+
+def test_a_length_the_worker_refuses_is_a_422_on_the_classic_endpoint(client, api_settings):
+    # No worker has recorded the model's limits yet, so the submit goes through; the worker
+    # refuses the length, and the classic call answers that as the client's mistake.
+    import threading
+    import time
+
+    from worker.runtime import WorkerRuntime
+    from worker.tasks import drain_queue
+
+    runtime = WorkerRuntime.start(api_settings.model_copy(update={"worker_tasks": "summarize"}))
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set() and not drain_queue(runtime, Task.SUMMARIZE):
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        response = client.post("/summarize", json={"text": STORY, "max_length": 2000})
+    finally:
+        stop.set()
+        worker.join()
+        runtime.stop()
+    body = problem(response, 422, "invalid-request")
+    assert "max_length 2,000" in body["detail"] and "at most 1,024" in body["detail"]
