@@ -21,7 +21,13 @@ from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
 from shared.models import Job
 from shared.repository import Webhook
-from shared.schemas import FILE_PRIORITY, JobRead, WebhookSettings, validate_options
+from shared.schemas import (
+    FILE_PRIORITY,
+    JobRead,
+    WebhookSettings,
+    unknown_field_message,
+    validate_options,
+)
 from shared.states import TASK_ALIASES, Task
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=API_KEY_SCHEMES)
@@ -114,6 +120,7 @@ async def create_batch(
                 errors=[{"field": "file", "message": "required"}],
             )
         fields = {name: value for name, value in form.items() if isinstance(value, str)}
+        _refuse_unknown_fields(list(form.keys()))
         task, options = _task_and_options(fields)
         if upload.size is not None and upload.size > settings.max_upload_bytes:
             raise RequestTooLarge(
@@ -178,6 +185,22 @@ async def create_batch(
     return read
 
 
+def _refuse_unknown_fields(names: list[str]) -> None:
+    """Refuse a form field this route does not read: a misspelt one would be ignored."""
+    errors = [
+        {
+            "field": name,
+            "message": unknown_field_message(name, list(FORM_FIELDS), what="form field"),
+        }
+        for name in dict.fromkeys(names)
+        if name not in FORM_FIELDS
+    ]
+    if errors:
+        raise InvalidRequest(
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
+        )
+
+
 def _webhook(fields: dict[str, str], settings: Settings) -> Webhook | None:
     url, raw_events = fields.get("webhook_url") or None, fields.get("webhook_events") or None
     if url is None:
@@ -193,7 +216,14 @@ def _webhook(fields: dict[str, str], settings: Settings) -> Webhook | None:
             {"url": url} | ({"events": events} if events else {})
         )
     except ValidationError as error:
-        raise invalid_request(error) from None
+        # Name the form's fields, not the model's: `webhook_events`, not `events.0`.
+        problem = invalid_request(error)
+        for entry in problem.extra.get("errors", []):
+            entry["field"] = "webhook_" + entry["field"].split(".")[0]
+        raise InvalidRequest(
+            "; ".join(f"{e['field']}: {e['message']}" for e in problem.extra["errors"]),
+            errors=problem.extra["errors"],
+        ) from None
     return checked_webhook(webhook, settings)
 
 

@@ -174,3 +174,24 @@ def test_an_upload_over_the_size_limit_is_413_before_it_is_read(client, stored_r
     )
     assert response.status_code == 413
     assert stored_rows() == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "says"),
+    [
+        ({"text_colum": "review"}, "text_colum", "did you mean 'text_column'?"),
+        (
+            {"webhook_url": "https://example.com/h", "webhook_events": "done"},
+            "webhook_events",
+            "'completed'",
+        ),
+    ],
+)
+def test_a_misnamed_or_invalid_form_field_says_what_would_be_accepted(
+    client, stored_rows, fields, field, says
+):
+    response = upload(client, b"review\nfine\n", **fields)
+    assert response.status_code == 422, response.text
+    errors = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert says in errors[field], errors
+    assert stored_rows() == (0, 0)
