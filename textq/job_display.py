@@ -95,6 +95,8 @@ def show_end(client: Client, job: Job) -> None:
         ("from cache", progress.cached),
     ):
         table.add_row(name, f"{value:,}")
+    if progress.chunks.total:  # long texts: the pieces they were summarized or labelled in
+        table.add_row("chunks", f"{progress.chunks.done:,} of {progress.chunks.total:,}")
     for label, count in sorted((job.labels or {}).items()):
         table.add_row(Text(f"label {label}"), f"{count:,}")
     stderr.print(table)

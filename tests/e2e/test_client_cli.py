@@ -59,10 +59,15 @@ def test_submit_and_wait_prints_the_finished_job(textq):
 def test_a_document_from_a_file_is_summarized(textq, tmp_path):
     report = tmp_path / "report.txt"
     report.write_text(" ".join(f"Finding {n} is worth a line." for n in range(80)))
-    job = json.loads(textq("submit", "summarize", str(report), "--wait", "--json").stdout)
+    done = textq("submit", "summarize", str(report), "--wait")
+    job = json.loads(textq("status", done.stdout.split()[0], "--json").stdout)
     assert job["status"] == "succeeded" and job["input"]["kind"] == "document"
     (row,) = [json.loads(line) for line in textq("results", job["id"]).stdout.splitlines()]
-    assert row["summary_text"]
+    assert row["summary_text"] and row["summary_text"].strip() in done.stderr
+    # Its chunks are counted as the API counts them.
+    chunks = job["progress"]["chunks"]
+    assert chunks["total"] > 1
+    assert re.search(rf"^\W*chunks\W+{chunks['done']} of {chunks['total']}\W", done.stderr, re.M)
 
 
 def test_bulk_shows_progress_and_a_summary_then_results_go_to_a_file(textq, tmp_path):
