@@ -58,6 +58,7 @@ FORM_DOC = {
                 "schema": {
                     "type": "object",
                     "required": ["file", "task"],
+                    "additionalProperties": False,
                     "properties": {
                         name: {"type": "string", "description": doc} | FORM_VALUES.get(name, {})
                         for name, doc in FORM_FIELDS.items()
