@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install browser prometheus run test lint unit bench bench-bulk faults demo-models clean
+.PHONY: install browser prometheus jq run test lint unit bench bench-bulk faults demo-models clean
 
 install: $(VENV)/.installed
 
@@ -19,29 +19,33 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: install
 	$(BIN)/textq up
 
-test: install lint browser prometheus
+test: install lint browser prometheus jq
 	$(BIN)/pytest
 
-# The page's tests drive Debian's Chromium through Playwright, which never downloads a
-# browser of its own; as root on Debian this installs the package, elsewhere it says how.
-browser:
-	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
-		|| apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
-	@command -v chromium >/dev/null 2>&1 \
-		|| echo "make: no chromium: install Debian's chromium package to run tests/e2e/test_ui.py" >&2
-
-# The deploy tests run Debian's prometheus and promtool (tests/deploy/test_prometheus_*.py);
-# as root on Debian this installs the package, elsewhere it says how. The tests start their
-# own server on a free loopback port: nothing depends on a service the package may start.
-prometheus:
-	@{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 \
+# $(call debian_tool,COMMANDS,PACKAGE,TESTS): the tests drive a few Debian programs for real.
+# As root on Debian, install PACKAGE with apt unless all of COMMANDS are on PATH; elsewhere say
+# which tests need it.
+define debian_tool
+	@{ $(foreach c,$(1),command -v $(c) &&) true; } >/dev/null 2>&1 \
 		|| [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null \
-		|| apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
-		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
-	@{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 \
-		|| echo "make: no prometheus: install Debian's prometheus package (or put prometheus" \
-			"and promtool on PATH) to run tests/deploy/test_prometheus_*.py" >&2
+		|| apt-get install -y -qq --no-install-recommends $(2) >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(2) >/dev/null; }
+	@{ $(foreach c,$(1),command -v $(c) &&) true; } >/dev/null 2>&1 \
+		|| echo "make: no $(1): install Debian's $(2) package to run $(3)" >&2
+endef
+
+# Playwright drives Debian's Chromium and never downloads a browser of its own.
+browser:
+	$(call debian_tool,chromium,chromium,tests/e2e/test_ui.py)
+
+# The deploy tests start their own prometheus on a free loopback port: nothing depends on a
+# service the package may start.
+prometheus:
+	$(call debian_tool,prometheus promtool,prometheus,tests/deploy/test_prometheus_*.py)
+
+# The README's examples keep ids in shell variables with jq; tests/test_readme.py runs them.
+jq:
+	$(call debian_tool,jq,jq,tests/test_readme.py)
 
 lint: install
 	$(BIN)/ruff check .
