@@ -8,7 +8,8 @@
 
 Both retry 429 and 503 answers (and broken connections) as the server asks with
 Retry-After, and send every submit with an Idempotency-Key, so a retry never makes a second
-job. URL and key default to TEXTQ_URL and TEXTQ_API_KEY.
+job. The URL defaults to TEXTQ_URL, else where `textq api` listens by TEXTQ_API_HOST and
+TEXTQ_API_PORT; the key to TEXTQ_API_KEY.
 """
 
 from __future__ import annotations
@@ -23,12 +24,38 @@ from typing import Any
 
 import httpx
 
+from shared.config import Settings
 from shared.schemas import JobRead
 from shared.states import TERMINAL_JOB_STATUSES, JobStatus
 
-DEFAULT_URL = "http://127.0.0.1:8000"
 RETRYABLE_STATUSES = {429, 502, 503, 504}
 MAX_LONG_POLL_S = 60.0
+
+
+def server_url(host: str, port: int) -> str:
+    """Return the URL a client on this machine reaches a server listening on `host:port` at.
+
+    A server listening on every interface (`0.0.0.0`, `::`, or an empty host) is reached
+    on loopback; an IPv6 address is put in brackets. E.g. `("0.0.0.0", 8080)` gives
+    `http://127.0.0.1:8080`.
+    """
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def default_url(settings: Settings | None = None) -> str:
+    """Return TEXTQ_URL, else where `textq api` on this machine listens by the same settings
+    (TEXTQ_API_HOST, TEXTQ_API_PORT; 127.0.0.1:8000 unless set).
+
+    Raises pydantic's ValidationError when a TEXTQ_ setting is malformed.
+    """
+    if url := os.environ.get("TEXTQ_URL"):
+        return url
+    settings = settings or Settings()
+    return server_url(settings.api_host, settings.api_port)
+
 
 Job = JobRead
 
@@ -158,7 +185,7 @@ class Client:
     ) -> None:
         self.retries = retries
         self._http = httpx.Client(
-            base_url=url or os.environ.get("TEXTQ_URL", DEFAULT_URL),
+            base_url=url or default_url(),
             headers=_headers(api_key),
             timeout=timeout_s + MAX_LONG_POLL_S,
             transport=transport,
@@ -288,7 +315,7 @@ class AsyncClient:
     ) -> None:
         self.retries = retries
         self._http = httpx.AsyncClient(
-            base_url=url or os.environ.get("TEXTQ_URL", DEFAULT_URL),
+            base_url=url or default_url(),
             headers=_headers(api_key),
             timeout=timeout_s + MAX_LONG_POLL_S,
             transport=transport,

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from textq.client import Client, InvalidApiKey, Job, JobTimeout, TextqError
+from textq.client import Client, InvalidApiKey, Job, JobTimeout, TextqError, default_url
 from textq.failing import fail, settings_or_fail
 from textq.job_display import show_end, waiting_note, watch
 
@@ -67,25 +67,12 @@ LOOKS_LIKE_A_PATH = re.compile(r"^(?=\S+$)(?:.*/.*|.*\.[A-Za-z0-9]*[A-Za-z][A-Za
 MAX_PATH_CHARS = 4096
 
 
-def server_url(host: str, port: int) -> str:
-    """Return the URL a client on this machine reaches a server listening on `host:port` at.
-
-    A server listening on every interface (`0.0.0.0`, `::`, or an empty host) is reached
-    on loopback; an IPv6 address is put in brackets. E.g. `("0.0.0.0", 8080)` gives
-    `http://127.0.0.1:8080`.
-    """
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
 def _server(url: str | None) -> str:
     """Return --url / TEXTQ_URL, else where the server's own settings make it listen."""
     if url:
         return url
     settings = settings_or_fail(hint="or give the server with --url or TEXTQ_URL")
-    return server_url(settings.api_host, settings.api_port)
+    return default_url(settings)
 
 
 @contextmanager

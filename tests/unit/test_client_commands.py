@@ -1,24 +1,9 @@
-"""The CLI's pure decisions: where the server is by default, and what is a file."""
+"""The CLI's pure decisions: what is a file."""
 
 import pytest
 import typer
 
-from textq.client_commands import _text_or_document, server_url
-
-
-@pytest.mark.parametrize(
-    ("host", "port", "url"),
-    [
-        ("127.0.0.1", 8000, "http://127.0.0.1:8000"),
-        ("0.0.0.0", 8080, "http://127.0.0.1:8080"),  # listening everywhere: reach it here
-        ("", 8080, "http://127.0.0.1:8080"),
-        ("::", 9000, "http://[::1]:9000"),
-        ("::1", 9000, "http://[::1]:9000"),
-        ("api.internal", 80, "http://api.internal:80"),
-    ],
-)
-def test_the_default_url_is_where_a_server_with_those_settings_listens(host, port, url):
-    assert server_url(host, port) == url
+from textq.client_commands import _text_or_document
 
 
 @pytest.mark.parametrize(
