@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
 from shared.errors import InvalidRequest, ServiceUnavailable, TextqError
-from shared.schemas import unknown_field_message
+from shared.job_options import unknown_field_message
 
 log = logging.getLogger(__name__)
 

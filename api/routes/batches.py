@@ -19,15 +19,10 @@ from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, pr
 from shared import repository
 from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
+from shared.job_options import unknown_field_message, validate_options
 from shared.models import Job
 from shared.repository import Webhook
-from shared.schemas import (
-    FILE_PRIORITY,
-    JobRead,
-    WebhookSettings,
-    unknown_field_message,
-    validate_options,
-)
+from shared.schemas import FILE_PRIORITY, JobRead, WebhookSettings
 from shared.states import TASK_ALIASES, Task
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=API_KEY_SCHEMES)
