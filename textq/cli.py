@@ -35,12 +35,15 @@ PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
 @app.command()
 def up(host: HostOption = None, port: PortOption = None) -> None:
     """Run the API and one worker together (embedded default: SQLite and a file broker)."""
-    settings = get_settings()
+    settings = settings_or_fail()
     configure_logging(settings.log_level, settings.log_format)
-    _upgrade(settings, wait_s=0)
-    _preflight_models(settings, settings.worker_tasks)
     host, port = host or settings.api_host, port or settings.api_port
     _check_open_api(settings, host)
+    # Before anything starts: a worker started beside an API that cannot listen would load
+    # its models only to be stopped.
+    _check_port_free(host, port)
+    _upgrade(settings, wait_s=0)
+    _preflight_models(settings, settings.worker_tasks)
     typer.echo(
         f"textq is up: API on http://{host}:{port} (docs at /docs), one worker, webhooks, "
         f"data in {_where_data_lives(settings)}. Ctrl-C (or SIGTERM) stops them all."
@@ -75,6 +78,24 @@ def _check_open_api(settings: Settings, host: str) -> None:
     typer.echo("textq: no API keys needed (embedded mode, listening on loopback only)", err=True)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """End the command in one line if `host:port` cannot be listened on (e.g. in use)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            # As uvicorn binds: a port left in TIME_WAIT by a server just stopped is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        raise fail(
+            f"cannot listen on {host}:{port} ({error.strerror or error}); stop what uses it, "
+            "or choose another port with --port or TEXTQ_API_PORT"
+        ) from None
+
+
 def _api_server(settings: Settings, host: str, port: int):  # type: ignore[no-untyped-def]
     import uvicorn
 
@@ -102,6 +123,7 @@ def api(
     settings = settings_or_fail()
     configure_logging(settings.log_level, settings.log_format)
     _check_open_api(settings, host or settings.api_host)
+    _check_port_free(host or settings.api_host, port or settings.api_port)
     from shared.metrics import share_between_processes
 
     share_between_processes(workers)  # one /metrics count over all the processes

@@ -196,7 +196,7 @@ def test_the_default_server_is_where_the_servers_settings_put_it(textq, service)
 def test_a_bad_setting_is_named_in_one_line():
     env = {**os.environ, "TEXTQ_API_PORT": "eighty"}
     env.pop("TEXTQ_URL", None)
-    for args in (["jobs"], ["worker"], ["keys", "list"]):
+    for args in (["jobs"], ["worker"], ["keys", "list"], ["up"], ["api"]):
         done = subprocess.run(
             [sys.executable, "-m", "textq", *args],
             env=env,

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -253,6 +254,26 @@ def test_up_without_the_hub_says_which_setting_to_change(tmp_path):
     assert "distilbert/distilbert-base-uncased-finetuned-sst-2-english" in lines[0]
     assert "TEXTQ_SENTIMENT_MODEL" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["up", "api"])
+def test_a_port_in_use_is_said_in_one_line_before_anything_starts(command, tmp_path, model_dirs):
+    env = {
+        "TEXTQ_DATA_DIR": str(tmp_path),
+        "TEXTQ_SENTIMENT_MODEL": str(model_dirs.sentiment),
+        "TEXTQ_SUMMARIZATION_MODEL": str(model_dirs.summarization),
+    }
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli([command, "--port", str(port)], env)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("textq: cannot listen on") and f"127.0.0.1:{port}" in last, last
+    assert "--port" in last
+    assert "Traceback" not in result.stderr and "Errno" not in result.stderr
+    assert "textq is up" not in result.stdout
 
 
 def test_worker_with_a_missing_model_directory_names_the_setting(tmp_path, model_dirs):
