@@ -9,9 +9,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from shared import repository
 from shared.db import Database
-from shared.repository import StoredOutcome
+from shared.jobs.reads import StoredOutcome, list_item_outcomes
 from shared.states import ItemStatus, Task
 
 EXPORT_PAGE_ROWS = 5000
@@ -44,7 +43,7 @@ def _pages(db: Database, job_id: uuid.UUID) -> Iterator[list[StoredOutcome]]:
     while True:
         # A short read per page: a slow client never holds a transaction open.
         with db.read() as session:
-            rows = repository.list_item_outcomes(
+            rows = list_item_outcomes(
                 session, job_id=job_id, after_index=after, limit=EXPORT_PAGE_ROWS
             )
         if not rows:

@@ -12,21 +12,28 @@ from sqlalchemy.orm import Session
 
 from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
 from api.idempotency import TTL_S, Idempotency
-from shared import repository, worker_registry
+from shared import worker_registry
 from shared.celery_app import Doorbell
 from shared.config import Settings
 from shared.db import Database
-from shared.destinations import allowed_networks, safe_addresses
 from shared.errors import InvalidRequest, JobNotFound, TooManyActiveJobs
-from shared.insights import Summarizer
+from shared.jobs.insights import Summarizer
+from shared.jobs.presenting import present_job
+from shared.jobs.submit import (
+    Webhook,
+    attach_idempotency_key,
+    count_active_jobs,
+    create_job,
+    lock_tenant_submissions,
+    reserve_idempotency_key,
+)
 from shared.logs import bind
 from shared.metrics import JOBS_SUBMITTED
 from shared.model_limits import unfit_options
 from shared.models import Job
-from shared.presenting import present_job
-from shared.repository import Webhook
 from shared.schemas import SYNC_PRIORITY, JobRead, WebhookSettings
 from shared.states import Task
+from shared.webhooks.targets import allowed_networks, safe_addresses
 
 # When a tenant at its limit of unfinished jobs may try again: a small job takes seconds.
 ACTIVE_JOBS_RETRY_AFTER_S = 10
@@ -61,7 +68,7 @@ class Submitter:
         """
 
         def create(session: Session) -> Job:
-            return repository.create_job(
+            return create_job(
                 session,
                 tenant_id=self.tenant_id,
                 task=task,
@@ -91,7 +98,7 @@ class Submitter:
         """
         with self.db.write() as session:
             if idempotency is not None:
-                earlier = repository.reserve_idempotency_key(
+                earlier = reserve_idempotency_key(
                     session,
                     tenant_id=self.tenant_id,
                     key=idempotency.key,
@@ -106,7 +113,7 @@ class Submitter:
             self._check_options_fit_model(session, job, options_at=options_at)
             self._check_active_jobs(session, counting_new_job=True)
             if idempotency is not None:
-                repository.attach_idempotency_key(
+                attach_idempotency_key(
                     session, tenant_id=self.tenant_id, key=idempotency.key, job=job
                 )
         # Only after commit: a worker woken earlier could look before the rows exist.
@@ -146,8 +153,8 @@ class Submitter:
         if limit == 0:
             return
         if counting_new_job:
-            repository.lock_tenant_submissions(session, tenant_id=self.tenant_id)
-        active = repository.count_active_jobs(session, tenant_id=self.tenant_id)
+            lock_tenant_submissions(session, tenant_id=self.tenant_id)
+        active = count_active_jobs(session, tenant_id=self.tenant_id)
         others = active - 1 if counting_new_job else active
         if others >= limit:
             raise TooManyActiveJobs(

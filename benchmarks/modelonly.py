@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from shared.config import Settings
-from shared.repository import ClaimedItem
+from shared.jobs.work import ClaimedItem
 from shared.states import Task
 from worker import models
 from worker.engine import BatchLimits, SentimentRunner, plan_batches

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     @field_validator("webhook_allowed_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from shared.destinations import parse_networks
+        from shared.webhooks.targets import parse_networks
 
         parse_networks(value)  # a typo here must stop start-up, not every delivery
         return value

@@ -1,4 +1,4 @@
-"""Prometheus metrics: what each textq process counts, and the queue read from the database.
+"""Prometheus metrics: what each textq process counts (queue gauges: shared/jobs/queue.py).
 
 The API serves them at /metrics; a worker and the webhooks process serve theirs on a port
 of their own (TEXTQ_WORKER_METRICS_PORT, TEXTQ_WEBHOOKS_METRICS_PORT). Every name starts
@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 
 from prometheus_client import (
     REGISTRY,
@@ -23,12 +22,6 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from shared import repository
-from shared.db import Database
-from shared.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -75,41 +68,6 @@ WEBHOOK_ATTEMPTS = Counter(
     "Webhook delivery attempts, by what came of them.",
     ["outcome"],
 )
-
-
-class QueueCollector(Collector):
-    """Pending items per task and the age of the oldest, read at each scrape."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        depth = GaugeMetricFamily(
-            "textq_queue_depth", "Items waiting for a worker.", labels=["task"]
-        )
-        oldest = GaugeMetricFamily(
-            "textq_queue_oldest_age_seconds",
-            "Age of the job of the oldest item waiting for a worker.",
-            labels=["task"],
-        )
-        try:
-            rows = self._read()
-        except Exception as error:  # a scrape must not fail because the database blinked
-            log.warning("queue metrics unavailable: %s", error, extra={"action": "metrics"})
-            rows = []
-        for task, count, age_s in rows:
-            depth.add_metric([task], count)
-            oldest.add_metric([task], age_s)
-        yield depth
-        yield oldest
-
-    def _read(self) -> list[tuple[str, int, float]]:
-        now = utcnow()
-        with self.db.read() as session:
-            return [
-                (task, count, (now - oldest).total_seconds() if oldest else 0.0)
-                for task, count, oldest in repository.queue_depths(session)
-            ]
 
 
 # prometheus_client's multiprocess mode: each process keeps its values in files in this folder.

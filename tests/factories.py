@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import repository
 from shared.db import Database
-from shared.insights import Summarizer
+from shared.jobs.claims import claim_items
+from shared.jobs.insights import Summarizer
+from shared.jobs.submit import create_job
 from shared.models import DEFAULT_TENANT_ID, Job
 from shared.states import Task
 
@@ -23,7 +24,7 @@ def make_job(
     summarizer: Summarizer = Summarizer(model="summary-model", max_chars=20_000),
 ) -> Job:
     with db.write() as session:
-        return repository.create_job(
+        return create_job(
             session,
             tenant_id=tenant_id,
             task=task,
@@ -44,4 +45,4 @@ def claim(db: Database, *, task: Task = Task.SENTIMENT, model: str = "model-a", 
         "lease_s": 60.0,
     } | kwargs
     with db.write() as session:
-        return repository.claim_items(session, task=task, model=model, **arguments)
+        return claim_items(session, task=task, model=model, **arguments)

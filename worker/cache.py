@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import repository
 from shared.db import Database
-from shared.repository import ClaimedItem, Outcome
+from shared.jobs.result_cache import cached_results
+from shared.jobs.work import ClaimedItem, Outcome
 from worker.categories import CategoriesUnavailable, CategoryEncoder
 from worker.models import LoadedModel
 
@@ -113,7 +113,7 @@ class ResultCache:
             return CachePlan(to_run=list(items))
         keys = {item.id: self.key(item) for item in items}
         with self.db.read() as session:
-            found = repository.cached_results(session, [k for k in keys.values() if k])
+            found = cached_results(session, [k for k in keys.values() if k])
         plan = CachePlan()
         leader_of: dict[str, int] = {}
         for item in items:

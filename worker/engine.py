@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from shared import metrics
-from shared.documents import MAX_REDUCE_ROUNDS
-from shared.repository import ClaimedItem, NewPart, Outcome
+from shared.jobs.documents import MAX_REDUCE_ROUNDS
+from shared.jobs.work import ClaimedItem, NewChunk, Outcome
 from shared.states import Task
 from shared.tracing import span
 from worker.categories import CategoriesUnavailable, CategoryEncoder, category_fields
@@ -195,7 +195,7 @@ class Runner:
                 Outcome(
                     item_id=item.id,
                     parts=[
-                        NewPart(c.start, c.end, c.tokens, item.text[c.start : c.end])
+                        NewChunk(c.start, c.end, c.tokens, item.text[c.start : c.end])
                         for c in chunks
                     ],
                 )

@@ -7,8 +7,8 @@ import threading
 import uuid
 from types import TracebackType
 
-from shared import repository
 from shared.db import Database
+from shared.jobs.claims import renew_lease
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,6 @@ class LeaseKeeper:
         while not self._stopped.wait(self.lease_s / 3):
             try:
                 with self.db.write() as session:
-                    repository.renew_lease(
-                        session, claim_token=self.claim_token, lease_s=self.lease_s
-                    )
+                    renew_lease(session, claim_token=self.claim_token, lease_s=self.lease_s)
             except Exception as error:  # a missed renewal is retried; the lease has slack
                 log.warning("could not renew lease: %s", error, extra={"action": "lease_renew"})

@@ -7,10 +7,15 @@ import threading
 import time
 from datetime import timedelta
 
-from shared import repository, worker_registry
+from shared import worker_registry
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings
 from shared.db import Database
+from shared.jobs.after_commit import committed_wakeups
+from shared.jobs.claims import expire_leases
+from shared.jobs.queue import models_awaited, tasks_waiting_for_a_worker
+from shared.jobs.result_cache import forget_results_before
+from shared.jobs.retention import jobs_past_retention, mark_expired, purge_items
 from shared.models import utcnow
 from shared.states import Task
 
@@ -30,14 +35,12 @@ def purge_expired_jobs(db: Database, *, default_days: int, batch_jobs: int = 100
     expired = 0
     while True:
         with db.read() as session:
-            due = repository.jobs_past_retention(
-                session, default_days=default_days, limit=batch_jobs
-            )
+            due = jobs_past_retention(session, default_days=default_days, limit=batch_jobs)
         for job_id in due:
             while True:
                 with db.write() as session:
-                    if repository.purge_items(session, job_id) == 0:
-                        repository.mark_expired(session, job_id)
+                    if purge_items(session, job_id) == 0:
+                        mark_expired(session, job_id)
                         break
             expired += 1
         if len(due) < batch_jobs:
@@ -72,8 +75,8 @@ class Sweeper:
         """Run one sweep; never raises (a sweep that fails is simply tried again later)."""
         try:
             with self.db.write() as session:
-                expired = repository.expire_leases(session, max_attempts=self.settings.max_attempts)
-            for woken in repository.committed_wakeups(session):
+                expired = expire_leases(session, max_attempts=self.settings.max_attempts)
+            for woken in committed_wakeups(session):
                 self.doorbell.ring(woken)
             if expired.repended or expired.given_up:
                 log.warning(
@@ -86,8 +89,8 @@ class Sweeper:
             self._forget_old_results()
             self._purge_past_retention()
             with self.db.read() as session:
-                waiting = repository.tasks_waiting_for_a_worker(session, self.served)
-                awaited = {task: repository.models_awaited(session, task) for task in self.served}
+                waiting = tasks_waiting_for_a_worker(session, self.served)
+                awaited = {task: models_awaited(session, task) for task in self.served}
             for task in waiting:
                 self.doorbell.ring(task)
             self._warn_about_unserved_models(awaited)
@@ -111,7 +114,7 @@ class Sweeper:
         self._forgot_at = now
         cutoff = utcnow() - timedelta(seconds=self.settings.result_cache_ttl_s)
         with self.db.write() as session:
-            repository.forget_results_before(session, cutoff)
+            forget_results_before(session, cutoff)
 
     def _purge_past_retention(self) -> None:
         """Delete inputs and results of jobs past retention, a chunk per transaction."""

@@ -19,8 +19,13 @@ from tenacity import (
     wait_exponential,
 )
 
-from shared import metrics, repository
+from shared import metrics
 from shared.celery_app import DRAIN_TASK
+from shared.jobs.after_commit import committed_wakeups
+from shared.jobs.claims import claim_items, higher_priority_waiting, release_claim
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.reads import ended_jobs_among
+from shared.jobs.work import Claim, Outcome
 from shared.logs import bind, log_scope
 from shared.states import Task
 from shared.tracing import span
@@ -71,11 +76,11 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     return recorded
 
 
-def _claim(runtime: WorkerRuntime, runner: Runner) -> repository.Claim | None:
+def _claim(runtime: WorkerRuntime, runner: Runner) -> Claim | None:
     settings = runtime.settings
     resolved = runner.loaded.resolved
     with runtime.db.write() as session:
-        return repository.claim_items(
+        return claim_items(
             session,
             task=runner.task,
             model=resolved.source,
@@ -88,7 +93,7 @@ def _claim(runtime: WorkerRuntime, runner: Runner) -> repository.Claim | None:
         )
 
 
-def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) -> int:
+def _work_on(runtime: WorkerRuntime, runner: Runner, claim: Claim) -> int:
     """Run a claim's batches, recording outcomes every TEXTQ_RECORD_INTERVAL_S.
 
     Recording after each batch would cost a transaction per batch of a few short texts;
@@ -96,7 +101,7 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
     """
     recorded = 0
     started = time.perf_counter()
-    pending: list[repository.Outcome] = []
+    pending: list[Outcome] = []
     to_cache: dict[str, dict[str, Any]] = {}
     last_record = time.monotonic()
 
@@ -110,13 +115,13 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
     def record_now() -> None:
         nonlocal recorded, last_record
         with runtime.db.write() as session:
-            stored = repository.record_outcomes(
+            stored = record_outcomes(
                 session, claim_token=claim.token, outcomes=pending, cache_entries=to_cache
             )
             # Learned at each record: items of a job cancelled since the claim are skipped,
             # and work of a higher priority ends this claim (the rest goes back).
-            ended = repository.ended_jobs_among(session, job_ids)
-            outranked = repository.higher_priority_waiting(
+            ended = ended_jobs_among(session, job_ids)
+            outranked = higher_priority_waiting(
                 session,
                 task=runner.task,
                 model=runner.loaded.resolved.source,
@@ -124,7 +129,7 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
             )
         # Only once committed: a retry after a failed commit must not count twice; a job
         # these outcomes finished may have made work for another queue (insights).
-        for woken in repository.committed_wakeups(session):
+        for woken in committed_wakeups(session):
             runtime.doorbell.ring(woken)
         recorded += stored
         ended_jobs.update(ended)
@@ -168,7 +173,7 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: repository.Claim) ->
     return recorded
 
 
-def count_outcomes(task: Task, outcomes: list[repository.Outcome]) -> None:
+def count_outcomes(task: Task, outcomes: list[Outcome]) -> None:
     """Count texts and chunks run (or found in the result cache), by what came of them."""
     for outcome in outcomes:
         if outcome.from_cache:
@@ -217,10 +222,10 @@ def patiently(runtime: WorkerRuntime, call: Callable[[], T]) -> T:
     return retrying(call)
 
 
-def _release(runtime: WorkerRuntime, claim: repository.Claim) -> None:
+def _release(runtime: WorkerRuntime, claim: Claim) -> None:
     try:
         with runtime.db.write() as session:
-            released = repository.release_claim(session, claim_token=claim.token)
+            released = release_claim(session, claim_token=claim.token)
     except Exception as error:  # the lease lapsing is the fallback
         log.warning("could not hand back a claim: %s", error, extra={"action": "release"})
         return

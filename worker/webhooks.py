@@ -21,11 +21,15 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from celery import Celery
 
-from shared import signing, webhook_repository
 from shared.celery_app import WEBHOOK_TASK
 from shared.config import Settings
 from shared.db import Database
-from shared.destinations import (
+from shared.jobs.presenting import present_job
+from shared.metrics import WEBHOOK_ATTEMPTS
+from shared.models import utcnow
+from shared.webhooks import events as webhook_events
+from shared.webhooks import signing
+from shared.webhooks.targets import (
     IpAddress,
     Resolver,
     UnsafeWebhookUrl,
@@ -33,9 +37,6 @@ from shared.destinations import (
     safe_addresses,
     system_resolver,
 )
-from shared.metrics import WEBHOOK_ATTEMPTS
-from shared.models import utcnow
-from shared.presenting import present_job
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,10 @@ class WebhookSender:
     def deliver(self, event_id: str) -> str | None:
         """Attempt an event once; return its status after the attempt (None: not pending)."""
         with self.db.write() as session:
-            delivery = webhook_repository.load_delivery(session, event_id)
+            delivery = webhook_events.load_delivery(session, event_id)
             if delivery is not None and delivery.url_disabled:
-                webhook_repository.mark_disabled(session, event_id)
-                return webhook_repository.DISABLED
+                webhook_events.mark_disabled(session, event_id)
+                return webhook_events.DISABLED
         if delivery is None:
             return None
         body = json.dumps(
@@ -93,7 +94,7 @@ class WebhookSender:
         answer = self._send(delivery.url, delivery.event_id, body, delivery.secrets)
         outcome, next_at = self._next(answer, attempts=delivery.attempts + 1)
         with self.db.write() as session:
-            webhook_repository.record_attempt(
+            webhook_events.record_attempt(
                 session,
                 event_id=event_id,
                 status_code=answer.status_code,
@@ -103,7 +104,7 @@ class WebhookSender:
                 next_attempt_at=next_at,
             )
             if answer.status_code == 410:
-                webhook_repository.disable_url(
+                webhook_events.disable_url(
                     session, tenant_id=delivery.job.tenant_id, url=delivery.url
                 )
         WEBHOOK_ATTEMPTS.labels(outcome=_attempt_outcome(answer)).inc()
@@ -165,16 +166,16 @@ class WebhookSender:
         """Return the event's status after an attempt, and when to try next."""
         code = answer.status_code
         if code is not None and 200 <= code < 300:
-            return webhook_repository.DELIVERED, None
+            return webhook_events.DELIVERED, None
         if code == 410:
-            return webhook_repository.DISABLED, None
+            return webhook_events.DISABLED, None
         schedule = self.settings.webhook_retry_delays_s
         if attempts >= len(schedule):
-            return webhook_repository.FAILED, None
+            return webhook_events.FAILED, None
         delay = schedule[attempts] * random.uniform(1 - JITTER, 1 + JITTER)
         if code in RETRY_AFTER_STATUSES and answer.retry_after_s is not None:
             delay = min(answer.retry_after_s, MAX_RETRY_AFTER_S)
-        return webhook_repository.PENDING, utcnow() + timedelta(seconds=delay)
+        return webhook_events.PENDING, utcnow() + timedelta(seconds=delay)
 
 
 def _attempt_outcome(answer: Answer) -> str:
@@ -216,16 +217,16 @@ class Dispatcher(threading.Thread):
     def dispatch_once(self) -> int:
         """Publish every due event once; return how many."""
         with self.db.read() as session:
-            if not webhook_repository.has_due_events(session):
+            if not webhook_events.has_due_events(session):
                 return 0
         with self.db.write() as session:
-            due = webhook_repository.claim_due_events(session, limit=500, lease_s=LEASE_S)
+            due = webhook_events.claim_due_events(session, limit=500, lease_s=LEASE_S)
         for published, event_id in enumerate(due):
             try:
                 self.publish(event_id)
             except Exception:
                 with self.db.write() as session:
-                    webhook_repository.release_events(session, due[published:])
+                    webhook_events.release_events(session, due[published:])
                 raise
         return len(due)
 

@@ -16,12 +16,12 @@ from api.deps import SettingsDep, TenantDep
 from api.errors import invalid_request
 from api.jobs import Submitted, SubmitterDep, checked_webhook, present, summarizer_of_insights
 from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
-from shared import repository
 from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
 from shared.job_options import unknown_field_message, validate_options
+from shared.jobs.files import FileRow, create_file_job
+from shared.jobs.submit import Webhook
 from shared.models import Job
-from shared.repository import Webhook
 from shared.schemas import FILE_PRIORITY, JobRead, WebhookSettings
 from shared.states import TASK_ALIASES, Task
 
@@ -146,17 +146,14 @@ async def create_batch(
                 "id_column": fields.get("id_column")
                 or ("custom_id" if file_format.kind == "jsonl" else None),
             }
-            return repository.create_file_job(
+            return create_file_job(
                 session,
                 tenant_id=tenant_id,
                 task=task,
                 model=settings.model_for(task),
                 options=options,
                 input_meta=meta,
-                rows=(
-                    repository.FileRow(row.index, row.custom_id, row.text, row.error)
-                    for row in rows
-                ),
+                rows=(FileRow(row.index, row.custom_id, row.text, row.error) for row in rows),
                 max_rows=settings.max_upload_rows,
                 check_duplicate_ids=_has_own_ids(file_format.kind, fields),
                 webhook=webhook,

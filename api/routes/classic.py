@@ -18,9 +18,9 @@ from api.deps import WaiterDep
 from api.jobs import Submitter, SubmitterDep, present
 from api.responses import API_KEY_SCHEMES, KEYED, LOCATION, Responses, problems
 from api.waiting import JobWaiter
-from shared import repository
 from shared.db import Database
 from shared.errors import InferenceFailed, InvalidRequest
+from shared.jobs.reads import get_job, list_item_outcomes
 from shared.model_limits import UNFIT_OPTIONS
 from shared.models import Job
 from shared.schemas import (
@@ -115,8 +115,8 @@ def _outcome_if_finished(
     db: Database, tenant_id: str, job_id: uuid.UUID
 ) -> tuple[dict[str, Any] | None, str | None] | None:
     with db.read() as session:
-        job: Job = repository.get_job(session, tenant_id=tenant_id, job_id=job_id)
+        job: Job = get_job(session, tenant_id=tenant_id, job_id=job_id)
         if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
             return None
-        rows = repository.list_item_outcomes(session, job_id=job_id, after_index=-1, limit=1)
+        rows = list_item_outcomes(session, job_id=job_id, after_index=-1, limit=1)
     return rows[0].result, rows[0].error

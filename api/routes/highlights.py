@@ -7,9 +7,9 @@ from fastapi import APIRouter, Query
 from api.deps import DatabaseDep, TenantDep
 from api.jobs import parse_job_id
 from api.responses import API_KEY_SCHEMES, KEYED, problems
-from shared import repository
 from shared.errors import InvalidRequest
-from shared.highlights import Highlights, job_highlights
+from shared.jobs.highlights import Highlights, job_highlights
+from shared.jobs.reads import get_job
 from shared.states import Task
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=API_KEY_SCHEMES)
@@ -32,7 +32,7 @@ def get_job_highlights(
     Readable while the job runs (over the texts finished so far) and after it ends.
     """
     with db.read() as session:
-        job = repository.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+        job = get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
         if job.task != Task.SENTIMENT.value:
             raise InvalidRequest(
                 f"Job {job.id} is a {job.task} job; highlights are for sentiment jobs."

@@ -15,11 +15,22 @@ from api.body import read_job_submission, request_body_doc
 from api.deps import DatabaseDep, SettingsDep, TenantDep, WaiterDep
 from api.jobs import SubmitterDep, checked_webhook, parse_job_id, present
 from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
-from shared import repository, worker_registry
+from shared import worker_registry
 from shared.db import Database
 from shared.errors import InvalidRequest, JobExpired, JobNotFinished
+from shared.jobs import cancel, reads
+from shared.jobs.queue import queue_place
+from shared.jobs.reads import (
+    StoredChunk,
+    StoredOutcome,
+    count_reduce_parts,
+    item_texts,
+    job_waited_for,
+    list_first_round_chunks,
+    list_item_outcomes,
+    text_previews,
+)
 from shared.models import Job, utcnow
-from shared.repository import StoredChunk, StoredOutcome
 from shared.schemas import (
     ChunkResult,
     ItemFailure,
@@ -94,7 +105,7 @@ def list_jobs(
     task_filter = _parse_task(task)
     after = cursors.read_job_cursor(cursor) if cursor else None
     with db.read() as session:
-        jobs = repository.list_jobs(
+        jobs = reads.list_jobs(
             session,
             tenant_id=tenant_id,
             limit=limit + 1,
@@ -103,7 +114,7 @@ def list_jobs(
             task=task_filter,
         )
         page, more = jobs[:limit], len(jobs) > limit
-        previews = repository.text_previews(session, [job.id for job in page], chars=PREVIEW_CHARS)
+        previews = text_previews(session, [job.id for job in page], chars=PREVIEW_CHARS)
     return JobPage(
         items=[_with_preview(present(job, request), previews) for job in page],
         next_cursor=cursors.job_cursor(page[-1].created_at, page[-1].id) if more else None,
@@ -137,11 +148,11 @@ async def get_job(
 
     def read() -> Job:
         with db.read() as session:
-            return repository.get_job(session, tenant_id=tenant_id, job_id=parsed)
+            return reads.get_job(session, tenant_id=tenant_id, job_id=parsed)
 
     def preview() -> dict[uuid.UUID, str]:
         with db.read() as session:
-            return repository.text_previews(session, [parsed], chars=PREVIEW_CHARS)
+            return text_previews(session, [parsed], chars=PREVIEW_CHARS)
 
     job = await run_in_threadpool(read)
     if wait_s > 0 and JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
@@ -155,8 +166,8 @@ async def get_job(
 
 def _queue_of(db: Database, job: Job, sweep_interval_s: float) -> QueueRead:
     with db.read() as session:
-        waited = repository.job_waited_for(session, job)
-        place = repository.queue_place(session, waited)
+        waited = job_waited_for(session, job)
+        place = queue_place(session, waited)
         workers = worker_registry.live_workers_serving(
             session, task=waited.task, model=waited.model, sweep_interval_s=sweep_interval_s
         )
@@ -191,7 +202,7 @@ def cancel_job(job_id: str, request: Request, db: DatabaseDep, tenant_id: Tenant
     stay readable. Cancelling a finished job is a 409.
     """
     with db.write() as session:
-        job = repository.cancel_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+        job = cancel.cancel_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
     return present(job, request)
 
 
@@ -203,7 +214,7 @@ def cancel_job(job_id: str, request: Request, db: DatabaseDep, tenant_id: Tenant
 def delete_job(job_id: str, db: DatabaseDep, tenant_id: TenantDep) -> Response:
     """Delete a job and all its data now (inputs, results, webhook events)."""
     with db.write() as session:
-        repository.delete_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+        cancel.delete_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -247,7 +258,7 @@ def get_job_results(
     """Return a finished job's results in input order, a page at a time or all streamed."""
     after = cursors.read_result_cursor(cursor) if cursor else -1
     with db.read() as session:
-        job = repository.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+        job = reads.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
         if JobStatus(job.status) is JobStatus.EXPIRED:
             raise JobExpired(
                 f"Job {job.id} finished at {job.finished_at:%Y-%m-%d %H:%M} UTC and its inputs "
@@ -267,18 +278,16 @@ def get_job_results(
                     "Content-Disposition": f'attachment; filename="{job.id}-results.{format}"'
                 },
             )
-        rows = repository.list_item_outcomes(
-            session, job_id=job.id, after_index=after, limit=limit + 1
-        )
+        rows = list_item_outcomes(session, job_id=job.id, after_index=after, limit=limit + 1)
         page, more = rows[:limit], len(rows) > limit
         ids = [r.item_id for r in page]
         chunks: dict[int, list[StoredChunk]] = {}
         reduce_parts: dict[int, int] = {}
         if include_chunks:
-            for chunk in repository.list_first_round_chunks(session, ids):
+            for chunk in list_first_round_chunks(session, ids):
                 chunks.setdefault(chunk.parent_id, []).append(chunk)
-            reduce_parts = repository.count_reduce_parts(session, ids)
-        texts = repository.item_texts(session, ids) if include_text else {}
+            reduce_parts = count_reduce_parts(session, ids)
+        texts = item_texts(session, ids) if include_text else {}
     return ResultPage(
         job_id=job.id,
         task=Task(job.task),

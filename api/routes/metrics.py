@@ -7,7 +7,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from shared.metrics import QueueCollector, process_registry
+from shared.jobs.queue import QueueCollector
+from shared.metrics import process_registry
 
 router = APIRouter(tags=["health"])
 

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict
 from api.deps import DatabaseDep, SettingsDep, TenantDep
 from api.jobs import parse_job_id
 from api.responses import API_KEY_SCHEMES, KEYED, problems
-from shared import repository, webhook_repository
+from shared.jobs.reads import get_job
 from shared.models import WebhookSecret
+from shared.webhooks import events as webhook_events
 
 router = APIRouter(tags=["webhooks"], dependencies=API_KEY_SCHEMES)
 
@@ -54,7 +55,7 @@ class Redelivery(BaseModel):
 def get_secret(db: DatabaseDep, tenant_id: TenantDep) -> SecretRead:
     """Return the secret to verify this tenant's webhook signatures with."""
     with db.write() as session:  # the first call creates it
-        secret = webhook_repository.secrets_in_use(session, tenant_id)[0]
+        secret = webhook_events.secrets_in_use(session, tenant_id)[0]
         row = session.get(WebhookSecret, tenant_id)
         valid_until = row.previous_valid_until if row else None
     return SecretRead(secret=secret, previous_secret_valid_until=valid_until)
@@ -64,7 +65,7 @@ def get_secret(db: DatabaseDep, tenant_id: TenantDep) -> SecretRead:
 def rotate_secret(db: DatabaseDep, settings: SettingsDep, tenant_id: TenantDep) -> SecretRead:
     """Make a new secret; deliveries carry signatures of both until the old one expires."""
     with db.write() as session:
-        row = webhook_repository.rotate_secret(
+        row = webhook_events.rotate_secret(
             session, tenant_id, overlap_s=settings.webhook_secret_overlap_s
         )
         return SecretRead(secret=row.secret, previous_secret_valid_until=row.previous_valid_until)
@@ -78,8 +79,8 @@ def rotate_secret(db: DatabaseDep, settings: SettingsDep, tenant_id: TenantDep) 
 def list_events(job_id: str, db: DatabaseDep, tenant_id: TenantDep) -> list[EventRead]:
     """List a job's webhook events, oldest first, with every attempt."""
     with db.read() as session:
-        job = repository.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
-        events = webhook_repository.list_events(session, job_id=job.id)
+        job = get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+        events = webhook_events.list_events(session, job_id=job.id)
     return [EventRead.model_validate(event) for event in events]
 
 
@@ -92,5 +93,5 @@ def list_events(job_id: str, db: DatabaseDep, tenant_id: TenantDep) -> list[Even
 def redeliver(job_id: str, db: DatabaseDep, tenant_id: TenantDep) -> Redelivery:
     """Send every event of a job again (same ids, so receivers can tell it is a repeat)."""
     with db.write() as session:
-        job = repository.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
-        return Redelivery(redelivered=webhook_repository.redeliver(session, job_id=job.id))
+        job = get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
+        return Redelivery(redelivered=webhook_events.redeliver(session, job_id=job.id))

@@ -7,8 +7,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.jobs import Submitter
-from shared import api_keys, repository
+from shared import api_keys
 from shared.errors import TooManyActiveJobs
+from shared.jobs.submit import count_active_jobs
 from shared.models import DEFAULT_TENANT_ID
 from shared.states import Task
 from tests.api.test_submit import problem
@@ -140,4 +141,4 @@ def test_submissions_racing_for_the_last_places_never_pass_the_limit(
     assert sorted(outcomes) == ["accepted"] * LIMIT + ["refused"] * (racers - LIMIT)
     assert stored_rows() == (LIMIT, LIMIT)
     with state.db.read() as session:
-        assert repository.count_active_jobs(session, tenant_id=DEFAULT_TENANT_ID) == LIMIT
+        assert count_active_jobs(session, tenant_id=DEFAULT_TENANT_ID) == LIMIT

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from shared import repository
+from shared.jobs.reads import list_item_outcomes
 from shared.states import Task
 from tests.broker import published
 
@@ -19,9 +19,7 @@ def results(client, job_id):
     """Read rows as stored (the job has not run): pending rows have no outcome yet."""
     db = client.app.state.db
     with db.read() as session:
-        return repository.list_item_outcomes(
-            session, job_id=uuid.UUID(job_id), after_index=-1, limit=100
-        )
+        return list_item_outcomes(session, job_id=uuid.UUID(job_id), after_index=-1, limit=100)
 
 
 def test_a_csv_becomes_one_job_with_a_row_per_line(client, api_settings):

@@ -29,11 +29,16 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import update
 
 from api.app import create_app
-from shared import api_keys, repository
+from shared import api_keys
 from shared.config import Settings
 from shared.db import Database
+from shared.jobs.cancel import cancel_job
+from shared.jobs.lifecycle import finish_complete_jobs
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.retention import mark_expired, purge_items
+from shared.jobs.submit import Webhook, create_job
+from shared.jobs.work import Outcome
 from shared.models import Job, utcnow
-from shared.repository import Outcome, Webhook
 from shared.states import Task
 from tests.factories import claim, make_job
 
@@ -132,8 +137,8 @@ def finish(db: Database, job: Job, *, task: Task, fail_last: bool = False) -> No
     if fail_last:
         outcomes[-1] = Outcome(held.items[-1].id, error="The model could not read it.")
     with db.write() as session:
-        repository.record_outcomes(session, claim_token=held.token, outcomes=outcomes)
-        repository.finish_complete_jobs(session, [job.id])
+        record_outcomes(session, claim_token=held.token, outcomes=outcomes)
+        finish_complete_jobs(session, [job.id])
 
 
 @pytest.fixture
@@ -142,7 +147,7 @@ def jobs(fuzz_db: Database, api_key: str) -> Iterator[dict[str, str]]:
     db = fuzz_db
     with db.write() as session:
         api_keys.create_key(session, tenant_id=OTHER_TENANT)  # the tenant, with a key
-        done = repository.create_job(
+        done = create_job(
             session,
             tenant_id=TENANT,
             task=Task.SENTIMENT,
@@ -167,12 +172,12 @@ def jobs(fuzz_db: Database, api_key: str) -> Iterator[dict[str, str]]:
             .values(finished_at=utcnow() - timedelta(days=400))
         )
     with db.write() as session:
-        while repository.purge_items(session, expired.id):
+        while purge_items(session, expired.id):
             pass
-        repository.mark_expired(session, expired.id)
+        mark_expired(session, expired.id)
     cancelled = make_job(db, texts=["never mind"], tenant_id=TENANT)
     with db.write() as session:
-        repository.cancel_job(session, tenant_id=TENANT, job_id=cancelled.id)
+        cancel_job(session, tenant_id=TENANT, job_id=cancelled.id)
     queued = make_job(db, texts=["still waiting"], tenant_id=TENANT)
     SEEDED.update(
         queued=str(queued.id),

@@ -1,6 +1,7 @@
 """`GET /v1/jobs/{id}/highlights`: the histogram and extremes, computed in the database."""
 
-from shared import repository
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.work import Outcome
 from tests.factories import claim
 
 # (text, probability of POSITIVE) for each finished row; one more row stays unfinished.
@@ -19,12 +20,11 @@ def test_highlights_bin_the_positive_score_and_name_the_extremes(client, db):
     held = claim(db, model=client.app.state.settings.sentiment_model, max_items=len(SCORED))
     positive_of = dict(SCORED)
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=held.token,
             outcomes=[
-                repository.Outcome(item.id, result=sentiment(positive_of[item.text]))
-                for item in held.items
+                Outcome(item.id, result=sentiment(positive_of[item.text])) for item in held.items
             ],
         )
 

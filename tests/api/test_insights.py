@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
-from shared import repository
-from shared.repository import Outcome
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.reads import get_job
+from shared.jobs.work import Outcome
 from tests.factories import claim
 
 CATEGORIES = ["billing", "shipping"]
@@ -65,9 +66,7 @@ def test_a_job_with_insights_shows_them_from_the_start(client, api_settings):
     assert with_file["insights"]["categories"] == ["all"]
     db = client.app.state.db
     with db.read() as session:
-        stored = repository.get_job(
-            session, tenant_id="default", job_id=uuid.UUID(job["id"])
-        ).insights
+        stored = get_job(session, tenant_id="default", job_id=uuid.UUID(job["id"])).insights
     assert stored["summarizer"] == {
         "model": api_settings.summarization_model,
         "max_chars": api_settings.insight_max_chars,
@@ -80,7 +79,7 @@ def test_results_and_exports_carry_each_rows_category(client, db, api_settings):
     first, second = held.items
     scored = {"label": "NEGATIVE", "score": 0.9, "scores": {"NEGATIVE": 0.9, "POSITIVE": 0.1}}
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=held.token,
             outcomes=[
@@ -116,7 +115,7 @@ def test_exports_of_jobs_without_categories_keep_their_columns(client, db, api_s
     job = submit(client, {}).json()
     held = claim(db, model=api_settings.sentiment_model)
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=held.token,
             outcomes=[
@@ -135,7 +134,7 @@ def test_a_job_waiting_for_its_summaries_shows_their_queue(client, db, api_setti
     held = claim(db, model=api_settings.sentiment_model)
     negative = {"label": "NEGATIVE", "score": 0.9, "scores": {"NEGATIVE": 0.9, "POSITIVE": 0.1}}
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=held.token,
             outcomes=[Outcome(i.id, result=negative | {"category": "billing"}) for i in held.items],

@@ -178,15 +178,16 @@ def serve(db, model, *, name="serving", seen_ago_s=0.0):
 
 def finish_one(db, model):
     """Claim and finish one pending sentiment item of `model`, as a worker's batch does."""
-    from shared import repository
+    from shared.jobs.outcomes import record_outcomes
+    from shared.jobs.work import Outcome
     from tests.factories import claim
 
     held = claim(db, model=model, max_items=1)
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=held.token,
-            outcomes=[repository.Outcome(held.items[0].id, result={"label": "X"})],
+            outcomes=[Outcome(held.items[0].id, result={"label": "X"})],
         )
 
 
@@ -283,12 +284,12 @@ def test_the_list_and_a_job_show_the_start_of_its_first_text(client):
 
 def finish(db, model, task, outcome):
     """Run every pending item of `task` and `model`, round after round, with `outcome(item)`."""
-    from shared import repository
+    from shared.jobs.outcomes import record_outcomes
     from tests.factories import claim
 
     while (held := claim(db, task=task, model=model)) is not None:
         with db.write() as session:
-            repository.record_outcomes(
+            record_outcomes(
                 session,
                 claim_token=held.token,
                 outcomes=[outcome(item) for item in held.items],
@@ -296,7 +297,7 @@ def finish(db, model, task, outcome):
 
 
 def test_results_carry_each_text_when_asked(client, db):
-    from shared.repository import Outcome
+    from shared.jobs.work import Outcome
 
     texts = ["I love it", "It broke"]
     job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": texts}}).json()
@@ -311,7 +312,7 @@ def test_results_carry_each_text_when_asked(client, db):
 
 
 def test_a_summarys_chunks_and_reduce_parts_add_up_to_the_jobs_chunk_progress(client, db):
-    from shared.repository import NewPart, Outcome
+    from shared.jobs.work import NewChunk, Outcome
 
     document = "A sentence about the mill. " * 100
     job = client.post(
@@ -327,7 +328,7 @@ def test_a_summarys_chunks_and_reduce_parts_add_up_to_the_jobs_chunk_progress(cl
         bounds = [n * size for n in range(count)] + [len(item.text)]
         return Outcome(
             item.id,
-            parts=[NewPart(a, b, 10, item.text[a:b]) for a, b in itertools.pairwise(bounds)],
+            parts=[NewChunk(a, b, 10, item.text[a:b]) for a, b in itertools.pairwise(bounds)],
         )
 
     finish(db, client.app.state.settings.summarization_model, Task.SUMMARIZE, outcome)

@@ -2,15 +2,15 @@ import threading
 import time
 
 from api.waiting import NOTIFIED_RECHECK_S
-from shared import repository
-from shared.repository import Outcome
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.work import Outcome
 from tests.factories import claim
 
 
 def finish_all(db, model):
     claimed = claim(db, model=model)
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=claimed.token,
             outcomes=[Outcome(item_id=i.id, result={"label": "POSITIVE"}) for i in claimed.items],

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from shared.metrics import QueueCollector
+from shared.jobs.queue import QueueCollector
 from tests.deploy.prometheus import CONFIG, ROOT, alert_rules, dashboard_queries
 
 METRIC_NAME = re.compile(r"\btextq_[a-z0-9_]+")

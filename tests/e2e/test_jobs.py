@@ -6,8 +6,8 @@ import uuid
 import httpx
 import pytest
 
-from shared import repository
 from shared.db import Database
+from shared.jobs.submit import create_job
 from shared.states import Task
 from tests import reference
 from tests.e2e.conftest import E2E_TENANT
@@ -187,7 +187,7 @@ def test_a_job_whose_doorbell_was_lost_still_runs(http, service):
     )
     db = Database(url, application_name="textq-tests")
     with db.write() as session:
-        job = repository.create_job(
+        job = create_job(
             session,
             tenant_id=E2E_TENANT,
             task=Task.SENTIMENT,

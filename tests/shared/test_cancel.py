@@ -3,17 +3,20 @@
 import pytest
 from sqlalchemy import select
 
-from shared import repository
 from shared.errors import JobAlreadyFinished
+from shared.jobs.cancel import cancel_job
+from shared.jobs.claims import expire_leases, release_claim
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.reads import list_item_outcomes
+from shared.jobs.work import NewChunk, Outcome
 from shared.models import DEFAULT_TENANT_ID, Job, JobItem
-from shared.repository import NewPart, Outcome
 from shared.states import ItemStatus, JobStatus
 from tests.factories import claim, make_job
 
 
 def cancel(db, job_id):
     with db.write() as session:
-        return repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job_id)
+        return cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job_id)
 
 
 def statuses(db, job_id):
@@ -34,7 +37,7 @@ def test_a_finished_job_cannot_be_cancelled(db):
     job = make_job(db, texts=["a"])
     held = claim(db)
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session, claim_token=held.token, outcomes=[Outcome(held.items[0].id, result={})]
         )
     with pytest.raises(JobAlreadyFinished, match="already finished as succeeded"):
@@ -46,12 +49,12 @@ def test_running_items_keep_their_results_and_the_rest_is_not_handed_back(db):
     held = claim(db)
     cancel(db, job.id)
     with db.write() as session:
-        stored = repository.record_outcomes(
+        stored = record_outcomes(
             session,
             claim_token=held.token,
             outcomes=[Outcome(held.items[0].id, result={"label": "POSITIVE"})],
         )
-        repository.release_claim(session, claim_token=held.token)
+        release_claim(session, claim_token=held.token)
     assert stored == 1
     assert statuses(db, job.id) == ["done", "cancelled", "cancelled"]
     with db.read() as session:
@@ -62,9 +65,9 @@ def test_running_items_keep_their_results_and_the_rest_is_not_handed_back(db):
 def test_a_waiting_long_text_and_its_chunks_are_cancelled(db):
     job = make_job(db, texts=["x" * 100])
     held = claim(db)
-    parts = [NewPart(0, 50, 12, "x" * 50), NewPart(50, 100, 12, "x" * 50)]
+    parts = [NewChunk(0, 50, 12, "x" * 50), NewChunk(50, 100, 12, "x" * 50)]
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session, claim_token=held.token, outcomes=[Outcome(held.items[0].id, parts=parts)]
         )
     cancel(db, job.id)
@@ -76,7 +79,7 @@ def test_an_expired_lease_of_a_cancelled_job_ends_cancelled_not_pending(db):
     claim(db, lease_s=-1)
     cancel(db, job.id)
     with db.write() as session:
-        expired = repository.expire_leases(session, max_attempts=3)
+        expired = expire_leases(session, max_attempts=3)
     assert (expired.repended, expired.given_up) == (0, 0)
     assert statuses(db, job.id) == [ItemStatus.CANCELLED]
 
@@ -87,11 +90,11 @@ def test_a_cancelled_text_says_how_far_its_chunks_got(db):
     job = make_job(db, texts=["a" * 100, "b" * 100, "c"], task=Task.SUMMARIZE)
     texts = claim(db, task=Task.SUMMARIZE, max_items=2)
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=texts.token,
             outcomes=[
-                Outcome(text.id, parts=[NewPart(0, 50, 12, "x" * 50), NewPart(50, 100, 12, "y")])
+                Outcome(text.id, parts=[NewChunk(0, 50, 12, "x" * 50), NewChunk(50, 100, 12, "y")])
                 for text in texts.items
             ],
         )
@@ -100,16 +103,16 @@ def test_a_cancelled_text_says_how_far_its_chunks_got(db):
     all_ran = [c for c in chunks if c.parent_id == texts.items[0].id]
     one_ran = [c for c in chunks if c.parent_id == texts.items[1].id][:1]
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=rest.token,
             outcomes=[Outcome(c.id, result={"summary_text": "s."}) for c in all_ran + one_ran],
         )
     cancel(db, job.id)
     with db.write() as session:  # the worker hands back what it had not run
-        repository.release_claim(session, claim_token=rest.token)
+        release_claim(session, claim_token=rest.token)
     with db.read() as session:
-        outcomes = repository.list_item_outcomes(session, job_id=job.id, after_index=-1, limit=9)
+        outcomes = list_item_outcomes(session, job_id=job.id, after_index=-1, limit=9)
     assert [o.failure for o in outcomes] == [
         "cancelled after its 2 chunks ran, before their summaries were combined",
         "cancelled while its chunks ran: 1 of 2 had finished",

@@ -5,22 +5,23 @@ import threading
 
 from sqlalchemy import select
 
-from shared import repository
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.reads import list_first_round_chunks, list_item_outcomes
+from shared.jobs.work import Claim, NewChunk, Outcome
 from shared.models import Job, JobItem
-from shared.repository import NewPart, Outcome
 from shared.states import ItemStatus, JobStatus, Task
 from tests.factories import claim, make_job
 
 
 def record(db, claimed, outcomes):
     with db.write() as session:
-        return repository.record_outcomes(session, claim_token=claimed.token, outcomes=outcomes)
+        return record_outcomes(session, claim_token=claimed.token, outcomes=outcomes)
 
 
 def split_in(text, count):
     size = len(text) // count
     bounds = [n * size for n in range(count)] + [len(text)]
-    return [NewPart(a, b, (b - a) // 4, text[a:b]) for a, b in itertools.pairwise(bounds)]
+    return [NewChunk(a, b, (b - a) // 4, text[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def item(db, item_id):
@@ -51,7 +52,7 @@ def test_a_split_text_waits_and_its_chunks_are_claimed_like_texts(db):
 def _claimed(db, claimed_item):
     """Return the claim that holds `claimed_item` (tests claim through the factory)."""
     token = item(db, claimed_item.id).claim_token
-    return repository.Claim(token=token, items=[claimed_item])
+    return Claim(token=token, items=[claimed_item])
 
 
 def test_summaries_of_all_chunks_become_the_next_round_then_the_result(db):
@@ -75,8 +76,8 @@ def test_summaries_of_all_chunks_become_the_next_round_then_the_result(db):
     assert finished.status == JobStatus.SUCCEEDED
     assert (finished.done_items, finished.total_parts, finished.done_parts) == (1, 2, 2)
     with db.read() as session:
-        outcomes = repository.list_item_outcomes(session, job_id=job.id, after_index=-1, limit=9)
-        spans = repository.list_first_round_chunks(session, [first.items[0].id])
+        outcomes = list_item_outcomes(session, job_id=job.id, after_index=-1, limit=9)
+        spans = list_first_round_chunks(session, [first.items[0].id])
     assert [o.result for o in outcomes] == [{"summary_text": "the whole."}]
     assert [(c.start, c.end) for c in spans] == [(0, 240), (240, 480)]
 
@@ -85,7 +86,7 @@ def test_a_long_texts_label_is_its_chunks_labels_weighted_by_tokens(db):
     document = "x" * 400
     job = make_job(db, texts=[document, "short"])
     first = claim(db)
-    parts = [NewPart(0, 300, 300, document[:300]), NewPart(300, 400, 100, document[300:])]
+    parts = [NewChunk(0, 300, 300, document[:300]), NewChunk(300, 400, 100, document[300:])]
     record(db, first, [Outcome(first.items[0].id, parts=parts)])
     record(db, first, [Outcome(first.items[1].id, result=_label(0.9))])
     chunks = claim(db)

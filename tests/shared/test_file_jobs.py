@@ -3,16 +3,16 @@
 import pytest
 from sqlalchemy import func, select
 
-from shared import repository
 from shared.errors import InvalidRequest, RequestTooLarge
+from shared.jobs.files import FileRow, create_file_job
+from shared.jobs.reads import list_item_outcomes
 from shared.models import DEFAULT_TENANT_ID, Job, JobItem
-from shared.repository import FileRow
 from shared.states import JobStatus, Task
 
 
 def create(db, rows, *, max_rows=100, check_duplicate_ids=True):
     with db.write() as session:
-        return repository.create_file_job(
+        return create_file_job(
             session,
             tenant_id=DEFAULT_TENANT_ID,
             task=Task.SENTIMENT,
@@ -27,7 +27,7 @@ def create(db, rows, *, max_rows=100, check_duplicate_ids=True):
 
 def outcomes(db, job_id):
     with db.read() as session:
-        return repository.list_item_outcomes(session, job_id=job_id, after_index=-1, limit=100)
+        return list_item_outcomes(session, job_id=job_id, after_index=-1, limit=100)
 
 
 def stored(db):

@@ -8,11 +8,18 @@ from contextlib import ExitStack
 import pytest
 from sqlalchemy import func, select, text, update
 
-from shared import repository, webhook_repository
-from shared.insights import Summarizer
+from shared.jobs.after_commit import committed_wakeups
+from shared.jobs.cancel import cancel_job, delete_job
+from shared.jobs.feedback import negative_feedback
+from shared.jobs.insights import Summarizer
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.reads import get_job, list_jobs
+from shared.jobs.retention import mark_expired
+from shared.jobs.submit import Webhook, count_active_jobs, create_job
+from shared.jobs.work import Outcome
 from shared.models import DEFAULT_TENANT_ID, Job, JobItem
-from shared.repository import Outcome, Webhook
 from shared.states import ItemStatus, JobStatus, Task
+from shared.webhooks import events as webhook_events
 from tests.factories import claim, make_job
 
 CATEGORIES = ["billing", "shipping", "quality"]
@@ -22,7 +29,7 @@ SUMMARY_MODEL = "summary-model"
 def feedback_job(db, texts, *, max_chars=20_000, webhook=None, categories=CATEGORIES):
     options = {"insights": True} | ({"categories": categories} if categories else {})
     with db.write() as session:
-        return repository.create_job(
+        return create_job(
             session,
             tenant_id=DEFAULT_TENANT_ID,
             task=Task.SENTIMENT,
@@ -43,8 +50,8 @@ def labelled(label, score, category=None):
 def record(db, claimed, outcomes):
     """Record outcomes; return the tasks whose workers the commit asked to wake."""
     with db.write() as session:
-        repository.record_outcomes(session, claim_token=claimed.token, outcomes=outcomes)
-    return repository.committed_wakeups(session)
+        record_outcomes(session, claim_token=claimed.token, outcomes=outcomes)
+    return committed_wakeups(session)
 
 
 def job_of(db, job_id):
@@ -113,11 +120,11 @@ def test_counts_grow_as_texts_finish_then_a_child_job_summarizes_the_negatives(d
     assert inputs == {"billing": "overbilled\ncharged twice", "shipping": "late parcel"}
 
     with db.read() as session:
-        listed = repository.list_jobs(session, tenant_id=DEFAULT_TENANT_ID, limit=10)
+        listed = list_jobs(session, tenant_id=DEFAULT_TENANT_ID, limit=10)
         assert [j.id for j in listed] == [job.id]
-        assert repository.count_active_jobs(session, tenant_id=DEFAULT_TENANT_ID) == 1
-        assert repository.get_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=child.id)
-        assert webhook_repository.list_events(session, job_id=job.id) == []
+        assert count_active_jobs(session, tenant_id=DEFAULT_TENANT_ID) == 1
+        assert get_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=child.id)
+        assert webhook_events.list_events(session, job_id=job.id) == []
 
     summaries = claim(db, task=Task.SUMMARIZE, model=SUMMARY_MODEL)
     record(
@@ -135,7 +142,7 @@ def test_counts_grow_as_texts_finish_then_a_child_job_summarizes_the_negatives(d
         "quality": {"count": 0, "summary": None, "error": None},
     }
     with db.read() as session:
-        kinds = [e.type for e in webhook_repository.list_events(session, job_id=job.id)]
+        kinds = [e.type for e in webhook_events.list_events(session, job_id=job.id)]
     assert kinds == ["job.completed"]
 
 
@@ -161,7 +168,7 @@ def test_negative_feedback_is_read_most_negative_first_up_to_the_limit(db):
     scores = [0.6, 0.95, 0.8, 0.9, 0.99]
     labels = ["NEGATIVE", "NEGATIVE", "NEGATIVE", "POSITIVE", "NEGATIVE"]
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=held.token,
             outcomes=[
@@ -170,10 +177,8 @@ def test_negative_feedback_is_read_most_negative_first_up_to_the_limit(db):
             ],
         )
         # Read as the transaction that finished the job did.
-        assert repository.negative_feedback(session, job.id, max_chars=12) == {
-            "all": "worst ever\na"
-        }
-        assert repository.negative_feedback(session, job.id, max_chars=100) == {
+        assert negative_feedback(session, job.id, max_chars=12) == {"all": "worst ever\na"}
+        assert negative_feedback(session, job.id, max_chars=100) == {
             "all": "worst ever\nawful\nbad\nmeh"
         }
     [summary] = items_of(db, job_of(db, job.id).insights["summary_job_id"])
@@ -184,7 +189,7 @@ def test_cancelling_the_job_cancels_its_summaries(db):
     job = summarizing_job(db)
     child_id = uuid.UUID(job_of(db, job.id).insights["summary_job_id"])
     with db.write() as session:
-        repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+        cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
     parent, child = job_of(db, job.id), job_of(db, child_id)
     assert (parent.status, child.status) == (JobStatus.CANCELLED, JobStatus.CANCELLED)
     assert {i.status for i in items_of(db, child_id)} == {ItemStatus.CANCELLED}
@@ -202,7 +207,7 @@ def test_a_job_cancelled_while_counting_keeps_what_it_counted(db):
     held = claim(db)
     record(db, held, [Outcome(held.items[0].id, result=labelled("NEGATIVE", 0.9, "billing"))])
     with db.write() as session:
-        repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+        cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
     state = job_of(db, job.id).insights
     assert state["status"] == "done" and state["summary_job_id"] is None
     assert state["negative"]["billing"]["error"] == "cancelled before it was summarized"
@@ -212,7 +217,7 @@ def test_cancelling_the_summary_job_finishes_its_parent(db):
     job = summarizing_job(db)
     child_id = uuid.UUID(job_of(db, job.id).insights["summary_job_id"])
     with db.write() as session:
-        repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=child_id)
+        cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=child_id)
     parent = job_of(db, job.id)
     assert parent.status == JobStatus.SUCCEEDED
     assert parent.insights["status"] == "done"
@@ -225,7 +230,7 @@ def test_deleting_either_job_leaves_nothing_waiting(db, which):
     child_id = uuid.UUID(job_of(db, job.id).insights["summary_job_id"])
     deleted = job.id if which == "parent" else child_id
     with db.write() as session:
-        repository.delete_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=deleted)
+        delete_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=deleted)
     assert job_of(db, child_id) is None
     assert items_of(db, child_id) == []
     if which == "child":
@@ -237,7 +242,7 @@ def test_an_expired_job_keeps_its_counts_but_not_its_summaries(db):
     summaries = claim(db, task=Task.SUMMARIZE, model=SUMMARY_MODEL)
     record(db, summaries, [Outcome(i.id, result={"summary_text": "s"}) for i in summaries.items])
     with db.write() as session:
-        repository.mark_expired(session, job.id)
+        mark_expired(session, job.id)
     state = job_of(db, job.id).insights
     assert state["counts"]["billing"] == {"NEGATIVE": 2}
     assert state["negative"]["billing"] == {"count": 2, "summary": None, "error": None}
@@ -270,7 +275,7 @@ def test_a_cancel_leaves_a_summary_job_made_meanwhile_to_its_own_finish(db):
 
 def cancel_in_own_transaction(db, job_id):
     with db.write() as session:
-        return repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job_id)
+        return cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job_id)
 
 
 def wait_for_a_lock_wait(db, timeout_s=30.0):

@@ -1,6 +1,6 @@
 """Claims serve the highest priority first, and share a priority among its jobs in turn."""
 
-from shared import repository
+from shared.jobs.claims import higher_priority_waiting
 from shared.states import Task
 from tests.factories import claim, make_job
 
@@ -31,15 +31,13 @@ def test_jobs_of_one_priority_share_each_claim_and_take_turns(db):
 def test_higher_priority_waiting_sees_only_higher_pending_work(db):
     make_job(db, texts=["bulk"], priority=2)
     with db.read() as session:
-        assert not repository.higher_priority_waiting(
+        assert not higher_priority_waiting(
             session, task=Task.SENTIMENT, model="model-a", priority=2
         )
     make_job(db, texts=["now"], priority=8)
     make_job(db, texts=["other model"], priority=9, model="model-b")
     with db.read() as session:
-        assert repository.higher_priority_waiting(
-            session, task=Task.SENTIMENT, model="model-a", priority=2
-        )
-        assert not repository.higher_priority_waiting(
+        assert higher_priority_waiting(session, task=Task.SENTIMENT, model="model-a", priority=2)
+        assert not higher_priority_waiting(
             session, task=Task.SENTIMENT, model="model-a", priority=8
         )

@@ -7,9 +7,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
-from shared import repository
+from shared.jobs import claims
+from shared.jobs.claims import expire_leases, release_claim, renew_lease
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.queue import models_awaited, tasks_waiting_for_a_worker
+from shared.jobs.work import Outcome
 from shared.models import Base, Job, JobItem
-from shared.repository import Outcome
 from shared.states import ItemStatus, JobStatus, Task
 from tests.factories import claim, make_job
 
@@ -66,9 +69,7 @@ def test_outcomes_finish_the_job_with_the_right_status(db):
         for i in claimed.items
     ]
     with db.write() as session:
-        assert (
-            repository.record_outcomes(session, claim_token=claimed.token, outcomes=outcomes) == 4
-        )
+        assert record_outcomes(session, claim_token=claimed.token, outcomes=outcomes) == 4
     assert job_status(db, ok.id).status == JobStatus.SUCCEEDED
     finished = job_status(db, mixed.id)
     assert finished.status == JobStatus.PARTIAL
@@ -81,18 +82,18 @@ def test_an_outcome_from_a_lost_claim_is_dropped(db):
     stale = claim(db, lease_s=0.01)
     time.sleep(0.05)
     with db.write() as session:
-        assert repository.expire_leases(session, max_attempts=3).repended == 1
+        assert expire_leases(session, max_attempts=3).repended == 1
     fresh = claim(db)
     item = fresh.items[0].id
     with db.write() as session:
         assert (
-            repository.record_outcomes(
+            record_outcomes(
                 session, claim_token=fresh.token, outcomes=[Outcome(item_id=item, result={"n": 2})]
             )
             == 1
         )
         assert (
-            repository.record_outcomes(
+            record_outcomes(
                 session, claim_token=stale.token, outcomes=[Outcome(item_id=item, result={"n": 1})]
             )
             == 0
@@ -110,7 +111,7 @@ def test_an_item_whose_worker_keeps_dying_ends_in_an_error(db):
         claim(db, lease_s=0.01)
         time.sleep(0.03)
         with db.write() as session:
-            repository.expire_leases(session, max_attempts=2)
+            expire_leases(session, max_attempts=2)
     finished = job_status(db, job.id)
     assert finished.status == JobStatus.FAILED
     with db.read() as session:
@@ -121,7 +122,7 @@ def test_a_released_claim_goes_back_without_costing_an_attempt(db):
     make_job(db, texts=["a", "b"])
     claimed = claim(db)
     with db.write() as session:
-        assert repository.release_claim(session, claim_token=claimed.token) == 2
+        assert release_claim(session, claim_token=claimed.token) == 2
     with db.read() as session:
         rows = session.execute(select(JobItem.status, JobItem.attempts)).all()
     assert set(rows) == {(ItemStatus.PENDING.value, 0)}
@@ -131,10 +132,10 @@ def test_a_renewed_lease_does_not_expire(db):
     make_job(db, texts=["a"])
     claimed = claim(db, lease_s=0.05)
     with db.write() as session:
-        repository.renew_lease(session, claim_token=claimed.token, lease_s=60)
+        renew_lease(session, claim_token=claimed.token, lease_s=60)
     time.sleep(0.1)
     with db.write() as session:
-        assert repository.expire_leases(session, max_attempts=3).repended == 0
+        assert expire_leases(session, max_attempts=3).repended == 0
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
@@ -144,12 +145,12 @@ def test_a_lease_renewed_by_a_worker_whose_clock_is_behind_still_holds(db, monke
     make_job(db, texts=["a"])
     claimed = claim(db, lease_s=60)
     behind = datetime.now(UTC) - timedelta(hours=1)
-    monkeypatch.setattr(repository, "utcnow", lambda: behind)
+    monkeypatch.setattr(claims, "utcnow", lambda: behind)
     with db.write() as session:
-        assert repository.renew_lease(session, claim_token=claimed.token, lease_s=60) == 1
+        assert renew_lease(session, claim_token=claimed.token, lease_s=60) == 1
     monkeypatch.undo()
     with db.write() as session:
-        assert repository.expire_leases(session, max_attempts=3).repended == 0
+        assert expire_leases(session, max_attempts=3).repended == 0
 
 
 def test_waiting_tasks_are_those_with_pending_items_and_no_live_claim(db):
@@ -157,11 +158,11 @@ def test_waiting_tasks_are_those_with_pending_items_and_no_live_claim(db):
     make_job(db, texts=["a", "b"])
     make_job(db, texts=["c"], task=Task.SUMMARIZE, model="model-b")
     with db.read() as session:
-        assert repository.tasks_waiting_for_a_worker(session, served) == [Task.SENTIMENT]
-        assert repository.models_awaited(session, Task.SUMMARIZE) == {"model-b": 1}
+        assert tasks_waiting_for_a_worker(session, served) == [Task.SENTIMENT]
+        assert models_awaited(session, Task.SUMMARIZE) == {"model-b": 1}
     claim(db, max_items=1)
     with db.read() as session:
-        assert repository.tasks_waiting_for_a_worker(session, served) == []
+        assert tasks_waiting_for_a_worker(session, served) == []
 
 
 def lose_claim(db, **kwargs):
@@ -169,7 +170,7 @@ def lose_claim(db, **kwargs):
     lost = claim(db, lease_s=0.01, **kwargs)
     time.sleep(0.05)
     with db.write() as session:
-        repository.expire_leases(session, max_attempts=3)
+        expire_leases(session, max_attempts=3)
     return lost
 
 

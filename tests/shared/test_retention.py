@@ -5,10 +5,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from shared import repository
 from shared.errors import JobNotFound
+from shared.jobs import retention
+from shared.jobs.cancel import delete_job
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.work import Outcome
 from shared.models import DEFAULT_TENANT_ID, Job, JobItem, Tenant, utcnow
-from shared.repository import Outcome
 from shared.states import JobStatus
 from tests.factories import claim, make_job
 from worker.sweeper import purge_expired_jobs
@@ -18,7 +20,7 @@ def finished(db, texts, *, days_ago, tenant_id=DEFAULT_TENANT_ID):
     job = make_job(db, texts=texts, tenant_id=tenant_id)
     held = claim(db)
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=held.token,
             outcomes=[Outcome(i.id, result={"label": "POSITIVE"}) for i in held.items],
@@ -39,7 +41,7 @@ def state(db, job_id):
 
 
 def test_a_job_past_retention_keeps_its_status_and_loses_its_data(db, monkeypatch):
-    monkeypatch.setattr(repository, "PURGE_CHUNK_ROWS", 2)  # several chunks
+    monkeypatch.setattr(retention, "PURGE_SLICE_ROWS", 2)  # several slices
     old = finished(db, ["a", "b", "c", "d", "e"], days_ago=31)
     recent = finished(db, ["f"], days_ago=29)
     running = make_job(db, texts=["g"])
@@ -66,7 +68,7 @@ def test_a_tenant_may_keep_its_data_longer_or_forever(db):
 def test_deleting_a_job_removes_it_and_everything_of_it(db):
     job = finished(db, ["a", "b"], days_ago=0)
     with db.write() as session:
-        repository.delete_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+        delete_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
     assert state(db, job.id) == (None, 0)
     with db.write() as session, pytest.raises(JobNotFound):
-        repository.delete_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+        delete_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)

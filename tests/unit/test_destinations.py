@@ -3,7 +3,7 @@
 import pytest
 
 from shared.config import Settings
-from shared.destinations import (
+from shared.webhooks.targets import (
     UnsafeWebhookUrl,
     allowed_networks,
     parse_networks,

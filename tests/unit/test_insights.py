@@ -2,9 +2,9 @@
 
 import uuid
 
-from shared import insights
-from shared.documents import FinishedPart, document_sentiment
-from shared.insights import SummaryOutcome
+from shared.jobs import insights
+from shared.jobs.documents import FinishedPart, document_sentiment
+from shared.jobs.insights import SummaryOutcome
 
 SUMMARIZER = insights.Summarizer(model="bart", max_chars=100)
 

@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from shared import signing
+from shared.webhooks import signing
 
 README = Path(__file__).parents[2] / "README.md"
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared import signing
+from shared.webhooks import signing
 
 
 def headers(secrets, body, message_id="msg_1", timestamp=None):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from shared.config import Settings
-from shared.insights import Summarizer
+from shared.jobs.insights import Summarizer
+from shared.jobs.work import ClaimedItem
 from shared.models import Job, JobItem
-from shared.repository import ClaimedItem
 from shared.states import ItemStatus, JobStatus, Task
 from tests.factories import make_job
 from worker.categories import CategoryEncoder, best_category

@@ -1,11 +1,14 @@
 import pytest
 from sqlalchemy import func, select
 
+from shared.jobs.cancel import cancel_job
+from shared.jobs.result_cache import cached_results, forget_results_before, remember_results
 from shared.models import CachedResult, Job, JobItem
 from shared.states import JobStatus, Task
 from tests.broker import published
 from tests.factories import make_job
 from worker import runtime as worker_runtime
+from worker import tasks
 from worker.tasks import _work_on, drain_queue
 
 STORY = "The parcel arrived late and the box was damaged."
@@ -68,13 +71,12 @@ def test_shutdown_finishes_the_batch_and_hands_back_the_rest(runtime, db, settin
 
 def test_a_claim_interrupted_by_an_error_goes_back_at_once(runtime, db, settings, monkeypatch):
     make_job(db, texts=["a", "b", "c"], model=settings.sentiment_model)
-    from shared import repository
     from tests.factories import claim
 
     def database_blip(*args, **kwargs):
         raise ConnectionError("database went away")
 
-    monkeypatch.setattr(repository, "record_outcomes", database_blip)
+    monkeypatch.setattr(tasks, "record_outcomes", database_blip)
     claimed = claim(db, model=settings.sentiment_model)
     runner = runtime.runners[Task.SENTIMENT]
     with pytest.raises(ConnectionError):
@@ -140,17 +142,16 @@ def test_the_cache_can_be_turned_off(runtime, db, settings):
 def test_old_cache_entries_are_forgotten(db):
     from datetime import timedelta
 
-    from shared import repository
     from shared.models import utcnow
 
     with db.write() as session:
-        repository.remember_results(session, {"a" * 64: {"label": "x"}})
-        repository.remember_results(session, {"a" * 64: {"label": "changed"}})
+        remember_results(session, {"a" * 64: {"label": "x"}})
+        remember_results(session, {"a" * 64: {"label": "changed"}})
     with db.read() as session:
-        assert repository.cached_results(session, ["a" * 64]) == {"a" * 64: {"label": "x"}}
+        assert cached_results(session, ["a" * 64]) == {"a" * 64: {"label": "x"}}
     with db.write() as session:
-        assert repository.forget_results_before(session, utcnow() - timedelta(hours=1)) == 0
-        assert repository.forget_results_before(session, utcnow() + timedelta(seconds=1)) == 1
+        assert forget_results_before(session, utcnow() - timedelta(hours=1)) == 0
+        assert forget_results_before(session, utcnow() + timedelta(seconds=1)) == 1
 
 
 def work_on_six_texts_in_batches_of_two(runtime, db, settings, monkeypatch, during_first_batch):
@@ -178,12 +179,11 @@ def work_on_six_texts_in_batches_of_two(runtime, db, settings, monkeypatch, duri
 def test_a_job_cancelled_mid_claim_keeps_the_batch_that_ran_and_skips_the_rest(
     runtime, db, settings, monkeypatch
 ):
-    from shared import repository
     from shared.models import DEFAULT_TENANT_ID
 
     def cancel(job):
         with db.write() as session:
-            repository.cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+            cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
 
     job, batches, _ = work_on_six_texts_in_batches_of_two(
         runtime, db, settings, monkeypatch, cancel

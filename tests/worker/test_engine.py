@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import DistilBertForSequenceClassification
 
-from shared.repository import ClaimedItem
+from shared.jobs.work import ClaimedItem
 from shared.states import Task
 from tests import reference
 from worker import models

@@ -10,7 +10,7 @@ import uuid
 import pytest
 import torch
 
-from shared.repository import ClaimedItem
+from shared.jobs.work import ClaimedItem
 from shared.states import Task
 from tests import reference
 from tests.model_factory import build_fitted_sentiment_model, labelled_feedback

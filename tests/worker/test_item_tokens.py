@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared import repository
 from shared.config import Settings
+from shared.jobs.reads import list_first_round_chunks, list_item_outcomes
 from shared.models import Job
 from shared.states import JobStatus, Task
 from tests.factories import make_job
@@ -25,7 +25,7 @@ def limited(settings: Settings) -> Iterator[WorkerRuntime]:
 def outcomes(db, job_id):
     with db.read() as session:
         job = session.get(Job, job_id)
-        rows = repository.list_item_outcomes(session, job_id=job_id, after_index=-1, limit=10)
+        rows = list_item_outcomes(session, job_id=job_id, after_index=-1, limit=10)
     return job, rows
 
 
@@ -56,7 +56,7 @@ def test_a_text_over_the_token_limit_fails_alone(limited, db, settings, task, mo
     assert all(row.result for row in rows if row.index != 1)
     assert finished.total_parts > 0, "the long but allowed text ran as chunks"
     with db.read() as session:
-        assert repository.list_first_round_chunks(session, [rows[1].item_id]) == []
+        assert list_first_round_chunks(session, [rows[1].item_id]) == []
 
     # The worker goes on with the next job.
     later = make_job(db, texts=["great"], task=task, model=getattr(settings, model))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from shared import repository
+from shared.jobs.reads import list_first_round_chunks, list_item_outcomes
 from shared.models import Job, JobItem
 from shared.states import ItemStatus, JobStatus, Task
 from tests.factories import make_job
@@ -27,8 +27,8 @@ def outcome(db, job_id):
     """Return the job, its first text's outcome, and that text's first-round chunks."""
     with db.read() as session:
         job = session.get(Job, job_id)
-        row = repository.list_item_outcomes(session, job_id=job_id, after_index=-1, limit=2)[0]
-        chunks = repository.list_first_round_chunks(session, [row.item_id])
+        row = list_item_outcomes(session, job_id=job_id, after_index=-1, limit=2)[0]
+        chunks = list_first_round_chunks(session, [row.item_id])
     return job, row, chunks
 
 

@@ -6,10 +6,12 @@ from collections import deque
 import pytest
 from standardwebhooks.webhooks import Webhook as Verifier
 
-from shared import repository, webhook_repository
+from shared.jobs.outcomes import record_outcomes
+from shared.jobs.submit import Webhook, create_job
+from shared.jobs.work import Outcome
 from shared.models import DEFAULT_TENANT_ID
-from shared.repository import Outcome, Webhook
 from shared.states import Task
+from shared.webhooks import events as webhook_events
 from tests.factories import claim
 from tests.webhook_receiver import Receiver
 from worker.webhooks import Dispatcher, WebhookSender
@@ -35,7 +37,7 @@ def hook_settings(settings):
 
 def finished_job(db, url, events=("completed", "failed")):
     with db.write() as session:
-        job = repository.create_job(
+        job = create_job(
             session,
             tenant_id=DEFAULT_TENANT_ID,
             task=Task.SENTIMENT,
@@ -46,7 +48,7 @@ def finished_job(db, url, events=("completed", "failed")):
         )
     held = claim(db)
     with db.write() as session:
-        repository.record_outcomes(
+        record_outcomes(
             session,
             claim_token=held.token,
             outcomes=[Outcome(held.items[0].id, result={"label": "POSITIVE"})],
@@ -67,7 +69,7 @@ def deliver_all(db, settings, resolver=None, rounds=6):
 
 def events(db, job):
     with db.read() as session:
-        return webhook_repository.list_events(session, job_id=job.id)
+        return webhook_events.list_events(session, job_id=job.id)
 
 
 def test_a_finished_job_is_announced_signed_to_its_webhook(db, hook_settings, receiver):
@@ -75,7 +77,7 @@ def test_a_finished_job_is_announced_signed_to_its_webhook(db, hook_settings, re
     deliver_all(db, hook_settings)
     [request] = receiver.received
     with db.read() as session:
-        secret = webhook_repository.secrets_in_use(session, DEFAULT_TENANT_ID)[0]
+        secret = webhook_events.secrets_in_use(session, DEFAULT_TENANT_ID)[0]
     payload = Verifier(secret).verify(request.body, request.headers)
     assert payload["type"] == "job.completed"
     assert payload["data"]["id"] == str(job.id)
@@ -152,7 +154,7 @@ def test_an_address_that_turned_inward_since_submit_is_not_sent_to(db, hook_sett
 
 def test_progress_events_come_only_when_asked_for(db, hook_settings, receiver):
     with db.write() as session:
-        repository.create_job(
+        create_job(
             session,
             tenant_id=DEFAULT_TENANT_ID,
             task=Task.SENTIMENT,
@@ -164,7 +166,7 @@ def test_progress_events_come_only_when_asked_for(db, hook_settings, receiver):
     held = claim(db)
     for item in held.items:
         with db.write() as session:
-            repository.record_outcomes(
+            record_outcomes(
                 session, claim_token=held.token, outcomes=[Outcome(item.id, result={"label": "X"})]
             )
     deliver_all(db, hook_settings)
@@ -176,8 +178,8 @@ def test_after_a_rotation_deliveries_verify_with_the_old_and_the_new_secret(
     db, hook_settings, receiver
 ):
     with db.write() as session:
-        old = webhook_repository.secrets_in_use(session, DEFAULT_TENANT_ID)[0]
-        new = webhook_repository.rotate_secret(session, DEFAULT_TENANT_ID, overlap_s=60).secret
+        old = webhook_events.secrets_in_use(session, DEFAULT_TENANT_ID)[0]
+        new = webhook_events.rotate_secret(session, DEFAULT_TENANT_ID, overlap_s=60).secret
     finished_job(db, receiver.url)
     deliver_all(db, hook_settings)
     [request] = receiver.received

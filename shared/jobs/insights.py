@@ -4,7 +4,7 @@ summarized per category by a summarization job textq makes for it (its child job
 The state is one JSON object on the job (`jobs.insights`). It moves counting -> summarizing
 -> done, each step in the transaction that finishes the job's last text or its child job,
 so each happens exactly once. These functions only compute the next state; the queries
-that store it are in shared/repository.py.
+that store it are in shared/jobs/feedback.py and shared/jobs/lifecycle.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared import insights
+from shared.jobs import insights
 from shared.models import Job
 from shared.schemas import ChunkProgress, JobLinks, JobRead, Progress, WebhookSettings
 from shared.states import JobStatus, Task

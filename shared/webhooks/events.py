@@ -12,7 +12,6 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from shared import signing
 from shared.models import (
     DisabledWebhookUrl,
     Job,
@@ -22,6 +21,7 @@ from shared.models import (
     utcnow,
 )
 from shared.states import JobStatus
+from shared.webhooks import signing
 
 EVENT_KINDS = ("completed", "failed", "progress")
 DEFAULT_EVENT_KINDS = ["completed", "failed"]

@@ -1,0 +1,1 @@
+"""Jobs: submitting, claiming, storing outcomes, finishing, reading and retiring them."""

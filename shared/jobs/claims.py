@@ -1,0 +1,258 @@
+"""Claim pending items under a lease, renew, release and expire leases (the lease clock)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session
+
+from shared.jobs.cancel import cancel_items_of_ended_jobs
+from shared.jobs.outcomes import ItemRef, store_outcomes
+from shared.jobs.rows import status_values
+from shared.jobs.work import Claim, ClaimedItem, Outcome
+from shared.models import Job, JobItem, utcnow
+from shared.states import ACTIVE_JOB_STATUSES, ItemStatus, JobStatus, Task, job_sources
+
+# A rough characters-per-token ratio, only to size a claim before the worker tokenizes.
+CHARS_PER_TOKEN_ESTIMATE = 4
+
+
+def lease_clock(session: Session) -> Any:
+    """Return "now" for leases: on Postgres the server's clock, so workers on machines whose
+    clocks drift still agree on when a lease lapses; on SQLite (one machine) this process's.
+    """
+    return func.now() if session.get_bind().dialect.name == "postgresql" else utcnow()
+
+
+def claim_items(
+    session: Session,
+    *,
+    task: Task,
+    model: str,
+    model_revision: str,
+    worker: str,
+    max_tokens: int,
+    max_items: int,
+    lease_s: float,
+    max_attempts: int = 3,
+) -> Claim | None:
+    """Claim pending items of a task and model, across jobs, up to a token budget.
+
+    Only the highest priority with pending work is claimed from. Among its jobs the least
+    recently served come first, each with a share of the claim, so one huge job cannot
+    starve the others. On Postgres, rows other workers are claiming are skipped (SKIP
+    LOCKED); on SQLite the caller's write transaction holds the database's write lock.
+    """
+    waiting = _jobs_with_pending_items(task=task, model=model)
+    top = session.scalar(select(func.max(Job.priority)).where(waiting))
+    if top is None:
+        return None
+    job_ids = session.scalars(
+        select(Job.id)
+        .where(waiting, Job.priority == top)
+        .order_by(Job.last_claimed_at.asc().nulls_first(), Job.created_at, Job.id)
+        .limit(MAX_JOBS_PER_CLAIM)
+    ).all()
+    candidates: list[Any] = []
+    for position, job_id in enumerate(job_ids):
+        share = (max_items - len(candidates)) // (len(job_ids) - position)
+        candidates += session.execute(
+            select(
+                JobItem.id,
+                JobItem.job_id,
+                JobItem.idx,
+                func.coalesce(JobItem.work_text, JobItem.input_text).label("text"),
+                JobItem.char_count,
+                JobItem.attempts,
+                JobItem.parent_id,
+                JobItem.level,
+            )
+            .where(
+                JobItem.job_id == job_id,
+                JobItem.status == ItemStatus.PENDING.value,
+                JobItem.task == task.value,
+            )
+            .order_by(JobItem.id)
+            .limit(max(share, 1))
+            .with_for_update(skip_locked=True)
+        ).all()
+    if not candidates:
+        return None
+    chosen = _claimable(candidates, max_tokens, max_attempts=max_attempts)
+    now = utcnow()
+    token = uuid.uuid4()
+    ids = [row.id for row in chosen]
+    session.execute(
+        update(JobItem)
+        .where(JobItem.id.in_(ids))
+        .values(
+            status=ItemStatus.RUNNING.value,
+            claim_token=token,
+            claimed_by=worker,
+            lease_expires_at=lease_clock(session) + timedelta(seconds=lease_s),
+            attempts=JobItem.attempts + 1,
+        )
+    )
+    job_ids = sorted({row.job_id for row in chosen})
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.status.in_(status_values(job_sources(JobStatus.RUNNING))))
+        .values(status=JobStatus.RUNNING.value, started_at=now, model_revision=model_revision)
+    )
+    session.execute(update(Job).where(Job.id.in_(job_ids)).values(last_claimed_at=now))
+    options: dict[uuid.UUID, dict[str, Any]] = dict(
+        session.execute(select(Job.id, Job.options).where(Job.id.in_(job_ids))).all()
+    )
+    return Claim(
+        token=token,
+        priority=top,
+        items=[
+            ClaimedItem(
+                id=row.id,
+                job_id=row.job_id,
+                index=row.idx,
+                text=row.text,
+                options=options[row.job_id] or {},
+                parent_id=row.parent_id,
+                level=row.level,
+            )
+            for row in chosen
+        ],
+    )
+
+
+MAX_JOBS_PER_CLAIM = 64
+
+
+def _jobs_with_pending_items(*, task: Task, model: str) -> Any:
+    """Return the condition: an active job of this task and model with items to claim."""
+    return (
+        (Job.task == task.value)
+        & (Job.model == model)
+        & Job.status.in_(status_values(ACTIVE_JOB_STATUSES))
+        & exists().where(JobItem.job_id == Job.id, JobItem.status == ItemStatus.PENDING.value)
+    )
+
+
+def higher_priority_waiting(session: Session, *, task: Task, model: str, priority: int) -> bool:
+    """Return whether a job of higher priority than `priority` has items to claim."""
+    waiting = _jobs_with_pending_items(task=task, model=model)
+    return session.scalar(select(exists().where(waiting, Job.priority > priority))) or False
+
+
+# Items of a lost claim go out again in groups this small; on their last try, alone.
+LOST_CLAIM_GROUP = 16
+
+
+def _claimable(candidates: Sequence[Any], max_tokens: int, *, max_attempts: int) -> Sequence[Any]:
+    """Return the longest prefix whose estimated tokens fit the budget (at least one row).
+
+    Items whose worker was lost are claimed apart from fresh ones, in small groups of the
+    same history, and alone on their last try: if one of them is what killed that worker,
+    it takes few others down with it again, and none on the try that decides its fate.
+    """
+    first = candidates[0]
+    if first.attempts > 0:
+        group = 1 if first.attempts + 1 >= max_attempts else LOST_CLAIM_GROUP
+        limit = len(candidates)
+        for count, row in enumerate(candidates[:group]):
+            if row.attempts != first.attempts:
+                limit = count
+                break
+        candidates = candidates[: min(group, limit)]
+    total = 0
+    for count, row in enumerate(candidates):
+        total += row.char_count // CHARS_PER_TOKEN_ESTIMATE + 2
+        if count > 0 and (total > max_tokens or row.attempts != first.attempts):
+            return candidates[:count]
+    return candidates
+
+
+def renew_lease(session: Session, *, claim_token: uuid.UUID, lease_s: float) -> int:
+    """Push back the lease expiry of a claim's unfinished items; return how many.
+
+    The new expiry is read on the lease clock that claims and expiry use, never the worker's
+    own: a worker whose clock is behind the database's would otherwise renew into the past.
+    """
+    result = session.execute(
+        update(JobItem)
+        .where(JobItem.claim_token == claim_token, JobItem.status == ItemStatus.RUNNING.value)
+        .values(lease_expires_at=lease_clock(session) + timedelta(seconds=lease_s))
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release_claim(session: Session, *, claim_token: uuid.UUID) -> int:
+    """Hand a claim's unfinished items back to the queue without counting an attempt.
+
+    Items of a job cancelled meanwhile are not handed back: they end cancelled.
+    """
+    cancel_items_of_ended_jobs(
+        session,
+        (JobItem.claim_token == claim_token) & (JobItem.status == ItemStatus.RUNNING.value),
+    )
+    result = session.execute(
+        update(JobItem)
+        .where(JobItem.claim_token == claim_token, JobItem.status == ItemStatus.RUNNING.value)
+        .values(
+            status=ItemStatus.PENDING.value,
+            claim_token=None,
+            lease_expires_at=None,
+            attempts=JobItem.attempts - 1,
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class ExpiredLeases:
+    repended: int
+    given_up: int
+
+
+def expire_leases(session: Session, *, max_attempts: int, limit: int = 1000) -> ExpiredLeases:
+    """Re-pend items whose worker stopped renewing its lease; error those tried too often.
+
+    Expired items of a job cancelled meanwhile end cancelled instead.
+    """
+    cancel_items_of_ended_jobs(
+        session,
+        (JobItem.status == ItemStatus.RUNNING.value)
+        & (JobItem.lease_expires_at < lease_clock(session)),
+    )
+    expired = session.execute(
+        select(JobItem.id, JobItem.job_id, JobItem.attempts, JobItem.parent_id, JobItem.level)
+        .where(
+            JobItem.status == ItemStatus.RUNNING.value,
+            JobItem.lease_expires_at < lease_clock(session),
+        )
+        .order_by(JobItem.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    retry = [row.id for row in expired if row.attempts < max_attempts]
+    if retry:
+        session.execute(
+            update(JobItem)
+            .where(JobItem.id.in_(retry))
+            .values(status=ItemStatus.PENDING.value, claim_token=None, lease_expires_at=None)
+        )
+    exhausted = [row for row in expired if row.attempts >= max_attempts]
+    store_outcomes(
+        session,
+        [
+            Outcome(
+                item_id=row.id,
+                error=f"the worker processing this item was lost {row.attempts} times; "
+                "giving up (TEXTQ_MAX_ATTEMPTS)",
+            )
+            for row in exhausted
+        ],
+        {row.id: ItemRef(row.job_id, row.parent_id, row.level) for row in exhausted},
+    )
+    return ExpiredLeases(repended=len(retry), given_up=len(exhausted))

@@ -1,0 +1,149 @@
+"""Finish jobs whose items all finished, start and settle the summaries of their insights."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from shared.jobs import insights
+from shared.jobs.after_commit import count_when_committed, wake_when_committed
+from shared.jobs.feedback import negative_feedback, store_insights, summary_outcomes
+from shared.jobs.rows import status_values
+from shared.jobs.submit import create_job
+from shared.models import Job, utcnow
+from shared.states import ACTIVE_JOB_STATUSES, JobStatus, Task, job_sources, outcome_status
+from shared.webhooks.events import queue_event, terminal_event_kind
+
+# Postgres channel a job's id is sent on when it finishes (API requests wait on it).
+JOB_FINISHED_CHANNEL = "textq_job_finished"
+
+
+def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+    """Move jobs whose every item has finished to their terminal status; return those ids.
+
+    A job with insights waits instead for a job of its own that summarizes its negative
+    feedback (if it has any); that child job, finishing, finishes it.
+    """
+    complete = session.execute(
+        select(*_FINISHING_COLUMNS)
+        .where(
+            Job.id.in_(list(job_ids)),
+            Job.status.in_(status_values(ACTIVE_JOB_STATUSES)),
+            Job.done_items + Job.error_items >= Job.total_items,
+        )
+        .order_by(Job.id)
+        .with_for_update()
+    ).all()
+    finished = []
+    for row in complete:
+        if row.insights is not None and _waits_for_summaries(session, row):
+            continue
+        _finish_job(session, row)
+        finished.append(row.id)
+        if row.parent_job_id is not None:
+            finished += hand_summaries_to_parent(session, row.id, row.parent_job_id)
+    return finished
+
+
+_FINISHING_COLUMNS = (
+    Job.id,
+    Job.done_items,
+    Job.error_items,
+    Job.tenant_id,
+    Job.webhook_url,
+    Job.webhook_events,
+    Job.task,
+    Job.created_at,
+    Job.started_at,
+    Job.priority,
+    Job.insights,
+    Job.parent_job_id,
+)
+
+
+def _finish_job(session: Session, row: Any) -> None:
+    """End a locked job whose items all finished: status, event, announcement, metrics."""
+    now = utcnow()
+    target = outcome_status(done=row.done_items, errored=row.error_items)
+    session.execute(
+        update(Job)
+        .where(Job.id == row.id, Job.status.in_(status_values(job_sources(target))))
+        .values(status=target.value, finished_at=now)
+    )
+    queue_event(session, row, terminal_event_kind(target))
+    announce_finished(session, row.id)
+    # A summary job textq made is part of its parent's run, not a job anyone submitted.
+    if row.parent_job_id is None:
+        count_when_committed(session, row.task, target, row.created_at, row.started_at, now)
+
+
+def _waits_for_summaries(session: Session, row: Any) -> bool:
+    """Say whether a job whose texts all finished waits for its feedback's summaries,
+    starting them if its texts just finished. Its child job, finishing, finishes it."""
+    status = row.insights["status"]
+    if status == insights.COUNTING:
+        return _summarize_feedback(session, row)
+    return bool(status == insights.SUMMARIZING)
+
+
+def _summarize_feedback(session: Session, row: Any) -> bool:
+    """Start summarizing a finished job's negative feedback; False if it has none.
+
+    The summaries are a summarization job of the same tenant, one text per category with
+    negative feedback, claimed by summarization workers like any job.
+    """
+    state = row.insights
+    feedback = negative_feedback(session, row.id, max_chars=insights.summarizer_of(state).max_chars)
+    if not feedback:
+        store_insights(session, row.id, insights.settled(state, {}))
+        return False
+    child = create_job(
+        session,
+        tenant_id=row.tenant_id,
+        task=Task.SUMMARIZE,
+        model=insights.summarizer_of(state).model,
+        options={},
+        texts=list(feedback.values()),
+        custom_ids=list(feedback),
+        parent_job_id=row.id,
+        priority=row.priority,
+    )
+    store_insights(session, row.id, insights.summarizing(state, summary_job_id=str(child.id)))
+    wake_when_committed(session, Task.SUMMARIZE)
+    return True
+
+
+def hand_summaries_to_parent(
+    session: Session, child_id: uuid.UUID, parent_id: uuid.UUID, *, missing: str | None = None
+) -> list[uuid.UUID]:
+    """Copy an ended child job's summaries into its parent's insights and finish the parent.
+
+    Return the parent's id if it finished. Runs in the transaction that ended the child,
+    which holds the child's row: the parent's is locked after it, as everywhere.
+    """
+    parent = session.execute(
+        select(Job.insights, Job.status).where(Job.id == parent_id).with_for_update()
+    ).first()
+    if (
+        parent is None
+        or parent.insights is None
+        or JobStatus(parent.status) not in ACTIVE_JOB_STATUSES
+    ):
+        return []
+    store_insights(
+        session,
+        parent_id,
+        insights.settled(parent.insights, summary_outcomes(session, child_id), missing=missing),
+    )
+    return finish_complete_jobs(session, [parent_id])
+
+
+def announce_finished(session: Session, job_id: uuid.UUID) -> None:
+    """Wake API requests waiting on a job (Postgres NOTIFY, sent when this transaction
+    commits, never before; on SQLite they re-read with backoff)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))

@@ -1,0 +1,292 @@
+"""Store a claim's outcomes: results, splits into chunks, chunks counted down, job counts."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from shared.jobs import documents, insights
+from shared.jobs.lifecycle import finish_complete_jobs
+from shared.jobs.result_cache import remember_results
+from shared.jobs.rows import INSERT_SLICE_ROWS, slices
+from shared.jobs.work import Outcome
+from shared.models import Job, JobItem, utcnow
+from shared.states import ItemStatus, Task
+from shared.webhooks.events import queue_event
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """Where an item whose outcome is being stored belongs."""
+
+    job_id: uuid.UUID
+    parent_id: int | None
+    level: int
+
+
+def record_outcomes(
+    session: Session,
+    *,
+    claim_token: uuid.UUID,
+    outcomes: Sequence[Outcome],
+    cache_entries: dict[str, dict[str, Any]] | None = None,
+) -> int:
+    """Store outcomes of items this claim still owns; return how many were stored.
+
+    An item whose lease expired and went to another worker is not this claim's any more:
+    its outcome is dropped, so no result is ever stored twice or overwritten.
+    """
+    if not outcomes:
+        return 0
+    owned = {
+        row.id: ItemRef(row.job_id, row.parent_id, row.level)
+        for row in session.execute(
+            select(JobItem.id, JobItem.job_id, JobItem.parent_id, JobItem.level)
+            .where(
+                JobItem.id.in_([o.item_id for o in outcomes]),
+                JobItem.claim_token == claim_token,
+                JobItem.status == ItemStatus.RUNNING.value,
+            )
+            .order_by(JobItem.id)
+            .with_for_update()
+        )
+    }
+    kept = [o for o in outcomes if o.item_id in owned]
+    store_outcomes(session, kept, {o.item_id: owned[o.item_id] for o in kept})
+    if cache_entries:
+        remember_results(session, cache_entries)
+    return len(kept)
+
+
+def store_outcomes(session: Session, outcomes: Sequence[Outcome], refs: dict[int, ItemRef]) -> None:
+    """Write outcomes of locked, running items, then update their texts and jobs.
+
+    A split item starts waiting for its new chunks; a finished chunk counts down its text,
+    and the text whose last chunk finished moves on (see `_advance`). Outcomes of texts
+    (not chunks) then bump their jobs' counters, and jobs whose every text finished end.
+    """
+    if not outcomes:
+        return
+    now = utcnow()
+    finished = [o for o in outcomes if o.parts is None]
+    if finished:
+        session.execute(
+            update(JobItem),
+            [
+                {
+                    "id": o.item_id,
+                    "status": o.status.value,
+                    "result": o.result,
+                    "error": o.error,
+                    "lease_expires_at": None,
+                    "finished_at": now,
+                }
+                for o in finished
+            ],
+        )
+    _split(session, [o for o in outcomes if o.parts is not None], refs)
+    texts = [(refs[o.item_id].job_id, o) for o in finished if refs[o.item_id].parent_id is None]
+    texts += _count_down_parents(session, [o for o in finished if refs[o.item_id].parent_id], refs)
+    _count_texts(session, texts)
+    finish_complete_jobs(session, {job_id for job_id, _ in texts})
+
+
+def _split(session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]) -> None:
+    """Make each split item wait for its chunks, and add the chunks as pending items."""
+    if not splits:
+        return
+    added: Counter[uuid.UUID] = Counter()
+    for outcome in splits:
+        ref, parts = refs[outcome.item_id], outcome.parts or []
+        task = session.scalar(select(JobItem.task).where(JobItem.id == outcome.item_id))
+        session.execute(
+            update(JobItem)
+            .where(JobItem.id == outcome.item_id)
+            .values(
+                status=ItemStatus.WAITING.value,
+                open_parts=len(parts),
+                claim_token=None,
+                lease_expires_at=None,
+            )
+        )
+        rows = (
+            {
+                "job_id": ref.job_id,
+                "idx": position,
+                "task": task,
+                "status": ItemStatus.PENDING.value,
+                "input_text": part.text,
+                "char_count": len(part.text),
+                "parent_id": outcome.item_id,
+                "level": ref.level,
+                "span_start": part.start,
+                "span_end": part.end,
+                "token_count": part.tokens,
+                "attempts": 0,
+            }
+            for position, part in enumerate(parts)
+        )
+        for rows_slice in slices(rows, INSERT_SLICE_ROWS):
+            session.execute(insert(JobItem), rows_slice)
+        added[ref.job_id] += len(parts)
+    for job_id in sorted(added):
+        session.execute(
+            update(Job).where(Job.id == job_id).values(total_parts=Job.total_parts + added[job_id])
+        )
+
+
+def _count_down_parents(
+    session: Session, chunks: Sequence[Outcome], refs: dict[int, ItemRef]
+) -> list[tuple[uuid.UUID, Outcome]]:
+    """Count finished chunks against their texts; return outcomes of texts that finished."""
+    per_parent = Counter(refs[o.item_id].parent_id for o in chunks)
+    per_job = Counter(refs[o.item_id].job_id for o in chunks)
+    for job_id in sorted(per_job):
+        session.execute(
+            update(Job).where(Job.id == job_id).values(done_parts=Job.done_parts + per_job[job_id])
+        )
+    finished: list[tuple[uuid.UUID, Outcome]] = []
+    for parent_id in sorted(p for p in per_parent if p is not None):
+        # One row update at a time serializes recorders: exactly one sees the count reach 0.
+        left = session.execute(
+            update(JobItem)
+            .where(JobItem.id == parent_id, JobItem.status == ItemStatus.WAITING.value)
+            .values(open_parts=JobItem.open_parts - per_parent[parent_id])
+            .returning(JobItem.open_parts, JobItem.job_id)
+        ).first()
+        if left is not None and left.open_parts <= 0:
+            outcome = _advance(session, parent_id)
+            if outcome is not None:
+                finished.append((left.job_id, outcome))
+    return finished
+
+
+def _advance(session: Session, parent_id: int) -> Outcome | None:
+    """Move on a text whose chunks all finished; return its outcome if that finishes it.
+
+    Sentiment: the text's label is its chunks' labels combined. Summaries: the chunks'
+    summaries, joined, are what the text's next round summarizes (splitting again if they
+    are still too long for one window).
+    """
+    task, level = session.execute(
+        select(JobItem.task, JobItem.level).where(JobItem.id == parent_id)
+    ).one()
+    parts = [
+        documents.FinishedPart(
+            index=row.idx,
+            start=row.span_start or 0,
+            end=row.span_end or 0,
+            tokens=row.token_count or 0,
+            result=row.result,
+            error=row.error,
+        )
+        for row in session.execute(
+            select(
+                JobItem.idx,
+                JobItem.span_start,
+                JobItem.span_end,
+                JobItem.token_count,
+                JobItem.result,
+                JobItem.error,
+            )
+            .where(JobItem.parent_id == parent_id, JobItem.level == level)
+            .order_by(JobItem.idx)
+        )
+    ]
+    failure = documents.first_failure(parts)
+    if failure is None and task == Task.SUMMARIZE.value:
+        text = documents.joined_summaries(parts)
+        session.execute(
+            update(JobItem)
+            .where(JobItem.id == parent_id)
+            .values(
+                status=ItemStatus.PENDING.value,
+                level=level + 1,
+                work_text=text,
+                char_count=len(text),
+                open_parts=None,
+                attempts=0,
+            )
+        )
+        return None
+    outcome = (
+        Outcome(item_id=parent_id, error=failure)
+        if failure is not None
+        else Outcome(item_id=parent_id, result=documents.document_sentiment(parts))
+    )
+    session.execute(
+        update(JobItem)
+        .where(JobItem.id == parent_id)
+        .values(
+            status=outcome.status.value,
+            result=outcome.result,
+            error=outcome.error,
+            open_parts=None,
+            finished_at=utcnow(),
+        )
+    )
+    return outcome
+
+
+def _count_texts(session: Session, finished: Sequence[tuple[uuid.UUID, Outcome]]) -> None:
+    """Add finished texts to their jobs' done, errored, cached and per-label counts."""
+    done = Counter(job_id for job_id, o in finished if o.status is ItemStatus.DONE)
+    errored = Counter(job_id for job_id, o in finished if o.status is ItemStatus.ERROR)
+    cached = Counter(job_id for job_id, o in finished if o.from_cache)
+    labels: dict[uuid.UUID, Counter[str]] = {}
+    labelled: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for job_id, o in finished:
+        if o.result is not None and "label" in o.result:
+            labels.setdefault(job_id, Counter())[str(o.result["label"])] += 1
+            labelled.setdefault(job_id, []).append(o.result)
+    for job_id in sorted(set(done) | set(errored)):
+        values: dict[str, Any] = {
+            "done_items": Job.done_items + done[job_id],
+            "error_items": Job.error_items + errored[job_id],
+            "cached_items": Job.cached_items + cached[job_id],
+        }
+        if job_id in labels:
+            # The job's row is locked by this transaction from here on, so the
+            # read-modify-write of the counts cannot interleave with another recorder's.
+            current, state = session.execute(
+                select(Job.label_counts, Job.insights).where(Job.id == job_id).with_for_update()
+            ).one()
+            merged = Counter(current or {})
+            merged.update(labels[job_id])
+            values["label_counts"] = dict(sorted(merged.items()))
+            if state is not None:
+                values["insights"] = insights.with_counts(state, labelled[job_id])
+        counts = session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(**values)
+            .returning(
+                Job.id,
+                Job.tenant_id,
+                Job.webhook_url,
+                Job.webhook_events,
+                Job.done_items,
+                Job.error_items,
+                Job.total_items,
+            )
+        ).one()
+        _queue_progress_event(session, counts, done[job_id] + errored[job_id])
+
+
+PROGRESS_EVENT_STEPS = 10
+
+
+def _queue_progress_event(session: Session, job: Any, just_finished: int) -> None:
+    """Announce progress each time a job passes another tenth of its items (not the last)."""
+    finished = job.done_items + job.error_items
+    if not job.webhook_url or finished >= job.total_items:
+        return
+    step_before = (finished - just_finished) * PROGRESS_EVENT_STEPS // job.total_items
+    if finished * PROGRESS_EVENT_STEPS // job.total_items > step_before:
+        queue_event(session, job, "progress")

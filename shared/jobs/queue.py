@@ -1,0 +1,185 @@
+"""What waits for workers: queue depth, a job's place in the queue, the recent pace."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import exists, func, literal_column, select
+from sqlalchemy.orm import Session
+
+from shared.db import Database
+from shared.jobs.claims import lease_clock
+from shared.jobs.rows import status_values
+from shared.models import Job, JobItem, utcnow
+from shared.states import ACTIVE_JOB_STATUSES, ItemStatus, Task
+
+log = logging.getLogger(__name__)
+
+THROUGHPUT_WINDOW_S = 60
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where an unfinished job stands: work ahead of it, its own left, the recent pace."""
+
+    items_ahead: int
+    items_left: int
+    items_per_s: float
+
+
+def queue_place(session: Session, job: Job) -> QueuePlace:
+    """Return the items ahead of a job (higher priority, or its priority and older), its
+    unfinished items, and how many items of its task and model finished per second lately
+    (0 while no pace is known)."""
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(JobItem)
+        .join(Job, Job.id == JobItem.job_id)
+        .where(
+            JobItem.status == ItemStatus.PENDING.value,
+            JobItem.task == job.task,
+            Job.model == job.model,
+            Job.status.in_(status_values(ACTIVE_JOB_STATUSES)),
+            (Job.priority > job.priority)
+            | ((Job.priority == job.priority) & (Job.created_at < job.created_at)),
+        )
+    )
+    left = session.scalar(
+        select(func.count()).where(
+            JobItem.job_id == job.id,
+            JobItem.status.in_(status_values({ItemStatus.PENDING, ItemStatus.RUNNING})),
+        )
+    )
+    return QueuePlace(
+        items_ahead=ahead or 0, items_left=left or 0, items_per_s=_recent_pace(session, job)
+    )
+
+
+def _recent_pace(session: Session, job: Job) -> float:
+    """Return items of the job's task and model workers finished per second lately, or 0.
+
+    Measured between the first and the last batch that finished in the window, so a worker
+    that started seconds ago is not taken for one that idled most of it. Items no worker
+    ran (cache hits, rows refused at upload) do not count. One batch alone gives no pace.
+    """
+    since = utcnow() - timedelta(seconds=THROUGHPUT_WINDOW_S)
+    ran = (
+        select(JobItem.finished_at)
+        .join(Job, Job.id == JobItem.job_id)
+        .where(
+            JobItem.task == job.task,
+            JobItem.finished_at > since,
+            JobItem.claimed_by.is_not(None),
+            Job.model == job.model,
+        )
+        .subquery()
+    )
+    count, first, last = session.execute(
+        select(func.count(), func.min(ran.c.finished_at), func.max(ran.c.finished_at))
+    ).one()
+    if not count or first is None or last is None or last <= first:
+        return 0.0
+    in_first_batch = session.scalar(
+        select(func.count()).select_from(ran).where(ran.c.finished_at == first)
+    )
+    return (count - (in_first_batch or 0)) / (last - first).total_seconds()
+
+
+def queue_depths(session: Session) -> list[tuple[str, int, datetime | None]]:
+    """Return, per task, the items waiting for a worker and when the oldest one's job came."""
+    pending = JobItem.status == literal_column(f"'{ItemStatus.PENDING.value}'")
+    depths = []
+    for task in Task:
+        count = session.scalar(
+            select(func.count()).select_from(JobItem).where(pending, JobItem.task == task.value)
+        )
+        oldest = session.scalar(
+            select(Job.created_at)
+            .join(JobItem, JobItem.job_id == Job.id)
+            .where(pending, JobItem.task == task.value)
+            .order_by(JobItem.id)
+            .limit(1)
+        )
+        depths.append((task.value, int(count or 0), oldest))
+    return depths
+
+
+def models_awaited(session: Session, task: Task) -> dict[str, int]:
+    """Return how many unfinished jobs of a task wait for each model."""
+    return dict(
+        session.execute(
+            select(Job.model, func.count())
+            .where(Job.task == task.value, Job.status.in_(status_values(ACTIVE_JOB_STATUSES)))
+            .group_by(Job.model)
+        ).all()
+    )
+
+
+def tasks_waiting_for_a_worker(session: Session, served: dict[Task, str]) -> list[Task]:
+    """Return the served tasks whose model has pending items and none under a live lease.
+
+    Their doorbell may have been lost (broker wiped, API died before publishing).
+    """
+    now = lease_clock(session)
+    waiting = []
+    for task, model in served.items():
+        pending = session.scalar(
+            select(
+                exists()
+                .where(JobItem.task == task.value, JobItem.status == ItemStatus.PENDING.value)
+                .where(Job.id == JobItem.job_id, Job.model == model)
+                .where(Job.status.in_(status_values(ACTIVE_JOB_STATUSES)))
+            )
+        )
+        working = session.scalar(
+            select(
+                exists().where(
+                    JobItem.task == task.value,
+                    JobItem.status == ItemStatus.RUNNING.value,
+                    JobItem.lease_expires_at > now,
+                )
+            )
+        )
+        if pending and not working:
+            waiting.append(task)
+    return waiting
+
+
+class QueueCollector(Collector):
+    """Pending items per task and the age of the oldest, read at each scrape."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "textq_queue_depth", "Items waiting for a worker.", labels=["task"]
+        )
+        oldest = GaugeMetricFamily(
+            "textq_queue_oldest_age_seconds",
+            "Age of the job of the oldest item waiting for a worker.",
+            labels=["task"],
+        )
+        try:
+            rows = self._read()
+        except Exception as error:  # a scrape must not fail because the database blinked
+            log.warning("queue metrics unavailable: %s", error, extra={"action": "metrics"})
+            rows = []
+        for task, count, age_s in rows:
+            depth.add_metric([task], count)
+            oldest.add_metric([task], age_s)
+        yield depth
+        yield oldest
+
+    def _read(self) -> list[tuple[str, int, float]]:
+        now = utcnow()
+        with self.db.read() as session:
+            return [
+                (task, count, (now - oldest).total_seconds() if oldest else 0.0)
+                for task, count, oldest in queue_depths(session)
+            ]

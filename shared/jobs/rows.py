@@ -1,0 +1,38 @@
+"""SQL helpers the job queries share: status lists written out, rows inserted in slices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import bindparam
+
+from shared.states import ItemStatus, JobStatus
+
+# Rows go into one INSERT in slices this big.
+INSERT_SLICE_ROWS = 1000
+
+
+def literal_in(column: Any, statuses: Iterable[JobStatus | ItemStatus]) -> Any:
+    """Return `column IN (...)` with the values written out, as a partial index's WHERE is.
+
+    With bound values, a plan Postgres caches for a prepared statement cannot use the index.
+    """
+    values = status_values(statuses)
+    return column.in_(bindparam("statuses", values, expanding=True, literal_execute=True))
+
+
+def status_values(statuses: Iterable[JobStatus | ItemStatus]) -> list[str]:
+    return sorted(status.value for status in statuses)
+
+
+def slices(rows: Iterable[dict[str, Any]], size: int) -> Iterable[list[dict[str, Any]]]:
+    """Yield the rows in lists of `size` (the last one shorter), for one INSERT each."""
+    rows_slice: list[dict[str, Any]] = []
+    for row in rows:
+        rows_slice.append(row)
+        if len(rows_slice) == size:
+            yield rows_slice
+            rows_slice = []
+    if rows_slice:
+        yield rows_slice

@@ -1,0 +1,1 @@
+"""Webhooks: event rows written with job changes, their signatures, the targets allowed."""
