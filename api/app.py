@@ -20,6 +20,7 @@ from api.waiting import JobWaiter
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings, get_settings
 from shared.db import Database
+from shared.jobs.after_commit import use_doorbell
 from shared.logs import configure_logging
 from shared.schemas import ClassicSummarizeRequest, ClassicTextRequest, JobCreate
 from shared.tracing import instrument_api, setup_tracing
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(settings.resolved_database_url, application_name="textq-api")
         app.state.doorbell = Doorbell(create_celery(settings), settings)
+        use_doorbell(app.state.db.session_info, app.state.doorbell)
         app.state.rate_limiter = _rate_limiter(settings)
         app.state.waiter = JobWaiter(app.state.db)
         app.state.waiter.start()

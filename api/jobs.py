@@ -10,13 +10,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from api.deps import DatabaseDep, DoorbellDep, SettingsDep, TenantDep
+from api.deps import DatabaseDep, SettingsDep, TenantDep
 from api.idempotency import TTL_S, Idempotency
 from shared import worker_registry
-from shared.celery_app import Doorbell
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import InvalidRequest, JobNotFound, TooManyActiveJobs
+from shared.jobs.after_commit import run_after_commit, wake_workers
 from shared.jobs.insights import Summarizer
 from shared.jobs.presenting import present_job
 from shared.jobs.submit import (
@@ -44,7 +44,6 @@ class Submitter:
     """Submits jobs for the calling tenant."""
 
     db: Database
-    doorbell: Doorbell
     settings: Settings
     tenant_id: str
 
@@ -60,7 +59,7 @@ class Submitter:
         priority: int = SYNC_PRIORITY,
         options_at: str = "options.",
     ) -> Submitted:
-        """Store a job and its items in one transaction, then ring the task's doorbell.
+        """Store a job and its items in one transaction; its commit rings the task's doorbell.
 
         With an idempotency key already used for the same request, return that job instead.
         `options_at` is where the request put the options, for the fields of a 422 naming
@@ -91,7 +90,7 @@ class Submitter:
         *,
         options_at: str = "options.",
     ) -> Submitted:
-        """Run `create` in a write transaction (once per idempotency key), then ring.
+        """Run `create` in a write transaction (once per idempotency key); its commit rings.
 
         A job whose options its model cannot honour (as its live workers recorded the
         model's limits) is refused with a 422 and nothing is written.
@@ -116,10 +115,10 @@ class Submitter:
                 attach_idempotency_key(
                     session, tenant_id=self.tenant_id, key=idempotency.key, job=job
                 )
-        # Only after commit: a worker woken earlier could look before the rows exist.
+            wake_workers(session, task, job_id=job.id)
+            counted = JOBS_SUBMITTED.labels(task=task.value, input_kind=job.input_kind)
+            run_after_commit(session, counted.inc)
         bind(job_id=str(job.id))
-        self.doorbell.ring(task, job_id=job.id)
-        JOBS_SUBMITTED.labels(task=task.value, input_kind=job.input_kind).inc()
         return Submitted(job=job, created=True)
 
     def _check_options_fit_model(self, session: Session, job: Job, *, options_at: str) -> None:
@@ -177,10 +176,8 @@ def summarizer_of_insights(settings: Settings) -> Summarizer:
     )
 
 
-def get_submitter(
-    db: DatabaseDep, doorbell: DoorbellDep, settings: SettingsDep, tenant_id: TenantDep
-) -> Submitter:
-    return Submitter(db=db, doorbell=doorbell, settings=settings, tenant_id=tenant_id)
+def get_submitter(db: DatabaseDep, settings: SettingsDep, tenant_id: TenantDep) -> Submitter:
+    return Submitter(db=db, settings=settings, tenant_id=tenant_id)
 
 
 SubmitterDep = Annotated[Submitter, Depends(get_submitter)]

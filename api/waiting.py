@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.engine import make_url
 
 from shared.db import Database
-from shared.jobs.lifecycle import JOB_FINISHED_CHANNEL
+from shared.jobs.after_commit import JOB_FINISHED_CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -64,6 +64,9 @@ class Database:
         self.application_name = application_name
         self.engine = make_engine(url, application_name=application_name)
         self._pid = os.getpid()
+        # Copied into every write session's `info`: what this process's after-commit
+        # effects need (the doorbell its wake-ups ring, see shared/jobs/after_commit.py).
+        self.session_info: dict[str, Any] = {}
         self._reader = sessionmaker(self.engine, expire_on_commit=False)
         self._writer = sessionmaker(
             self.engine.execution_options(textq_write=True), expire_on_commit=False
@@ -86,6 +89,7 @@ class Database:
     def write(self) -> Iterator[Session]:
         """Open a session that commits on success and rolls back on error."""
         with self._writer() as session, session.begin():
+            session.info.update(self.session_info)
             yield session
 
     def ping(self) -> None:

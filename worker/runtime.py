@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings
 from shared.db import Database
+from shared.jobs.after_commit import use_doorbell
 from shared.metrics import MODEL_LOAD_SECONDS
 from shared.states import Task
 from worker import models
@@ -62,6 +63,7 @@ class WorkerRuntime:
             doorbell=Doorbell(create_celery(settings), settings),
             name=name,
         )
+        use_doorbell(db.session_info, runtime.doorbell)  # work its commits make rings
         if settings.torch_threads:
             import torch
 

@@ -11,7 +11,7 @@ from shared import worker_registry
 from shared.celery_app import Doorbell, create_celery
 from shared.config import Settings
 from shared.db import Database
-from shared.jobs.after_commit import committed_wakeups
+from shared.jobs.after_commit import use_doorbell
 from shared.jobs.claims import expire_leases
 from shared.jobs.queue import models_awaited, tasks_waiting_for_a_worker
 from shared.jobs.result_cache import forget_results_before
@@ -66,6 +66,7 @@ class Sweeper:
         self.settings = settings
         self.db = db
         self.doorbell = doorbell
+        use_doorbell(db.session_info, doorbell)  # work its sweeps make rings at commit
         self.served = served
         self._warned_at: dict[tuple[Task, str], float] = {}
         self._forgot_at = -CACHE_EVICTION_EVERY_S
@@ -76,8 +77,6 @@ class Sweeper:
         try:
             with self.db.write() as session:
                 expired = expire_leases(session, max_attempts=self.settings.max_attempts)
-            for woken in committed_wakeups(session):
-                self.doorbell.ring(woken)
             if expired.repended or expired.given_up:
                 log.warning(
                     "leases expired: %d items back to pending, %d given up",

@@ -21,7 +21,6 @@ from tenacity import (
 
 from shared import metrics
 from shared.celery_app import DRAIN_TASK
-from shared.jobs.after_commit import committed_wakeups
 from shared.jobs.claims import claim_items, higher_priority_waiting, release_claim
 from shared.jobs.outcomes import record_outcomes
 from shared.jobs.reads import ended_jobs_among
@@ -127,10 +126,8 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: Claim) -> int:
                 model=runner.loaded.resolved.source,
                 priority=claim.priority,
             )
-        # Only once committed: a retry after a failed commit must not count twice; a job
-        # these outcomes finished may have made work for another queue (insights).
-        for woken in committed_wakeups(session):
-            runtime.doorbell.ring(woken)
+        # Only once committed: a retry after a failed commit must not count twice. (Work
+        # these outcomes made for another queue, insights, rang its doorbell at commit.)
         recorded += stored
         ended_jobs.update(ended)
         preempted.append(outranked)

@@ -1,49 +1,98 @@
-"""Effects that follow a commit: waking workers, counting finished jobs."""
+"""Effects that must follow a commit, queued during the transaction: the one way textq does it.
+
+Waking workers (a doorbell), waking API requests that wait on a job (NOTIFY) and counting
+a finished job in the metrics happen only if the transaction that made them true commits:
+each is queued on the session while the transaction runs, run once after it commits, and
+dropped if it rolls back. The API and the worker queue them the same way; the process
+that owns a `Database` says once which doorbell its sessions ring (`use_doorbell`).
+"""
 
 from __future__ import annotations
 
+import logging
+import uuid
+from collections.abc import Callable, Hashable
 from datetime import datetime
+from typing import Any, Protocol
 
-from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from shared import metrics
 from shared.states import JobStatus, Task
 
-# Tasks whose workers to wake once the transaction commits (see `committed_wakeups`).
-_WAKE_PENDING = "textq_wake_pending"
+log = logging.getLogger(__name__)
+
+# Postgres channel a job's id is sent on when it finishes (API requests wait on it).
+JOB_FINISHED_CHANNEL = "textq_job_finished"
+
+_EFFECTS = "textq_after_commit"  # session.info: key -> effect, in the order queued
+_DOORBELL = "textq_doorbell"  # session.info: what wake-ups ring
 
 
-_WAKE_COMMITTED = "textq_wake_committed"
+class Doorbell(Protocol):
+    """Tells the workers of a task that there is work in the database (shared.broker)."""
+
+    def ring(self, task: Task, *, job_id: uuid.UUID | None = None) -> bool: ...
 
 
-_WAKE_HOOKED = "textq_wake_hooked"
+def use_doorbell(info: dict[str, Any], doorbell: Doorbell) -> None:
+    """Have wake-ups ring `doorbell`: for every session of a process (`Database.session_info`)
+    or for one session (`session.info`)."""
+    info[_DOORBELL] = doorbell
 
 
-def wake_when_committed(session: Session, task: Task) -> None:
-    """Have `task`'s workers woken after this transaction commits (never if rolled back).
+def run_after_commit(
+    session: Session, effect: Callable[[], object], *, key: Hashable | None = None
+) -> None:
+    """Run `effect` once this session's transaction commits; drop it if it rolls back.
 
-    A worker woken earlier could look before the new items exist; the caller rings the
-    doorbell (`committed_wakeups`), and the sweeper rings should that message be lost.
+    Effects queued with the same `key` run once (the first one queued).
     """
-    if not session.info.get(_WAKE_HOOKED):
-        event.listen(session, "after_commit", _wakeups_committed)
-        event.listen(session, "after_rollback", lambda s: s.info.pop(_WAKE_PENDING, None))
-        session.info[_WAKE_HOOKED] = True
-    session.info.setdefault(_WAKE_PENDING, set()).add(task)
+    effects = session.info.get(_EFFECTS)
+    if effects is None:
+        effects = session.info[_EFFECTS] = {}
+        if not event.contains(session, "after_commit", _run_effects):
+            event.listen(session, "after_commit", _run_effects)
+            event.listen(session, "after_transaction_end", _drop_effects)
+    effects.setdefault(object() if key is None else key, effect)
 
 
-def _wakeups_committed(session: Session) -> None:
-    committed = session.info.setdefault(_WAKE_COMMITTED, set())
-    committed.update(session.info.pop(_WAKE_PENDING, set()))
+def _run_effects(session: Session) -> None:
+    for effect in session.info.pop(_EFFECTS, {}).values():
+        try:
+            effect()
+        except Exception:  # the transaction committed: an effect failing must not say otherwise
+            log.exception("an after-commit effect failed", extra={"action": "after_commit"})
 
 
-def committed_wakeups(session: Session) -> list[Task]:
-    """Return (and forget) the tasks whose new work this session's commits added."""
-    return sorted(session.info.pop(_WAKE_COMMITTED, set()))
+def _drop_effects(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # the outermost transaction ended: committed or not
+        session.info.pop(_EFFECTS, None)
 
 
-def count_when_committed(
+def wake_workers(session: Session, task: Task, *, job_id: uuid.UUID | None = None) -> None:
+    """Have `task`'s workers woken (their doorbell rung) once this transaction commits.
+
+    A worker woken earlier could look before the new items exist. Without a doorbell (a
+    process that does not ring) nothing rings: the sweeper rings for work left waiting.
+    """
+    doorbell = session.info.get(_DOORBELL)
+    if doorbell is not None:
+        run_after_commit(session, lambda: doorbell.ring(task, job_id=job_id), key=("wake", task))
+
+
+def announce_finished(session: Session, job_id: uuid.UUID) -> None:
+    """Wake API requests waiting on a job once this transaction commits.
+
+    On Postgres a NOTIFY is itself held until commit and dropped on rollback, so it is sent
+    in the transaction, as one more statement of it; on SQLite waiters re-read with backoff.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
+
+
+def count_finished_job(
     session: Session,
     task: str,
     status: JobStatus,
@@ -51,19 +100,10 @@ def count_when_committed(
     started_at: datetime | None,
     finished_at: datetime,
 ) -> None:
-    """Count a finished job in the metrics once its transaction commits (never if rolled back)."""
-    finished = session.info.setdefault("textq_finished_jobs", [])
-    if not finished:
-        event.listen(session, "after_commit", _observe_finished, once=True)
-        event.listen(session, "after_rollback", lambda s: s.info.pop("textq_finished_jobs", None))
-    finished.append((task, status.value, created_at, started_at, finished_at))
+    """Count a finished job in the metrics once its transaction commits."""
 
-
-def _observe_finished(session: Session) -> None:
-    for task, status, created_at, started_at, finished_at in session.info.pop(
-        "textq_finished_jobs", []
-    ):
-        metrics.JOBS_FINISHED.labels(task=task, status=status).inc()
+    def observe() -> None:
+        metrics.JOBS_FINISHED.labels(task=task, status=status.value).inc()
         started = started_at or finished_at
         for phase, seconds in (
             ("queue_wait", started - created_at),
@@ -73,3 +113,5 @@ def _observe_finished(session: Session) -> None:
             metrics.JOB_SECONDS.labels(task=task, phase=phase).observe(
                 max(seconds.total_seconds(), 0.0)
             )
+
+    run_after_commit(session, observe)

@@ -11,9 +11,9 @@ from sqlalchemy.orm import Session, aliased
 
 from shared.errors import JobAlreadyFinished, JobNotFound
 from shared.jobs import insights
-from shared.jobs.after_commit import count_when_committed
+from shared.jobs.after_commit import announce_finished, count_finished_job
 from shared.jobs.feedback import lock_child_job, store_insights, summary_outcomes
-from shared.jobs.lifecycle import announce_finished, hand_summaries_to_parent
+from shared.jobs.lifecycle import hand_summaries_to_parent
 from shared.jobs.reads import get_job
 from shared.jobs.rows import status_values
 from shared.models import IdempotencyKey, Job, JobItem, WebhookAttempt, WebhookEvent, utcnow
@@ -100,7 +100,7 @@ def _cancel_now(session: Session, job: Job) -> None:
     queue_event(session, job, "completed")
     announce_finished(session, job.id)
     if job.parent_job_id is None:
-        count_when_committed(
+        count_finished_job(
             session, job.task, JobStatus.CANCELLED, job.created_at, job.started_at, now
         )
 

@@ -6,20 +6,17 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.jobs import insights
-from shared.jobs.after_commit import count_when_committed, wake_when_committed
+from shared.jobs.after_commit import announce_finished, count_finished_job, wake_workers
 from shared.jobs.feedback import negative_feedback, store_insights, summary_outcomes
 from shared.jobs.rows import status_values
 from shared.jobs.submit import create_job
 from shared.models import Job, utcnow
 from shared.states import ACTIVE_JOB_STATUSES, JobStatus, Task, job_sources, outcome_status
 from shared.webhooks.events import queue_event, terminal_event_kind
-
-# Postgres channel a job's id is sent on when it finishes (API requests wait on it).
-JOB_FINISHED_CHANNEL = "textq_job_finished"
 
 
 def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list[uuid.UUID]:
@@ -78,7 +75,7 @@ def _finish_job(session: Session, row: Any) -> None:
     announce_finished(session, row.id)
     # A summary job textq made is part of its parent's run, not a job anyone submitted.
     if row.parent_job_id is None:
-        count_when_committed(session, row.task, target, row.created_at, row.started_at, now)
+        count_finished_job(session, row.task, target, row.created_at, row.started_at, now)
 
 
 def _waits_for_summaries(session: Session, row: Any) -> bool:
@@ -113,7 +110,7 @@ def _summarize_feedback(session: Session, row: Any) -> bool:
         priority=row.priority,
     )
     store_insights(session, row.id, insights.summarizing(state, summary_job_id=str(child.id)))
-    wake_when_committed(session, Task.SUMMARIZE)
+    wake_workers(session, Task.SUMMARIZE)
     return True
 
 
@@ -140,10 +137,3 @@ def hand_summaries_to_parent(
         insights.settled(parent.insights, summary_outcomes(session, child_id), missing=missing),
     )
     return finish_complete_jobs(session, [parent_id])
-
-
-def announce_finished(session: Session, job_id: uuid.UUID) -> None:
-    """Wake API requests waiting on a job (Postgres NOTIFY, sent when this transaction
-    commits, never before; on SQLite they re-read with backoff)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))

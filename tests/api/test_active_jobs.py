@@ -118,9 +118,7 @@ def test_submissions_racing_for_the_last_places_never_pass_the_limit(
     """Many submissions at once, each in its own transaction and connection: LIMIT win."""
     settings = api_settings.model_copy(update={"max_active_jobs_per_tenant": LIMIT})
     state = limited.app.state
-    submitter = Submitter(
-        db=state.db, doorbell=state.doorbell, settings=settings, tenant_id=DEFAULT_TENANT_ID
-    )
+    submitter = Submitter(db=state.db, settings=settings, tenant_id=DEFAULT_TENANT_ID)
     racers = 12
     start = threading.Barrier(racers)
     outcomes: list[str] = []

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 import pytest
 from sqlalchemy import func, select, text, update
 
-from shared.jobs.after_commit import committed_wakeups
+from shared.jobs.after_commit import use_doorbell
 from shared.jobs.cancel import cancel_job, delete_job
 from shared.jobs.feedback import negative_feedback
 from shared.jobs.insights import Summarizer
@@ -47,11 +47,24 @@ def labelled(label, score, category=None):
     return found | ({"category": category, "category_score": 0.4} if category else {})
 
 
+class RecordingDoorbell:
+    """Notes the tasks whose doorbell a commit rang."""
+
+    def __init__(self):
+        self.rung = []
+
+    def ring(self, task, *, job_id=None):
+        self.rung.append(task)
+        return True
+
+
 def record(db, claimed, outcomes):
     """Record outcomes; return the tasks whose workers the commit asked to wake."""
+    doorbell = RecordingDoorbell()
     with db.write() as session:
+        use_doorbell(session.info, doorbell)
         record_outcomes(session, claim_token=claimed.token, outcomes=outcomes)
-    return committed_wakeups(session)
+    return sorted(doorbell.rung)
 
 
 def job_of(db, job_id):

@@ -1,0 +1,75 @@
+"""Effects queued on a session run once after its commit, and never after a rollback."""
+
+import uuid
+
+import pytest
+
+from shared.jobs.after_commit import run_after_commit, use_doorbell, wake_workers
+from shared.states import Task
+
+
+class RecordingDoorbell:
+    def __init__(self):
+        self.rung = []
+
+    def ring(self, task, *, job_id=None):
+        self.rung.append((task, job_id))
+        return True
+
+
+def test_an_effect_runs_once_after_the_commit_and_not_before(db):
+    ran = []
+    with db.write() as session:
+        run_after_commit(session, lambda: ran.append("effect"))
+        assert ran == []
+    assert ran == ["effect"]
+    with db.write() as session:
+        pass
+    assert ran == ["effect"]
+
+
+def test_an_effect_is_dropped_when_the_transaction_rolls_back(db):
+    ran = []
+    with pytest.raises(RuntimeError), db.write() as session:
+        run_after_commit(session, lambda: ran.append("effect"))
+        raise RuntimeError("the transaction fails")
+    with db.write() as session:
+        pass
+    assert ran == []
+
+
+def test_effects_with_one_key_run_once(db):
+    ran = []
+    with db.write() as session:
+        run_after_commit(session, lambda: ran.append(1), key="same")
+        run_after_commit(session, lambda: ran.append(2), key="same")
+        run_after_commit(session, lambda: ran.append(3))
+    assert ran == [1, 3]
+
+
+def test_a_failing_effect_does_not_undo_the_commit_nor_stop_the_others(db):
+    ran = []
+
+    def fail():
+        raise ConnectionError("broker away")
+
+    with db.write() as session:
+        run_after_commit(session, fail)
+        run_after_commit(session, lambda: ran.append("after"))
+    assert ran == ["after"]
+
+
+def test_workers_are_woken_through_the_process_doorbell_after_commit_only(db, monkeypatch):
+    doorbell = RecordingDoorbell()
+    monkeypatch.setattr(db, "session_info", {})
+    use_doorbell(db.session_info, doorbell)
+    job_id = uuid.uuid4()
+    with pytest.raises(RuntimeError), db.write() as session:
+        wake_workers(session, Task.SENTIMENT, job_id=job_id)
+        raise RuntimeError("the transaction fails")
+    assert doorbell.rung == []
+    with db.write() as session:
+        wake_workers(session, Task.SENTIMENT, job_id=job_id)
+        wake_workers(session, Task.SENTIMENT)
+        assert doorbell.rung == []
+    assert doorbell.rung == [(Task.SENTIMENT, job_id)]
