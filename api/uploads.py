@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 from shared.blank import describe_blank, is_blank
 from shared.errors import TextqError
+from shared.jobs.files import FileRow
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -81,16 +82,6 @@ class UploadTooLarge(TextqError):
     status_code = 413
     problem_type = "upload-too-large"
     title = "Upload too large"
-
-
-@dataclass(frozen=True, slots=True)
-class UploadRow:
-    """One data row: its text, or the error that keeps it from running."""
-
-    index: int  # 0-based data row number, the `index` of its result; blank lines are not rows
-    custom_id: str | None  # the id column's value; None without one (the index names the row)
-    text: str | None  # None when the row has an error
-    error: str | None  # "index I (line L of the file): ...", L where the row starts
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +176,7 @@ def open_upload(
     encoding: str | None,
     max_text_chars: int,
     max_decompressed_bytes: int,
-) -> tuple[UploadFormat, Iterator[UploadRow]]:
+) -> tuple[UploadFormat, Iterator[FileRow]]:
     """Sniff the file, check its header, and return its format and a lazy iterator of rows."""
     kind, delimiter = _declared_kind(declared_format, filename)
     stream = _Stream(raw)
@@ -299,7 +290,7 @@ def _csv_rows(
     id_column: str | None,
     max_chars: int,
     label: str,
-) -> Iterator[UploadRow]:
+) -> Iterator[FileRow]:
     """Check the CSV header, and return the rows under it."""
     reader = csv.reader(lines, delimiter=delimiter)
     try:
@@ -350,7 +341,7 @@ def _column(header: list[str], names: list[str], wanted: str, what: str, delimit
 
 def _rows(
     items: Iterator[Any], parse: Callable[[Any, int], _Parsed | None], label: str, lines: _Lines
-) -> Iterator[UploadRow]:
+) -> Iterator[FileRow]:
     """Number the parsed rows, skip blank ones, and turn a bad line into an error row.
 
     A row's error names it the way everything else does, by the `index` its result has,
@@ -378,11 +369,11 @@ def _rows(
             parsed = result
         custom_id, text, problem = parsed
         if problem:
-            yield UploadRow(
+            yield FileRow(
                 index, custom_id, None, f"index {index} (line {line} of the file): {problem}"
             )
         else:
-            yield UploadRow(index, custom_id, text, None)
+            yield FileRow(index, custom_id, text, None)
         index += 1
 
 

@@ -12,7 +12,7 @@ import torch
 from shared.config import Settings
 from shared.jobs.work import ClaimedItem
 from shared.states import Task
-from worker import models
+from worker import model_registry
 from worker.engine import BatchLimits, SentimentRunner, plan_batches
 
 MATMUL_SIZE = 4096
@@ -53,7 +53,7 @@ def run(model_dir: Path, texts: list[str]) -> dict[str, Any]:
     items = [
         ClaimedItem(id=n, job_id=job, index=n, text=t, options={}) for n, t in enumerate(texts)
     ]
-    resolved = models.ResolvedModel(
+    resolved = model_registry.ResolvedModel(
         task=Task.SENTIMENT, source=str(model_dir), path=model_dir, revision="bench"
     )
     out: dict[str, Any] = {
@@ -63,7 +63,7 @@ def run(model_dir: Path, texts: list[str]) -> dict[str, Any]:
         }
     }
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        loaded = models.load(resolved, device=torch.device("cpu"), dtype=dtype)
+        loaded = model_registry.load(resolved, device=torch.device("cpu"), dtype=dtype)
         runner = SentimentRunner(loaded, limits)
         encoded = runner._encode(texts)
         lengths = [len(ids) for ids in encoded]

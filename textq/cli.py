@@ -161,7 +161,7 @@ def worker(
     configure_logging(settings.log_level, settings.log_format)
     resolved = _preflight_models(settings, settings.worker_tasks)
     from worker.main import serve
-    from worker.models import ModelUnavailable
+    from worker.model_registry import ModelUnavailable
 
     try:
         serve(settings, resolved)
@@ -182,15 +182,15 @@ def webhooks() -> None:
 def _preflight_models(settings: Settings, task_names: str):  # type: ignore[no-untyped-def]
     """Find every served model's files now, so a missing model is one clear line at start."""
     from shared.states import Task
-    from worker import models
+    from worker import model_registry
 
     try:
         tasks = [Task.parse(name.strip()) for name in task_names.split(",") if name.strip()]
     except ValueError as error:
         raise fail(f"unknown task in TEXTQ_WORKER_TASKS / --tasks: {error}") from None
     try:
-        return {task: models.resolve(settings, task) for task in tasks}
-    except models.ModelUnavailable as error:
+        return {task: model_registry.resolve(settings, task) for task in tasks}
+    except model_registry.ModelUnavailable as error:
         raise fail(str(error)) from None
 
 
@@ -229,7 +229,7 @@ def models_pull(
     (TEXTQ_EMBEDDING_MODEL), which workers load only when a job asks for categories.
     """
     from shared.states import Task
-    from worker import models
+    from worker import model_registry
 
     settings = settings_or_fail()
     found = _preflight_models(settings, tasks)
@@ -237,8 +237,8 @@ def models_pull(
         typer.echo(f"{task.value}: {resolved.source} at {resolved.revision} in {resolved.path}")
     if Task.SENTIMENT in found:
         try:
-            files = models.resolve_embedding(settings)
-        except models.ModelUnavailable as error:
+            files = model_registry.resolve_embedding(settings)
+        except model_registry.ModelUnavailable as error:
             raise fail(str(error)) from None
         typer.echo(f"embedding: {files.source} at {files.revision} in {files.path}")
 
@@ -386,7 +386,7 @@ def tenants_retention(
     typer.echo(f"tenant {tenant} keeps finished jobs' data for {shown}")
 
 
-client_commands.register(app)
+client_commands.add_client_commands(app)
 
 
 def main() -> None:

@@ -181,7 +181,7 @@ def _options(
     return options
 
 
-def register(app: typer.Typer) -> None:
+def add_client_commands(app: typer.Typer) -> None:
     """Add the client commands to the `textq` command."""
 
     @app.command()

@@ -20,7 +20,7 @@ from shared.db import Database
 from shared.jobs.result_cache import cached_results
 from shared.jobs.work import ClaimedItem, Outcome
 from worker.categories import CategoriesUnavailable, CategoryEncoder
-from worker.models import LoadedModel
+from worker.model_registry import LoadedModel
 
 # Options about the job as a whole, not any text's result: left out of the key, so a job
 # with insights reuses the results of the same texts without.
@@ -51,7 +51,7 @@ class CachePlan:
                         result=outcome.result,
                         error=outcome.error,
                         from_cache=outcome.result is not None,
-                        parts=outcome.parts,
+                        chunks=outcome.chunks,
                     )
                 )
             if outcome.result is not None and outcome.item_id in self.key_of:

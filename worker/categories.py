@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.config import Settings
 from shared.metrics import MODEL_LOAD_SECONDS
-from worker import models
+from worker import model_registry
 
 if TYPE_CHECKING:
     import torch
@@ -44,8 +44,8 @@ class CategoryEncoder:
         self.settings = settings
         self.device = device
         self.dtype = dtype
-        self._files: models.ModelFiles | None = None
-        self._loaded: models.LoadedEncoder | None = None
+        self._files: model_registry.ModelFiles | None = None
+        self._loaded: model_registry.LoadedEncoder | None = None
         self._failure: str | None = None
         self._failed_at = 0.0
         self._categories: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
@@ -55,15 +55,15 @@ class CategoryEncoder:
         files = self._resolve()
         return [files.source, files.revision]
 
-    def ensure_loaded(self) -> models.LoadedEncoder:
+    def ensure_loaded(self) -> model_registry.LoadedEncoder:
         """Return the encoder, loading it now if needed; raise CategoriesUnavailable."""
         if self._loaded is not None:
             return self._loaded
         self._raise_if_failed_lately()
         files = self._resolve()
         try:
-            self._loaded = models.load_encoder(files, device=self.device, dtype=self.dtype)
-        except models.ModelUnavailable as error:
+            self._loaded = model_registry.load_encoder(files, device=self.device, dtype=self.dtype)
+        except model_registry.ModelUnavailable as error:
             raise self._failed(str(error)) from None
         MODEL_LOAD_SECONDS.labels(task="embedding", model=files.source).set(self._loaded.load_s)
         return self._loaded
@@ -107,13 +107,13 @@ class CategoryEncoder:
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1)
 
-    def _resolve(self) -> models.ModelFiles:
+    def _resolve(self) -> model_registry.ModelFiles:
         if self._files is not None:
             return self._files
         self._raise_if_failed_lately()
         try:
-            self._files = models.resolve_embedding(self.settings)
-        except models.ModelUnavailable as error:
+            self._files = model_registry.resolve_embedding(self.settings)
+        except model_registry.ModelUnavailable as error:
             raise self._failed(str(error)) from None
         return self._files
 

@@ -9,10 +9,10 @@ from celery.signals import worker_shutting_down
 from shared.celery_app import create_celery
 from shared.config import get_settings
 from worker import runtime as worker_runtime
-from worker.tasks import register
+from worker.tasks import add_drain_task
 
 app = create_celery(get_settings())
-register(app)
+add_drain_task(app)
 
 
 @worker_shutting_down.connect

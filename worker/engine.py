@@ -19,7 +19,7 @@ from shared.tracing import span
 from worker.categories import CategoriesUnavailable, CategoryEncoder, category_fields
 from worker.chunking import split_into_chunks
 from worker.generation import generation_config, refuse_unfit
-from worker.models import LoadedModel
+from worker.model_registry import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class Runner:
             outcomes.append(
                 Outcome(
                     item_id=item.id,
-                    parts=[
+                    chunks=[
                         NewChunk(c.start, c.end, c.tokens, item.text[c.start : c.end])
                         for c in chunks
                     ],

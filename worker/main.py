@@ -20,7 +20,7 @@ from shared.metrics import serve_metrics
 from shared.states import Task
 from shared.tracing import setup_tracing
 from worker import runtime as worker_runtime
-from worker.models import ResolvedModel
+from worker.model_registry import ResolvedModel
 from worker.sweeper import SweeperThread
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
     runtime = worker_runtime.WorkerRuntime.start(settings, resolved)
     serve_metrics(settings.worker_metrics_port, settings.metrics_host, "worker")
     worker_runtime.install(runtime)
-    register(runtime)
+    list_this_worker(runtime)
     sweeper = SweeperThread(
         settings, served={task: r.source for task, r in resolved.items()}, worker_name=runtime.name
     )
@@ -64,7 +64,7 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
         raise SystemExit(status)
 
 
-def register(runtime: worker_runtime.WorkerRuntime) -> None:
+def list_this_worker(runtime: worker_runtime.WorkerRuntime) -> None:
     """List this worker, what it serves and each model's limits (`textq models list`; the
     API checks submitted options against the limits)."""
     loaded = [runner.loaded for runner in runtime.runners.values()]

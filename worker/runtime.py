@@ -14,7 +14,7 @@ from shared.db import Database
 from shared.jobs.after_commit import use_doorbell
 from shared.metrics import MODEL_LOAD_SECONDS
 from shared.states import Task
-from worker import models
+from worker import model_registry
 from worker.cache import ResultCache
 from worker.categories import CategoryEncoder
 from worker.engine import BatchLimits, Runner, make_runner
@@ -49,7 +49,7 @@ class WorkerRuntime:
 
     @classmethod
     def start(
-        cls, settings: Settings, resolved: dict[Task, models.ResolvedModel] | None = None
+        cls, settings: Settings, resolved: dict[Task, model_registry.ResolvedModel] | None = None
     ) -> WorkerRuntime:
         """Connect to the database and broker and load every served model onto the device."""
         name = f"{worker_name(settings)}:{os.getpid()}"
@@ -68,17 +68,17 @@ class WorkerRuntime:
             import torch
 
             torch.set_num_threads(settings.torch_threads)
-        device = models.pick_device(settings.device)
-        dtype = models.pick_dtype(settings.dtype, device)
+        device = model_registry.pick_device(settings.device)
+        dtype = model_registry.pick_dtype(settings.dtype, device)
         # Loaded only when a job with categories comes (see worker/categories.py). It is
         # small (MiniLM: 22 M parameters), so full precision costs little and keeps near-tied
         # categories from flipping under the classifier's half precision.
         encoder = CategoryEncoder(
-            settings, device=device, dtype=models.pick_dtype("float32", device)
+            settings, device=device, dtype=model_registry.pick_dtype("float32", device)
         )
         for task in worker_tasks(settings):
-            found = (resolved or {}).get(task) or models.resolve(settings, task)
-            loaded = models.load(found, device=device, dtype=dtype)
+            found = (resolved or {}).get(task) or model_registry.resolve(settings, task)
+            loaded = model_registry.load(found, device=device, dtype=dtype)
             MODEL_LOAD_SECONDS.labels(task=task.value, model=found.source).set(loaded.load_s)
             limits = BatchLimits(
                 max_tokens=settings.max_batch_tokens,

@@ -39,11 +39,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def register(app: Celery) -> None:
+def add_drain_task(app: Celery) -> None:
     """Register the drain task on the worker's Celery app."""
 
     @app.task(name=DRAIN_TASK, ignore_result=True)
-    def drain(task: str, job_id: str | None = None) -> int:
+    def drain(task: str, **_message: object) -> int:
+        # The database says what to do: the rest of the doorbell (the job id the API
+        # puts in it, for people reading the broker) is accepted and not needed.
         with log_scope(task=task, worker=worker_runtime.current().name):
             return drain_queue(worker_runtime.current(), Task(task))
 
@@ -177,7 +179,7 @@ def count_outcomes(task: Task, outcomes: list[Outcome]) -> None:
             kind = "cached"
         elif outcome.error is not None:
             kind = "error"
-        elif outcome.parts:
+        elif outcome.chunks:
             kind = "split"
         else:
             kind = "done"

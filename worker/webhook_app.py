@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.celery_app import create_celery
 from shared.config import get_settings
-from worker.webhooks import register
+from worker.webhooks import add_delivery_task
 
 app = create_celery(get_settings())
-register(app)
+add_delivery_task(app)

@@ -250,7 +250,7 @@ def install(sender: WebhookSender) -> None:
     _sender = sender
 
 
-def register(app: Celery) -> None:
+def add_delivery_task(app: Celery) -> None:
     """Register the delivery task on a Celery app."""
 
     @app.task(name=WEBHOOK_TASK, ignore_result=True)

@@ -14,12 +14,12 @@ from api import idempotency, uploads
 from api.body import parse_json
 from api.deps import SettingsDep, TenantDep
 from api.errors import invalid_request
-from api.jobs import Submitted, SubmitterDep, checked_webhook, present, summarizer_of_insights
 from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
+from api.submit import Submitted, SubmitterDep, checked_webhook, present, summarizer_of_insights
 from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
 from shared.job_options import unknown_field_message, validate_options
-from shared.jobs.files import FileRow, create_file_job
+from shared.jobs.files import create_file_job
 from shared.jobs.submit import Webhook
 from shared.models import Job
 from shared.schemas import FILE_PRIORITY, JobRead, WebhookSettings
@@ -153,7 +153,7 @@ async def create_batch(
                 model=settings.model_for(task),
                 options=options,
                 input_meta=meta,
-                rows=(FileRow(row.index, row.custom_id, row.text, row.error) for row in rows),
+                rows=rows,
                 max_rows=settings.max_upload_rows,
                 check_duplicate_ids=_has_own_ids(file_format.kind, fields),
                 webhook=webhook,

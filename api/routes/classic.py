@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 
 from api.body import json_body, request_body_doc
 from api.deps import WaiterDep
-from api.jobs import Submitter, SubmitterDep, present
 from api.responses import API_KEY_SCHEMES, KEYED, LOCATION, Responses, problems
+from api.submit import Submitter, SubmitterDep, present
 from api.waiting import JobWaiter
 from shared.db import Database
 from shared.errors import InferenceFailed, InvalidRequest

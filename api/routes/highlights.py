@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from api.deps import DatabaseDep, TenantDep
-from api.jobs import parse_job_id
 from api.responses import API_KEY_SCHEMES, KEYED, problems
+from api.submit import parse_job_id
 from shared.errors import InvalidRequest
 from shared.jobs.highlights import Highlights, job_highlights
 from shared.jobs.reads import get_job

@@ -13,8 +13,8 @@ from fastapi.responses import StreamingResponse
 from api import cursors, exports, idempotency
 from api.body import read_job_submission, request_body_doc
 from api.deps import DatabaseDep, SettingsDep, TenantDep, WaiterDep
-from api.jobs import SubmitterDep, checked_webhook, parse_job_id, present
 from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
+from api.submit import SubmitterDep, checked_webhook, parse_job_id, present
 from shared import worker_registry
 from shared.db import Database
 from shared.errors import InvalidRequest, JobExpired, JobNotFinished

@@ -8,8 +8,8 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict
 
 from api.deps import DatabaseDep, SettingsDep, TenantDep
-from api.jobs import parse_job_id
 from api.responses import API_KEY_SCHEMES, KEYED, problems
+from api.submit import parse_job_id
 from shared.jobs.reads import get_job
 from shared.models import WebhookSecret
 from shared.webhooks import events as webhook_events

@@ -20,14 +20,14 @@ from shared.models import Job, JobItem, utcnow
 from shared.states import ItemStatus, Task
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileRow:
     """A row of an uploaded file: its text, or the error that keeps it from running."""
 
-    index: int
-    custom_id: str | None  # None: the row has no id of its own; its index names it
-    text: str | None
-    error: str | None
+    index: int  # 0-based data row number, the `index` of its result; blank lines are not rows
+    custom_id: str | None  # the id column's value; None without one (the index names the row)
+    text: str | None  # None when the row has an error
+    error: str | None  # "index I (line L of the file): ...", L where the row starts
 
 
 # COPY's column order for file rows (Postgres).

@@ -74,7 +74,7 @@ def store_outcomes(session: Session, outcomes: Sequence[Outcome], refs: dict[int
     if not outcomes:
         return
     now = utcnow()
-    finished = [o for o in outcomes if o.parts is None]
+    finished = [o for o in outcomes if o.chunks is None]
     if finished:
         session.execute(
             update(JobItem),
@@ -90,7 +90,7 @@ def store_outcomes(session: Session, outcomes: Sequence[Outcome], refs: dict[int
                 for o in finished
             ],
         )
-    _split(session, [o for o in outcomes if o.parts is not None], refs)
+    _split(session, [o for o in outcomes if o.chunks is not None], refs)
     texts = [(refs[o.item_id].job_id, o) for o in finished if refs[o.item_id].parent_id is None]
     texts += _count_down_parents(session, [o for o in finished if refs[o.item_id].parent_id], refs)
     _count_texts(session, texts)
@@ -103,7 +103,7 @@ def _split(session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]
         return
     added: Counter[uuid.UUID] = Counter()
     for outcome in splits:
-        ref, parts = refs[outcome.item_id], outcome.parts or []
+        ref, parts = refs[outcome.item_id], outcome.chunks or []
         task = session.scalar(select(JobItem.task).where(JobItem.id == outcome.item_id))
         session.execute(
             update(JobItem)

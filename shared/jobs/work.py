@@ -56,10 +56,10 @@ class Outcome:
     result: dict[str, Any] | None = None
     error: str | None = None
     from_cache: bool = False
-    parts: list[NewChunk] | None = None
+    chunks: list[NewChunk] | None = None
 
     @property
     def status(self) -> ItemStatus:
-        if self.parts is not None:
+        if self.chunks is not None:
             return ItemStatus.WAITING
         return ItemStatus.ERROR if self.error is not None else ItemStatus.DONE

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.jobs import Submitter
+from api.submit import Submitter
 from shared import api_keys
 from shared.errors import TooManyActiveJobs
 from shared.jobs.submit import count_active_jobs

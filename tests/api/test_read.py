@@ -328,7 +328,7 @@ def test_a_summarys_chunks_and_reduce_parts_add_up_to_the_jobs_chunk_progress(cl
         bounds = [n * size for n in range(count)] + [len(item.text)]
         return Outcome(
             item.id,
-            parts=[NewChunk(a, b, 10, item.text[a:b]) for a, b in itertools.pairwise(bounds)],
+            chunks=[NewChunk(a, b, 10, item.text[a:b]) for a, b in itertools.pairwise(bounds)],
         )
 
     finish(db, client.app.state.settings.summarization_model, Task.SUMMARIZE, outcome)

@@ -68,7 +68,7 @@ def test_a_waiting_long_text_and_its_chunks_are_cancelled(db):
     parts = [NewChunk(0, 50, 12, "x" * 50), NewChunk(50, 100, 12, "x" * 50)]
     with db.write() as session:
         record_outcomes(
-            session, claim_token=held.token, outcomes=[Outcome(held.items[0].id, parts=parts)]
+            session, claim_token=held.token, outcomes=[Outcome(held.items[0].id, chunks=parts)]
         )
     cancel(db, job.id)
     assert statuses(db, job.id) == ["cancelled"] * 3
@@ -94,7 +94,7 @@ def test_a_cancelled_text_says_how_far_its_chunks_got(db):
             session,
             claim_token=texts.token,
             outcomes=[
-                Outcome(text.id, parts=[NewChunk(0, 50, 12, "x" * 50), NewChunk(50, 100, 12, "y")])
+                Outcome(text.id, chunks=[NewChunk(0, 50, 12, "x" * 50), NewChunk(50, 100, 12, "y")])
                 for text in texts.items
             ],
         )

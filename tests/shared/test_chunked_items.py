@@ -39,7 +39,7 @@ def test_a_split_text_waits_and_its_chunks_are_claimed_like_texts(db):
     job = make_job(db, texts=[document], task=Task.SUMMARIZE)
     first = claim(db, task=Task.SUMMARIZE)
     text = first.items[0]
-    assert record(db, first, [Outcome(text.id, parts=split_in(document, 3))]) == 1
+    assert record(db, first, [Outcome(text.id, chunks=split_in(document, 3))]) == 1
 
     assert item(db, text.id).status == ItemStatus.WAITING
     chunks = claim(db, task=Task.SUMMARIZE).items
@@ -59,7 +59,7 @@ def test_summaries_of_all_chunks_become_the_next_round_then_the_result(db):
     document = "A line of text. " * 30
     job = make_job(db, texts=[document], task=Task.SUMMARIZE)
     first = claim(db, task=Task.SUMMARIZE)
-    record(db, first, [Outcome(first.items[0].id, parts=split_in(document, 2))])
+    record(db, first, [Outcome(first.items[0].id, chunks=split_in(document, 2))])
     chunks = claim(db, task=Task.SUMMARIZE)
     record(db, chunks, [Outcome(chunks.items[0].id, result={"summary_text": "first half."})])
     assert item(db, first.items[0].id).status == ItemStatus.WAITING
@@ -87,7 +87,7 @@ def test_a_long_texts_label_is_its_chunks_labels_weighted_by_tokens(db):
     job = make_job(db, texts=[document, "short"])
     first = claim(db)
     parts = [NewChunk(0, 300, 300, document[:300]), NewChunk(300, 400, 100, document[300:])]
-    record(db, first, [Outcome(first.items[0].id, parts=parts)])
+    record(db, first, [Outcome(first.items[0].id, chunks=parts)])
     record(db, first, [Outcome(first.items[1].id, result=_label(0.9))])
     chunks = claim(db)
     record(db, chunks, [Outcome(chunks.items[0].id, result=_label(0.2))])
@@ -114,7 +114,7 @@ def test_a_failed_chunk_fails_its_text_with_where_it_was(db):
     document = "y" * 400
     job = make_job(db, texts=[document])
     first = claim(db)
-    record(db, first, [Outcome(first.items[0].id, parts=split_in(document, 2))])
+    record(db, first, [Outcome(first.items[0].id, chunks=split_in(document, 2))])
     chunks = claim(db)
     record(
         db,
@@ -135,7 +135,7 @@ def test_the_last_chunks_finishing_at_once_advance_their_text_exactly_once(db):
     document = "z" * 800
     job = make_job(db, texts=[document], task=Task.SUMMARIZE)
     first = claim(db, task=Task.SUMMARIZE)
-    record(db, first, [Outcome(first.items[0].id, parts=split_in(document, 8))])
+    record(db, first, [Outcome(first.items[0].id, chunks=split_in(document, 8))])
     claims = [claim(db, task=Task.SUMMARIZE, max_items=1) for _ in range(8)]
     barrier = threading.Barrier(8)
 

@@ -18,11 +18,11 @@ from api.uploads import (
     UploadFormat,
     UploadInvalid,
     UploadNotReadable,
-    UploadRow,
     UploadTooLarge,
     open_upload,
 )
 from shared.errors import TextqError
+from shared.jobs.files import FileRow
 
 MB = 1024 * 1024
 OPTIONS: dict[str, Any] = {
@@ -47,7 +47,7 @@ class CountingBytesIO(io.BytesIO):
         return data
 
 
-def read(data: bytes, **options: Any) -> tuple[UploadFormat, list[UploadRow]]:
+def read(data: bytes, **options: Any) -> tuple[UploadFormat, list[FileRow]]:
     upload_format, rows = open_upload(io.BytesIO(data), **{**OPTIONS, **options})
     return upload_format, list(rows)
 
@@ -77,7 +77,7 @@ def test_the_exceptions_are_problems_with_their_status():
 def test_a_csv_reads_into_numbered_rows_without_ids_of_their_own():
     upload_format, rows = read(b"text\nI love it\nmeh\n", filename="feedback.csv")
     assert upload_format == UploadFormat("csv", "utf-8", False, ",")
-    assert rows == [UploadRow(0, None, "I love it", None), UploadRow(1, None, "meh", None)]
+    assert rows == [FileRow(0, None, "I love it", None), FileRow(1, None, "meh", None)]
 
 
 def test_the_id_column_gives_each_row_its_id():
@@ -87,7 +87,7 @@ def test_the_id_column_gives_each_row_its_id():
 
 def test_a_named_text_column_is_found_whatever_its_case_and_spaces():
     rows = read(b"Id , Review \n7,fine\n", text_column="review", id_column="id")[1]
-    assert rows == [UploadRow(0, "7", "fine", None)]
+    assert rows == [FileRow(0, "7", "fine", None)]
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_bad_rows_are_row_errors_and_the_rest_read_on():
 
 def test_a_row_with_an_error_has_no_text_and_keeps_its_id():
     rows = read(b"id,text\nk1,\n", id_column="id")[1]
-    assert rows == [UploadRow(0, "k1", None, "index 0 (line 2 of the file): the text is empty")]
+    assert rows == [FileRow(0, "k1", None, "index 0 (line 2 of the file): the text is empty")]
 
 
 def test_a_nul_character_in_the_text_is_a_row_error():
@@ -164,9 +164,9 @@ def test_a_nul_character_in_the_text_is_a_row_error():
 )
 def test_a_bad_id_is_a_row_error_under_the_rows_index_and_line(custom_id, error):
     rows = read(b"id,text\n" + custom_id + b",hello\n", id_column="id")[1]
-    assert rows == [UploadRow(0, None, None, f"index 0 (line 2 of the file): {error}")]
+    assert rows == [FileRow(0, None, None, f"index 0 (line 2 of the file): {error}")]
     jsonl = json.dumps({"custom_id": custom_id.decode(), "text": "hello"}).encode()
-    assert read(jsonl)[1] == [UploadRow(0, None, None, f"index 0 (line 1 of the file): {error}")]
+    assert read(jsonl)[1] == [FileRow(0, None, None, f"index 0 (line 1 of the file): {error}")]
 
 
 def test_an_id_that_is_not_utf8_is_a_row_error():
@@ -251,7 +251,7 @@ def test_a_jsonl_file_reads_text_and_custom_id():
     data = b'{"custom_id": "a", "text": "good"}\n\n{"custom_id": 7, "text": "bad", "x": 1}\n'
     upload_format, rows = read(data, filename="batch.jsonl")
     assert upload_format == UploadFormat("jsonl", "utf-8", False, None)
-    assert rows == [UploadRow(0, "a", "good", None), UploadRow(1, "7", "bad", None)]
+    assert rows == [FileRow(0, "a", "good", None), FileRow(1, "7", "bad", None)]
 
 
 def test_jsonl_without_ids_has_rows_without_ids():
@@ -265,7 +265,7 @@ def test_jsonl_with_crlf_line_endings_reads():
 def test_jsonl_keys_can_be_named():
     data = b'{"key": "k", "review": "fine"}\n'
     rows = read(data, text_column="review", id_column="key")[1]
-    assert rows == [UploadRow(0, "k", "fine", None)]
+    assert rows == [FileRow(0, "k", "fine", None)]
 
 
 def test_bad_jsonl_lines_are_row_errors_and_the_rest_read_on():
@@ -413,7 +413,7 @@ def test_utf16_jsonl_is_decoded():
 def test_a_utf8_bom_is_not_part_of_the_first_column():
     upload_format, rows = read(codecs.BOM_UTF8 + b"text,id\nhi,1\n", id_column="id")
     assert upload_format.encoding == "utf-8-sig"
-    assert rows == [UploadRow(0, "1", "hi", None)]
+    assert rows == [FileRow(0, "1", "hi", None)]
     assert read(codecs.BOM_UTF8 + b"text\nhi\n", encoding="UTF-8")[0].encoding == "utf-8-sig"
 
 

@@ -23,10 +23,10 @@ from api.uploads import (
     MAX_ID_CHARS,
     UploadInvalid,
     UploadNotReadable,
-    UploadRow,
     UploadTooLarge,
     open_upload,
 )
+from shared.jobs.files import FileRow
 
 MAX_TEXT_CHARS = 200
 OPTIONS: dict[str, Any] = {
@@ -72,7 +72,7 @@ def encode(text: str, encoding: str, compressed: bool) -> bytes:
     return gzip.compress(data) if compressed else data
 
 
-def read_all(data: bytes, **options: Any) -> list[UploadRow]:
+def read_all(data: bytes, **options: Any) -> list[FileRow]:
     return list(open_upload(io.BytesIO(data), **{**OPTIONS, **options})[1])
 
 
@@ -107,7 +107,7 @@ def test_csv_rows_read_back_as_written(
     data = encode(buffer.getvalue(), encoding, compressed)
     read = read_all(data, id_column="id")
     assert read == [
-        UploadRow(index, custom_id, text, None) for index, (custom_id, text) in enumerate(rows)
+        FileRow(index, custom_id, text, None) for index, (custom_id, text) in enumerate(rows)
     ]
 
 
@@ -139,12 +139,12 @@ def test_jsonl_rows_read_back_as_written(
     data = encode(line_end.join(lines) + line_end, encoding, compressed)
     read = read_all(data)
     assert read == [
-        UploadRow(index, str(custom_id), text, None)
+        FileRow(index, str(custom_id), text, None)
         for index, (custom_id, text) in enumerate(written)
     ]
 
 
-def assert_storable(read: list[UploadRow]) -> None:
+def assert_storable(read: list[FileRow]) -> None:
     """Every row is numbered in order and holds either a text a job can take or an error."""
     assert [row.index for row in read] == list(range(len(read)))
     for row in read:

@@ -7,9 +7,9 @@ from transformers import DistilBertForSequenceClassification
 from shared.jobs.work import ClaimedItem
 from shared.states import Task
 from tests import reference
-from worker import models
+from worker import model_registry
 from worker.engine import BatchLimits, SentimentRunner, SummarizeRunner
-from worker.models import LoadedModel, ResolvedModel
+from worker.model_registry import LoadedModel, ResolvedModel
 
 TEXTS = [
     "I love it",
@@ -30,7 +30,7 @@ def items(texts, options=None):
 
 def load(path, task):
     resolved = ResolvedModel(task=task, source=str(path), path=path, revision="test")
-    return models.load(resolved, device=torch.device("cpu"), dtype=torch.float32)
+    return model_registry.load(resolved, device=torch.device("cpu"), dtype=torch.float32)
 
 
 def run_all(runner, claimed):

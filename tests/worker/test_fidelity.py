@@ -14,7 +14,7 @@ from shared.jobs.work import ClaimedItem
 from shared.states import Task
 from tests import reference
 from tests.model_factory import build_fitted_sentiment_model, labelled_feedback
-from worker import models
+from worker import model_registry
 from worker.engine import BatchLimits, SentimentRunner
 
 MIN_LABEL_AGREEMENT = 0.99
@@ -31,10 +31,10 @@ def fitted(tmp_path_factory):
 
 
 def textq_scores(directory, texts, dtype):
-    resolved = models.ResolvedModel(
+    resolved = model_registry.ResolvedModel(
         task=Task.SENTIMENT, source=str(directory), path=directory, revision="test"
     )
-    loaded = models.load(resolved, device=torch.device("cpu"), dtype=dtype)
+    loaded = model_registry.load(resolved, device=torch.device("cpu"), dtype=dtype)
     runner = SentimentRunner(loaded, BatchLimits(max_tokens=8192, max_size=64))
     job = uuid.uuid4()
     items = [

@@ -6,7 +6,7 @@ from shared.model_limits import UNFIT_OPTIONS, ModelLimits
 from shared.states import Task
 from tests.worker.test_engine import items, load, run_all
 from worker.engine import BatchLimits, SummarizeRunner
-from worker.main import register
+from worker.main import list_this_worker
 
 STORY = "The parcel arrived late and the box was damaged."
 
@@ -57,7 +57,7 @@ def test_every_accepted_option_runs(model_dirs):
 
 
 def test_a_worker_records_its_models_limits_for_the_api(runtime, db, settings):
-    register(runtime)
+    list_this_worker(runtime)
     with db.read() as session:
         limits = worker_registry.limits_of_live_workers(
             session,

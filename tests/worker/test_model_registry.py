@@ -5,7 +5,7 @@ import torch
 
 from shared.config import Settings
 from shared.states import Task
-from worker import models
+from worker import model_registry
 
 
 def settings_for(tmp_path, **kwargs):
@@ -14,33 +14,41 @@ def settings_for(tmp_path, **kwargs):
 
 def test_a_local_directory_is_pinned_by_a_hash_of_its_weights(tmp_path, model_dirs):
     copy = shutil.copytree(model_dirs.sentiment, tmp_path / "copy")
-    first = models.resolve(settings_for(tmp_path, sentiment_model=str(copy)), Task.SENTIMENT)
+    first = model_registry.resolve(
+        settings_for(tmp_path, sentiment_model=str(copy)), Task.SENTIMENT
+    )
     assert first.revision.startswith("sha256:")
-    again = models.resolve(settings_for(tmp_path, sentiment_model=str(copy)), Task.SENTIMENT)
+    again = model_registry.resolve(
+        settings_for(tmp_path, sentiment_model=str(copy)), Task.SENTIMENT
+    )
     assert again.revision == first.revision
     weights = copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x01")
-    changed = models.resolve(settings_for(tmp_path, sentiment_model=str(copy)), Task.SENTIMENT)
+    changed = model_registry.resolve(
+        settings_for(tmp_path, sentiment_model=str(copy)), Task.SENTIMENT
+    )
     assert changed.revision != first.revision
 
 
 def test_a_hub_cache_snapshot_keeps_its_commit_as_revision(tmp_path, model_dirs):
     commit = "0123456789abcdef0123456789abcdef01234567"
     snapshot = shutil.copytree(model_dirs.sentiment, tmp_path / "snapshots" / commit)
-    resolved = models.resolve(settings_for(tmp_path, sentiment_model=str(snapshot)), Task.SENTIMENT)
+    resolved = model_registry.resolve(
+        settings_for(tmp_path, sentiment_model=str(snapshot)), Task.SENTIMENT
+    )
     assert resolved.revision == commit
 
 
 def test_a_missing_directory_names_the_setting(tmp_path):
-    with pytest.raises(models.ModelUnavailable, match="TEXTQ_SUMMARIZATION_MODEL"):
-        models.resolve(
+    with pytest.raises(model_registry.ModelUnavailable, match="TEXTQ_SUMMARIZATION_MODEL"):
+        model_registry.resolve(
             settings_for(tmp_path, summarization_model=str(tmp_path / "nope")), Task.SUMMARIZE
         )
 
 
 def test_an_unreachable_hub_is_one_clear_line(tmp_path):
-    with pytest.raises(models.ModelUnavailable) as raised:
-        models.resolve(
+    with pytest.raises(model_registry.ModelUnavailable) as raised:
+        model_registry.resolve(
             settings_for(tmp_path, sentiment_model="some-org/some-model"), Task.SENTIMENT
         )
     message = str(raised.value)
@@ -52,17 +60,17 @@ def test_an_unreachable_hub_is_one_clear_line(tmp_path):
 def test_pickled_weights_are_refused(tmp_path, model_dirs):
     legacy = shutil.copytree(model_dirs.sentiment, tmp_path / "legacy")
     (legacy / "model.safetensors").rename(legacy / "pytorch_model.bin")
-    with pytest.raises(models.ModelUnavailable, match="safetensors"):
-        models.resolve(settings_for(tmp_path, sentiment_model=str(legacy)), Task.SENTIMENT)
+    with pytest.raises(model_registry.ModelUnavailable, match="safetensors"):
+        model_registry.resolve(settings_for(tmp_path, sentiment_model=str(legacy)), Task.SENTIMENT)
 
 
 def test_precision_follows_the_device():
     cpu = torch.device("cpu")
-    assert models.pick_dtype("float32", cpu) is torch.float32
-    expected = torch.bfloat16 if models.cpu_has_native_bf16() else torch.float32
-    assert models.pick_dtype("auto", cpu) is expected
-    assert models.pick_device("cpu") == cpu
+    assert model_registry.pick_dtype("float32", cpu) is torch.float32
+    expected = torch.bfloat16 if model_registry.cpu_has_native_bf16() else torch.float32
+    assert model_registry.pick_dtype("auto", cpu) is expected
+    assert model_registry.pick_device("cpu") == cpu
     if not torch.cuda.is_available():
-        assert models.pick_device("auto") == cpu
-        with pytest.raises(models.ModelUnavailable, match="CUDA"):
-            models.pick_device("cuda:1")
+        assert model_registry.pick_device("auto") == cpu
+        with pytest.raises(model_registry.ModelUnavailable, match="CUDA"):
+            model_registry.pick_device("cuda:1")
