@@ -52,9 +52,16 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The fast tests: pure logic, and the deploy files (promtool's checks and rule tests).
+# The fast tests: pure logic (each beside the tests of its layer), and the deploy files
+# (promtool's checks and rule tests).
+UNIT_TESTS = tests/shared/test_blank.py tests/shared/test_logs.py tests/shared/test_schemas.py \
+	tests/shared/test_states.py tests/shared/jobs/test_insights.py tests/shared/webhooks \
+	tests/worker/test_chunking.py tests/worker/test_chunking_properties.py \
+	tests/worker/test_plan_batches.py tests/api/test_cursors.py tests/api/test_ratelimit.py \
+	tests/api/test_uploads.py tests/api/test_uploads_properties.py tests/textq \
+	tests/test_readme_receiver.py
 unit: install
-	$(BIN)/pytest tests/unit tests/deploy -m 'not e2e'
+	$(BIN)/pytest $(UNIT_TESTS) tests/deploy -m 'not e2e'
 
 # The benchmark suite against the naive seed server (about 20 minutes on 2 cores).
 bench: install

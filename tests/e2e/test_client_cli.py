@@ -135,7 +135,7 @@ def test_a_short_job_id_is_refused_with_what_an_id_looks_like(textq):
 
 
 def test_a_missing_file_is_an_error_and_text_goes_with_text(textq, service, tmp_path):
-    """What counts as a file is tested in tests/unit/test_client_commands.py; here, that
+    """What counts as a file is tested in tests/textq/test_client_commands.py; here, that
     the command refuses before sending anything, and that --text sends the words."""
     headers = {"Authorization": f"Bearer {textq.env['TEXTQ_API_KEY']}"}
 

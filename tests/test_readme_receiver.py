@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shared.webhooks import signing
 
-README = Path(__file__).parents[2] / "README.md"
+README = Path(__file__).parents[1] / "README.md"
 
 
 def receiver_block():

@@ -1,10 +1,10 @@
+"""Claims and leases: who works on which item, for how long, and what a lost worker leaves."""
+
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
 from shared.jobs import claims
@@ -12,7 +12,7 @@ from shared.jobs.claims import expire_leases, release_claim, renew_lease
 from shared.jobs.outcomes import record_outcomes
 from shared.jobs.queue import models_awaited, tasks_waiting_for_a_worker
 from shared.jobs.work import Outcome
-from shared.models import Base, Job, JobItem
+from shared.models import Job, JobItem
 from shared.states import ItemStatus, JobStatus, Task
 from tests.factories import claim, make_job
 
@@ -20,12 +20,6 @@ from tests.factories import claim, make_job
 def job_status(db, job_id):
     with db.read() as session:
         return session.get(Job, job_id)
-
-
-def test_migrations_build_exactly_the_models(db):
-    with db.engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True})
-        assert compare_metadata(context, Base.metadata) == []
 
 
 def test_a_claim_takes_items_of_several_jobs_and_starts_them(db):
