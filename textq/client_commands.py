@@ -22,9 +22,10 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from textq.client import Client, InvalidApiKey, Job, JobTimeout, TextqError, default_url
+from textq.client import Client, InvalidApiKey, Job, JobTimeout, TextqError
 from textq.failing import fail, settings_or_fail
 from textq.job_display import show_end, waiting_note, watch
+from textq.server_address import default_url
 
 UrlOption = Annotated[
     str | None,
@@ -181,154 +182,154 @@ def _options(
     return options
 
 
+def submit(
+    task: Annotated[str, typer.Argument(help="sentiment or summarize.")],
+    text_or_file: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[TEXT_OR_FILE]",
+            help="The text, or a file to read it from (sent as a long document).",
+        ),
+    ] = None,
+    text: TextOption = None,
+    option: Annotated[
+        list[str], typer.Option("--option", "-O", help="A task option, name=value.")
+    ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    priority: Annotated[int | None, typer.Option(help="0-9, higher first.")] = None,
+    category: CategoryOption = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    insights: InsightsOption = False,
+    wait: WaitOption = False,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Submit one text, or a file as a long document (never truncated).
+
+    An argument that looks like a file (a name with an extension, or a path) must be
+    one; send such words as the text itself with --text.
+    """
+    one_text, document = _text_or_document(text_or_file, text)
+    with _client(url, api_key) as client:
+        job = client.submit(
+            task,
+            one_text,
+            document=document,
+            options=_options(option, category, insights),
+            priority=priority,
+        )
+        _ended(client, job, wait=wait, as_json=as_json)
+
+
+def bulk(
+    file: Annotated[Path, typer.Argument(help="A CSV or JSONL file (gzip too).")],
+    column: Annotated[str | None, typer.Option(help="The column holding the text.")] = None,
+    id_column: Annotated[str | None, typer.Option(help="A column of your own ids.")] = None,
+    task: Annotated[str, typer.Option(help="sentiment or summarize.")] = "sentiment",
+    option: Annotated[
+        list[str], typer.Option("--option", "-O", help="A task option, name=value.")
+    ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    category: CategoryOption = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    insights: InsightsOption = False,
+    wait: WaitOption = False,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Upload a file of feedback as one job, a row per text.
+
+    With --category (repeated) each row is put in the nearest category; with
+    --insights the job also counts labels per category and summarizes the negative
+    feedback of each, shown at the end with --wait.
+    """
+    if not file.is_file():
+        raise fail(f"{file}: " + ("a directory, not a file" if file.is_dir() else "no such file"))
+    with _client(url, api_key) as client:
+        job = client.upload_batch(
+            file,
+            task=task,
+            text_column=column,
+            id_column=id_column,
+            options=_options(option, category, insights),
+        )
+        _ended(client, job, wait=wait, as_json=as_json)
+
+
+def status(
+    job_id: JobIdArgument,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Show where a job is."""
+    with _client(url, api_key) as client:
+        _print_job(client.get(_job_id(job_id)), as_json)
+
+
+def results(
+    job_id: JobIdArgument,
+    format: Annotated[str, typer.Option(help="jsonl or csv.")] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here, not to stdout.")
+    ] = None,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Write a finished job's results as JSON lines or CSV."""
+    if format not in ("jsonl", "csv"):
+        raise fail(f"--format must be jsonl or csv, not {format!r}")
+    job_id = _job_id(job_id)
+    with _client(url, api_key) as client:
+        blocks = client.export(job_id, format=format)
+        if output is None:
+            written = _copy(blocks, sys.stdout.buffer.write)
+            sys.stdout.flush()
+        else:
+            with output.open("wb") as handle:
+                written = _copy(blocks, handle.write)
+    if not written:
+        typer.echo(f"job {job_id} has no results", err=True)
+
+
+def cancel(
+    job_id: JobIdArgument,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Cancel a job: what has not run yet never will."""
+    with _client(url, api_key) as client:
+        _print_job(client.cancel(_job_id(job_id)), as_json)
+
+
+def jobs(
+    status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """List your newest jobs."""
+    with _client(url, api_key) as client:
+        found = client.jobs(status=status, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([job.model_dump(mode="json") for job in found], indent=2))
+        return
+    if not found:
+        typer.echo(f"no {status} jobs" if status else "no jobs", err=True)
+    for job in found:
+        _print_job(job, as_json=False)
+
+
 def add_client_commands(app: typer.Typer) -> None:
     """Add the client commands to the `textq` command."""
-
-    @app.command()
-    def submit(
-        task: Annotated[str, typer.Argument(help="sentiment or summarize.")],
-        text_or_file: Annotated[
-            str | None,
-            typer.Argument(
-                metavar="[TEXT_OR_FILE]",
-                help="The text, or a file to read it from (sent as a long document).",
-            ),
-        ] = None,
-        text: TextOption = None,
-        option: Annotated[
-            list[str], typer.Option("--option", "-O", help="A task option, name=value.")
-        ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
-        priority: Annotated[int | None, typer.Option(help="0-9, higher first.")] = None,
-        category: CategoryOption = [],  # noqa: B006 (typer reads the default; it is never mutated)
-        insights: InsightsOption = False,
-        wait: WaitOption = False,
-        as_json: JsonOption = False,
-        url: UrlOption = None,
-        api_key: KeyOption = None,
-    ) -> None:
-        """Submit one text, or a file as a long document (never truncated).
-
-        An argument that looks like a file (a name with an extension, or a path) must be
-        one; send such words as the text itself with --text.
-        """
-        one_text, document = _text_or_document(text_or_file, text)
-        with _client(url, api_key) as client:
-            job = client.submit(
-                task,
-                one_text,
-                document=document,
-                options=_options(option, category, insights),
-                priority=priority,
-            )
-            _ended(client, job, wait=wait, as_json=as_json)
-
-    @app.command()
-    def bulk(
-        file: Annotated[Path, typer.Argument(help="A CSV or JSONL file (gzip too).")],
-        column: Annotated[str | None, typer.Option(help="The column holding the text.")] = None,
-        id_column: Annotated[str | None, typer.Option(help="A column of your own ids.")] = None,
-        task: Annotated[str, typer.Option(help="sentiment or summarize.")] = "sentiment",
-        option: Annotated[
-            list[str], typer.Option("--option", "-O", help="A task option, name=value.")
-        ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
-        category: CategoryOption = [],  # noqa: B006 (typer reads the default; it is never mutated)
-        insights: InsightsOption = False,
-        wait: WaitOption = False,
-        as_json: JsonOption = False,
-        url: UrlOption = None,
-        api_key: KeyOption = None,
-    ) -> None:
-        """Upload a file of feedback as one job, a row per text.
-
-        With --category (repeated) each row is put in the nearest category; with
-        --insights the job also counts labels per category and summarizes the negative
-        feedback of each, shown at the end with --wait.
-        """
-        if not file.is_file():
-            raise fail(
-                f"{file}: " + ("a directory, not a file" if file.is_dir() else "no such file")
-            )
-        with _client(url, api_key) as client:
-            job = client.upload_batch(
-                file,
-                task=task,
-                text_column=column,
-                id_column=id_column,
-                options=_options(option, category, insights),
-            )
-            _ended(client, job, wait=wait, as_json=as_json)
-
-    @app.command()
-    def status(
-        job_id: JobIdArgument,
-        as_json: JsonOption = False,
-        url: UrlOption = None,
-        api_key: KeyOption = None,
-    ) -> None:
-        """Show where a job is."""
-        with _client(url, api_key) as client:
-            _print_job(client.get(_job_id(job_id)), as_json)
-
-    @app.command()
-    def results(
-        job_id: JobIdArgument,
-        format: Annotated[str, typer.Option(help="jsonl or csv.")] = "jsonl",
-        output: Annotated[
-            Path | None, typer.Option("--output", "-o", help="Write here, not to stdout.")
-        ] = None,
-        url: UrlOption = None,
-        api_key: KeyOption = None,
-    ) -> None:
-        """Write a finished job's results as JSON lines or CSV."""
-        if format not in ("jsonl", "csv"):
-            raise fail(f"--format must be jsonl or csv, not {format!r}")
-        job_id = _job_id(job_id)
-        with _client(url, api_key) as client:
-            chunks = client.export(job_id, format=format)
-            if output is None:
-                written = _copy(chunks, sys.stdout.buffer.write)
-                sys.stdout.flush()
-            else:
-                with output.open("wb") as handle:
-                    written = _copy(chunks, handle.write)
-        if not written:
-            typer.echo(f"job {job_id} has no results", err=True)
-
-    @app.command()
-    def cancel(
-        job_id: JobIdArgument,
-        as_json: JsonOption = False,
-        url: UrlOption = None,
-        api_key: KeyOption = None,
-    ) -> None:
-        """Cancel a job: what has not run yet never will."""
-        with _client(url, api_key) as client:
-            _print_job(client.cancel(_job_id(job_id)), as_json)
-
-    @app.command()
-    def jobs(
-        status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
-        limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
-        as_json: JsonOption = False,
-        url: UrlOption = None,
-        api_key: KeyOption = None,
-    ) -> None:
-        """List your newest jobs."""
-        with _client(url, api_key) as client:
-            found = client.jobs(status=status, limit=limit)
-        if as_json:
-            typer.echo(json.dumps([job.model_dump(mode="json") for job in found], indent=2))
-            return
-        if not found:
-            typer.echo(f"no {status} jobs" if status else "no jobs", err=True)
-        for job in found:
-            _print_job(job, as_json=False)
+    for command in (submit, bulk, status, results, cancel, jobs):
+        app.command()(command)
 
 
-def _copy(chunks: Iterator[bytes], write: Callable[[bytes], object]) -> int:
-    """Write every chunk; return how many bytes there were."""
+def _copy(blocks: Iterator[bytes], write: Callable[[bytes], object]) -> int:
+    """Write every block of the download; return how many bytes there were."""
     written = 0
-    for chunk in chunks:
-        write(chunk)
-        written += len(chunk)
+    for block in blocks:
+        write(block)
+        written += len(block)
     return written

@@ -100,76 +100,93 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: Claim) -> int:
     Recording after each batch would cost a transaction per batch of a few short texts;
     recording only at the end would hold results (and progress) back for the whole claim.
     """
-    recorded = 0
+    work = _ClaimWork(runtime, runner, claim)
     started = time.perf_counter()
-    pending: list[Outcome] = []
-    to_cache: dict[str, dict[str, Any]] = {}
-    last_record = time.monotonic()
-
-    ended_jobs: set[uuid.UUID] = set()
-    preempted: list[bool] = []
-    job_ids = {item.job_id for item in claim.items}
-
-    def record() -> None:
-        patiently(runtime, record_now)
-
-    def record_now() -> None:
-        nonlocal recorded, last_record
-        with runtime.db.write() as session:
-            stored = record_outcomes(
-                session, claim_token=claim.token, outcomes=pending, cache_entries=to_cache
-            )
-            # Learned at each record: items of a job cancelled since the claim are skipped,
-            # and work of a higher priority ends this claim (the rest goes back).
-            ended = ended_jobs_among(session, job_ids)
-            outranked = higher_priority_waiting(
-                session,
-                task=runner.task,
-                model=runner.loaded.resolved.source,
-                priority=claim.priority,
-            )
-        # Only once committed: a retry after a failed commit must not count twice. (Work
-        # these outcomes made for another queue, insights, rang its doorbell at commit.)
-        recorded += stored
-        ended_jobs.update(ended)
-        preempted.append(outranked)
-        pending.clear()
-        to_cache.clear()
-        last_record = time.monotonic()
-
     # The claim's jobs go on every line logged while it runs.
-    bind(job_ids=sorted(str(job_id) for job_id in job_ids))
+    bind(job_ids=sorted(str(job_id) for job_id in work.job_ids))
     try:
         with LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s):
-            plan = runtime.caches[runner.task].plan(claim.items)
-            pending.extend(plan.hits)
-            count_outcomes(runner.task, plan.hits)
-            for outcomes in runner.run(plan.to_run, skip=lambda i: i.job_id in ended_jobs):
-                completed, entries = plan.complete(outcomes)
-                count_outcomes(runner.task, outcomes)
-                pending.extend(completed)
-                to_cache.update(entries)
-                stopping = SHUTTING_DOWN.is_set()
-                if stopping or time.monotonic() - last_record >= runtime.settings.record_interval_s:
-                    record()
-                if stopping or any(preempted):
-                    break
-            if pending:
-                record()
+            work.run_batches()
     finally:
         # Whatever stopped us (shutdown, a database blip), the rest goes back now rather
         # than when the lease lapses, and without using up an attempt.
-        if recorded < len(claim.items):
+        if work.recorded < len(claim.items):
             _release(runtime, claim)
         give_back_freed_memory()
     log.info(
         "%s: %d items in %.2f s",
         runner.task.value,
-        recorded,
+        work.recorded,
         time.perf_counter() - started,
         extra={"action": "claim_done", "task": runner.task.value},
     )
-    return recorded
+    return work.recorded
+
+
+class _ClaimWork:
+    """One claim's run: outcomes waiting to be recorded, and what each record learned."""
+
+    def __init__(self, runtime: WorkerRuntime, runner: Runner, claim: Claim) -> None:
+        self.runtime, self.runner, self.claim = runtime, runner, claim
+        self.job_ids = {item.job_id for item in claim.items}
+        self.pending: list[Outcome] = []
+        self.to_cache: dict[str, dict[str, Any]] = {}
+        self.recorded = 0
+        self.last_record = time.monotonic()
+        self.ended_jobs: set[uuid.UUID] = set()  # cancelled since the claim: skip their items
+        self.outranked = False  # higher-priority work waits: end the claim after this batch
+
+    def run_batches(self) -> None:
+        """Answer what the cache can, run the rest batch by batch, recording as it goes."""
+        plan = self.runtime.caches[self.runner.task].plan(self.claim.items)
+        self.pending.extend(plan.hits)
+        count_outcomes(self.runner.task, plan.hits)
+        batches = self.runner.run(plan.to_run, skip=lambda item: item.job_id in self.ended_jobs)
+        for outcomes in batches:
+            completed, entries = plan.complete(outcomes)
+            count_outcomes(self.runner.task, outcomes)
+            self.pending.extend(completed)
+            self.to_cache.update(entries)
+            stopping = SHUTTING_DOWN.is_set()
+            if stopping or self._record_due():
+                self.record()
+            if stopping or self.outranked:
+                break
+        if self.pending:
+            self.record()
+
+    def _record_due(self) -> bool:
+        return time.monotonic() - self.last_record >= self.runtime.settings.record_interval_s
+
+    def record(self) -> None:
+        """Record the pending outcomes, waiting out a database outage."""
+        patiently(self.runtime, self._record_now)
+
+    def _record_now(self) -> None:
+        with self.runtime.db.write() as session:
+            stored = record_outcomes(
+                session,
+                claim_token=self.claim.token,
+                outcomes=self.pending,
+                cache_entries=self.to_cache,
+            )
+            # Learned at each record: items of a job cancelled since the claim are skipped,
+            # and work of a higher priority ends this claim (the rest goes back).
+            ended = ended_jobs_among(session, self.job_ids)
+            outranked = higher_priority_waiting(
+                session,
+                task=self.runner.task,
+                model=self.runner.loaded.resolved.source,
+                priority=self.claim.priority,
+            )
+        # Only once committed: a retry after a failed commit must not count twice. (Work
+        # these outcomes made for another queue, insights, rang its doorbell at commit.)
+        self.recorded += stored
+        self.ended_jobs.update(ended)
+        self.outranked = self.outranked or outranked
+        self.pending.clear()
+        self.to_cache.clear()
+        self.last_record = time.monotonic()
 
 
 def count_outcomes(task: Task, outcomes: list[Outcome]) -> None:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from api import idempotency, uploads
 from api.body import parse_json
@@ -96,73 +96,29 @@ async def create_batch(
     An `Idempotency-Key` header makes a retried upload of the same file and fields within
     24 h answer `200` with the job the first try created.
     """
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > settings.max_upload_bytes:
-        raise RequestTooLarge(
-            f"The upload is {declared} bytes; the limit is {settings.max_upload_bytes} "
-            "(TEXTQ_MAX_UPLOAD_BYTES)."
-        )
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequest(
-            "Send the file as multipart/form-data with fields `file` and `task` "
-            "(curl -F file=@feedback.csv -F task=sentiment)."
-        )
+    _refuse_before_reading(request, settings)
     # The file part is spooled to a temporary file, never held in memory.
     async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidRequest(
-                "The form has no file in field `file`.",
-                errors=[{"field": "file", "message": "required"}],
-            )
+        upload = _file_of(form)
         fields = {name: value for name, value in form.items() if isinstance(value, str)}
         _refuse_unknown_fields(list(form.keys()))
         task, options = _task_and_options(fields)
-        if upload.size is not None and upload.size > settings.max_upload_bytes:
-            raise RequestTooLarge(
-                f"The file is {upload.size} bytes; the limit is {settings.max_upload_bytes} "
-                "(TEXTQ_MAX_UPLOAD_BYTES)."
-            )
-
-        def ingest(session: Session) -> Job:
-            file_format, rows = uploads.open_upload(
-                upload.file,
-                filename=upload.filename,
-                declared_format=fields.get("format") or None,
-                text_column=fields.get("text_column") or None,
-                id_column=fields.get("id_column") or None,
-                encoding=fields.get("encoding") or None,
-                max_text_chars=settings.max_text_chars,
-                max_decompressed_bytes=settings.max_upload_bytes,
-            )
-            meta = {
-                "filename": upload.filename,
-                "format": file_format.kind,
-                "encoding": file_format.encoding,
-                "compressed": file_format.compressed,
-                # The columns actually read: JSONL rows take their ids from `custom_id`
-                # unless the form names another key.
-                "text_column": fields.get("text_column") or "text",
-                "id_column": fields.get("id_column")
-                or ("custom_id" if file_format.kind == "jsonl" else None),
-            }
-            return create_file_job(
-                session,
-                tenant_id=tenant_id,
-                task=task,
-                model=settings.model_for(task),
-                options=options,
-                input_meta=meta,
-                rows=rows,
-                max_rows=settings.max_upload_rows,
-                check_duplicate_ids=_has_own_ids(file_format.kind, fields),
-                webhook=webhook,
-                priority=priority,
-                summarizer=summarizer_of_insights(settings),
-            )
-
+        _refuse_too_large_file(upload, settings)
         webhook = await run_in_threadpool(_webhook, fields, settings)
         priority = _priority(fields)
+
+        def ingest(session: Session) -> Job:
+            return _store_file_job(
+                session,
+                upload,
+                fields,
+                settings,
+                tenant_id=tenant_id,
+                task=task,
+                options=options,
+                webhook=webhook,
+                priority=priority,
+            )
 
         def submit() -> Submitted:
             key = idempotency.for_request(
@@ -176,6 +132,90 @@ async def create_batch(
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return read
+
+
+def _refuse_before_reading(request: Request, settings: Settings) -> None:
+    """Refuse, from its headers alone, an upload declared too large or not a multipart form."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > settings.max_upload_bytes:
+        raise RequestTooLarge(
+            f"The upload is {declared} bytes; the limit is {settings.max_upload_bytes} "
+            "(TEXTQ_MAX_UPLOAD_BYTES)."
+        )
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidRequest(
+            "Send the file as multipart/form-data with fields `file` and `task` "
+            "(curl -F file=@feedback.csv -F task=sentiment)."
+        )
+
+
+def _file_of(form: FormData) -> UploadFile:
+    """Return the form's file, or refuse a form without one."""
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise InvalidRequest(
+            "The form has no file in field `file`.",
+            errors=[{"field": "file", "message": "required"}],
+        )
+    return upload
+
+
+def _refuse_too_large_file(upload: UploadFile, settings: Settings) -> None:
+    if upload.size is not None and upload.size > settings.max_upload_bytes:
+        raise RequestTooLarge(
+            f"The file is {upload.size} bytes; the limit is {settings.max_upload_bytes} "
+            "(TEXTQ_MAX_UPLOAD_BYTES)."
+        )
+
+
+def _store_file_job(
+    session: Session,
+    upload: UploadFile,
+    fields: dict[str, str],
+    settings: Settings,
+    *,
+    tenant_id: str,
+    task: Task,
+    options: dict[str, Any],
+    webhook: Webhook | None,
+    priority: int,
+) -> Job:
+    """Open the uploaded file as a stream of rows and store it as one job."""
+    file_format, rows = uploads.open_upload(
+        upload.file,
+        filename=upload.filename,
+        declared_format=fields.get("format") or None,
+        text_column=fields.get("text_column") or None,
+        id_column=fields.get("id_column") or None,
+        encoding=fields.get("encoding") or None,
+        max_text_chars=settings.max_text_chars,
+        max_decompressed_bytes=settings.max_upload_bytes,
+    )
+    meta = {
+        "filename": upload.filename,
+        "format": file_format.kind,
+        "encoding": file_format.encoding,
+        "compressed": file_format.compressed,
+        # The columns actually read: JSONL rows take their ids from `custom_id`
+        # unless the form names another key.
+        "text_column": fields.get("text_column") or "text",
+        "id_column": fields.get("id_column")
+        or ("custom_id" if file_format.kind == "jsonl" else None),
+    }
+    return create_file_job(
+        session,
+        tenant_id=tenant_id,
+        task=task,
+        model=settings.model_for(task),
+        options=options,
+        input_meta=meta,
+        rows=rows,
+        max_rows=settings.max_upload_rows,
+        check_duplicate_ids=_has_own_ids(file_format.kind, fields),
+        webhook=webhook,
+        priority=priority,
+        summarizer=summarizer_of_insights(settings),
+    )
 
 
 def _refuse_unknown_fields(names: list[str]) -> None:

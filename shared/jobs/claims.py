@@ -52,12 +52,47 @@ def claim_items(
     top = session.scalar(select(func.max(Job.priority)).where(waiting))
     if top is None:
         return None
-    job_ids = session.scalars(
+    candidates = _lock_candidates(
+        session, task=task, job_ids=_jobs_to_serve(session, waiting, top), max_items=max_items
+    )
+    if not candidates:
+        return None
+    chosen = _claimable(candidates, max_tokens, max_attempts=max_attempts)
+    token = uuid.uuid4()
+    _lease(session, [row.id for row in chosen], token=token, worker=worker, lease_s=lease_s)
+    options = _start_jobs(session, sorted({row.job_id for row in chosen}), model_revision)
+    return Claim(
+        token=token,
+        priority=top,
+        items=[
+            ClaimedItem(
+                id=row.id,
+                job_id=row.job_id,
+                index=row.idx,
+                text=row.text,
+                options=options[row.job_id] or {},
+                parent_id=row.parent_id,
+                level=row.level,
+            )
+            for row in chosen
+        ],
+    )
+
+
+def _jobs_to_serve(session: Session, waiting: Any, priority: int) -> Sequence[uuid.UUID]:
+    """Return the waiting jobs of this priority, the least recently served first."""
+    return session.scalars(
         select(Job.id)
-        .where(waiting, Job.priority == top)
+        .where(waiting, Job.priority == priority)
         .order_by(Job.last_claimed_at.asc().nulls_first(), Job.created_at, Job.id)
         .limit(MAX_JOBS_PER_CLAIM)
     ).all()
+
+
+def _lock_candidates(
+    session: Session, *, task: Task, job_ids: Sequence[uuid.UUID], max_items: int
+) -> list[Any]:
+    """Lock each job's share of `max_items` pending items, oldest first (SKIP LOCKED)."""
     candidates: list[Any] = []
     for position, job_id in enumerate(job_ids):
         share = (max_items - len(candidates)) // (len(job_ids) - position)
@@ -81,15 +116,16 @@ def claim_items(
             .limit(max(share, 1))
             .with_for_update(skip_locked=True)
         ).all()
-    if not candidates:
-        return None
-    chosen = _claimable(candidates, max_tokens, max_attempts=max_attempts)
-    now = utcnow()
-    token = uuid.uuid4()
-    ids = [row.id for row in chosen]
+    return candidates
+
+
+def _lease(
+    session: Session, item_ids: list[int], *, token: uuid.UUID, worker: str, lease_s: float
+) -> None:
+    """Mark the chosen items running under the claim's token, leased on the lease clock."""
     session.execute(
         update(JobItem)
-        .where(JobItem.id.in_(ids))
+        .where(JobItem.id.in_(item_ids))
         .values(
             status=ItemStatus.RUNNING.value,
             claim_token=token,
@@ -98,32 +134,20 @@ def claim_items(
             attempts=JobItem.attempts + 1,
         )
     )
-    job_ids = sorted({row.job_id for row in chosen})
+
+
+def _start_jobs(
+    session: Session, job_ids: list[uuid.UUID], model_revision: str
+) -> dict[uuid.UUID, dict[str, Any]]:
+    """Start the claimed items' jobs (if queued), note them served now; return their options."""
+    now = utcnow()
     session.execute(
         update(Job)
         .where(Job.id.in_(job_ids), Job.status.in_(status_values(job_sources(JobStatus.RUNNING))))
         .values(status=JobStatus.RUNNING.value, started_at=now, model_revision=model_revision)
     )
     session.execute(update(Job).where(Job.id.in_(job_ids)).values(last_claimed_at=now))
-    options: dict[uuid.UUID, dict[str, Any]] = dict(
-        session.execute(select(Job.id, Job.options).where(Job.id.in_(job_ids))).all()
-    )
-    return Claim(
-        token=token,
-        priority=top,
-        items=[
-            ClaimedItem(
-                id=row.id,
-                job_id=row.job_id,
-                index=row.idx,
-                text=row.text,
-                options=options[row.job_id] or {},
-                parent_id=row.parent_id,
-                level=row.level,
-            )
-            for row in chosen
-        ],
-    )
+    return dict(session.execute(select(Job.id, Job.options).where(Job.id.in_(job_ids))).all())
 
 
 MAX_JOBS_PER_CLAIM = 64

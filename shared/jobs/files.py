@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,37 +80,8 @@ def create_file_job(
         summarizer=summarizer,
     )
     counts = Counter[str]()
-
-    def tuples() -> Iterable[tuple[Any, ...]]:
-        now = utcnow()
-        for row in rows:
-            counts["rows"] += 1
-            if counts["rows"] > max_rows:
-                raise RequestTooLarge(
-                    f"The file has more than {max_rows} rows (TEXTQ_MAX_UPLOAD_ROWS)."
-                )
-            failed = row.text is None
-            counts["errors"] += failed
-            yield (
-                job.id,
-                row.index,
-                task.value,
-                (ItemStatus.ERROR if failed else ItemStatus.PENDING).value,
-                row.text or "",
-                len(row.text or ""),
-                row.custom_id,
-                row.error if failed else None,
-                0,
-                0,
-                now if failed else None,
-            )
-
-    if session.get_bind().dialect.name == "postgresql":
-        _copy_rows(session, tuples())
-    else:
-        records = (dict(zip(_FILE_ROW_COLUMNS, values, strict=True)) for values in tuples())
-        for rows_slice in slices(records, INSERT_SLICE_ROWS):
-            session.execute(insert(JobItem), rows_slice)
+    values = _item_values(rows, job_id=job.id, task=task, max_rows=max_rows, counts=counts)
+    _insert_items(session, values)
     if counts["rows"] == 0:
         raise InvalidRequest("The file has no rows to process.")
     if check_duplicate_ids:
@@ -120,6 +91,52 @@ def create_file_job(
     session.flush()
     finish_complete_jobs(session, [job.id])
     return job
+
+
+def _item_values(
+    rows: Iterable[FileRow],
+    *,
+    job_id: uuid.UUID,
+    task: Task,
+    max_rows: int,
+    counts: Counter[str],
+) -> Iterator[tuple[Any, ...]]:
+    """Yield each row's item in `_FILE_ROW_COLUMNS` order, counting rows and errors.
+
+    Raise RequestTooLarge at the first row past `max_rows`.
+    """
+    now = utcnow()
+    for row in rows:
+        counts["rows"] += 1
+        if counts["rows"] > max_rows:
+            raise RequestTooLarge(
+                f"The file has more than {max_rows} rows (TEXTQ_MAX_UPLOAD_ROWS)."
+            )
+        failed = row.text is None
+        counts["errors"] += failed
+        yield (
+            job_id,
+            row.index,
+            task.value,
+            (ItemStatus.ERROR if failed else ItemStatus.PENDING).value,
+            row.text or "",
+            len(row.text or ""),
+            row.custom_id,
+            row.error if failed else None,
+            0,
+            0,
+            now if failed else None,
+        )
+
+
+def _insert_items(session: Session, values: Iterable[tuple[Any, ...]]) -> None:
+    """Stream the items in: COPY on Postgres, INSERTs of a slice of rows elsewhere."""
+    if session.get_bind().dialect.name == "postgresql":
+        _copy_rows(session, values)
+        return
+    records = (dict(zip(_FILE_ROW_COLUMNS, row, strict=True)) for row in values)
+    for rows_slice in slices(records, INSERT_SLICE_ROWS):
+        session.execute(insert(JobItem), rows_slice)
 
 
 def _copy_rows(session: Session, rows: Iterable[tuple[Any, ...]]) -> None:
