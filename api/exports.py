@@ -11,7 +11,7 @@ from typing import Any
 
 from shared.db import Database
 from shared.jobs.reads import StoredOutcome, list_item_outcomes
-from shared.states import ItemStatus, Task
+from shared.states import Task
 
 EXPORT_PAGE_ROWS = 5000
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
@@ -23,7 +23,7 @@ CATEGORY_COLUMNS = ["category", "category_score"]
 def result_record(row: StoredOutcome, task: Task, *, categories: bool = False) -> dict[str, Any]:
     """Return one result line: index, custom id, the task's outputs, and the error (or None)."""
     record: dict[str, Any] = {"index": row.index, "custom_id": row.custom_id}
-    outputs = row.result if row.status == ItemStatus.DONE and row.result is not None else {}
+    outputs = row.outputs or {}
     if task is Task.SENTIMENT:
         record |= {
             "label": outputs.get("label"),

@@ -15,18 +15,23 @@ import io
 import json
 import os
 import re
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
+from api.upload_io import (
+    BoundedLines,
+    LineTooLong,
+    ReplayStream,
+    UploadInvalid,
+    UploadNotReadable,
+)
 from shared.blank import describe_blank, is_blank
-from shared.errors import TextqError
 from shared.jobs.files import FileRow
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    pass
 
 HEAD_BYTES = 64 * 1024
 MAX_ID_CHARS = 512  # job_items.custom_id is a VARCHAR(512); a longer one would fail the COPY
@@ -60,30 +65,6 @@ _BOMS = (  # UTF-32's BOMs first: the UTF-16 LE one is their prefix
 )
 
 
-class UploadNotReadable(TextqError):
-    """The file is not text this server can read; upload CSV or JSONL."""
-
-    status_code = 415
-    problem_type = "unsupported-upload"
-    title = "Unsupported upload"
-
-
-class UploadInvalid(TextqError):
-    """The file is not a CSV or JSONL file of texts this server can process."""
-
-    status_code = 422
-    problem_type = "invalid-upload"
-    title = "Invalid upload"
-
-
-class UploadTooLarge(TextqError):
-    """The file decompresses to more than this server accepts."""
-
-    status_code = 413
-    problem_type = "upload-too-large"
-    title = "Upload too large"
-
-
 @dataclass(frozen=True, slots=True)
 class UploadFormat:
     """What the file turned out to be."""
@@ -95,75 +76,6 @@ class UploadFormat:
 
 
 _Parsed = tuple[str | None, str | None, str | None]  # custom_id, text, problem
-
-
-class _LineTooLong(Exception):
-    pass
-
-
-class _Stream(io.RawIOBase):
-    """Serve bytes already sniffed again, then the rest; stop gzip output at a limit."""
-
-    def __init__(self, inner: BinaryIO, *, limit: int | None = None) -> None:
-        self._inner, self._limit, self._pending, self._total = inner, limit, b"", 0
-
-    def unread(self, data: bytes) -> None:
-        self._pending = data + self._pending
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        view = memoryview(buffer).cast("B")
-        if self._pending:
-            size = min(len(view), len(self._pending))
-            view[:size], self._pending = self._pending[:size], self._pending[size:]
-            return size
-        if self._limit is None:
-            data = self._inner.read(len(view))
-        else:
-            try:
-                data = self._inner.read(len(view))
-            except (OSError, EOFError, zlib.error) as error:
-                raise UploadInvalid(f"The gzip data is corrupt or truncated: {error}.") from None
-            self._total += len(data)
-            if self._total > self._limit:
-                raise UploadTooLarge(
-                    f"The file decompresses to more than {self._limit:,} bytes, the limit."
-                )
-        view[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        if self._limit is not None:  # the GzipFile is ours; the caller's file is not
-            self._inner.close()
-        super().close()
-
-
-class _Lines:
-    """Iterate lines of at most `limit` characters; a longer one raises _LineTooLong.
-
-    `count` is how many lines of the file were read so far (a too-long one counts once).
-    """
-
-    def __init__(self, text: io.TextIOWrapper, limit: int) -> None:
-        self._readline, self._limit = text.readline, limit
-        self.count = 0
-
-    def __iter__(self) -> _Lines:
-        return self
-
-    def __next__(self) -> str:
-        line = self._readline(self._limit)
-        if not line:
-            raise StopIteration
-        self.count += 1
-        if len(line) == self._limit and line[-1] not in "\r\n":
-            rest = line
-            while len(rest) == self._limit and rest[-1] not in "\r\n":  # skip the rest of it
-                rest = self._readline(self._limit)
-            raise _LineTooLong(f"the line is longer than {self._limit:,} characters")
-        return line
 
 
 def open_upload(
@@ -179,12 +91,12 @@ def open_upload(
 ) -> tuple[UploadFormat, Iterator[FileRow]]:
     """Sniff the file, check its header, and return its format and a lazy iterator of rows."""
     kind, delimiter = _declared_kind(declared_format, filename)
-    stream = _Stream(raw)
+    stream = ReplayStream(raw)
     head = _read_head(stream)
     compressed = head.startswith(b"\x1f\x8b")
     if compressed:
         gzip_file: Any = gzip.GzipFile(fileobj=stream, mode="rb")
-        stream = _Stream(gzip_file, limit=max_decompressed_bytes)
+        stream = ReplayStream(gzip_file, limit=max_decompressed_bytes)
         head = _read_head(stream)
     chosen = _choose_encoding(head, encoding)
     try:
@@ -201,7 +113,7 @@ def open_upload(
         io.BufferedReader(stream, _READ_BUFFER), chosen, errors="surrogateescape", newline=""
     )
     label = "UTF-8" if chosen.startswith("utf-8") else chosen
-    lines = _Lines(text, max(1024 * 1024, 8 * max_text_chars))
+    lines = BoundedLines(text, max(1024 * 1024, 8 * max_text_chars))
     if kind == "csv":
         delimiter = delimiter or _sniff_delimiter(sniffed)
         # The field limit is process-wide; each upload sets the same value from the settings.
@@ -230,7 +142,7 @@ def _declared_kind(
     return _KINDS.get(extension.lstrip("."), (None, None))
 
 
-def _read_head(stream: _Stream) -> bytes:
+def _read_head(stream: ReplayStream) -> bytes:
     """Read up to HEAD_BYTES from the start of the stream and leave them to be read again."""
     parts, size = [], 0
     while size < HEAD_BYTES and (part := stream.read(HEAD_BYTES - size)):
@@ -284,7 +196,7 @@ def _sniff_delimiter(head: str) -> str:
 
 
 def _csv_rows(
-    lines: _Lines,
+    lines: BoundedLines,
     delimiter: str,
     text_column: str,
     id_column: str | None,
@@ -295,7 +207,7 @@ def _csv_rows(
     reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next((row for row in reader if any(field.strip() for field in row)), None)
-    except (csv.Error, _LineTooLong, UnicodeError) as error:
+    except (csv.Error, LineTooLong, UnicodeError) as error:
         raise UploadInvalid(f"The header row cannot be read: {error}.") from None
     if header is None:
         raise UploadInvalid("The file is empty.")
@@ -340,7 +252,10 @@ def _column(header: list[str], names: list[str], wanted: str, what: str, delimit
 
 
 def _rows(
-    items: Iterator[Any], parse: Callable[[Any, int], _Parsed | None], label: str, lines: _Lines
+    items: Iterator[Any],
+    parse: Callable[[Any, int], _Parsed | None],
+    label: str,
+    lines: BoundedLines,
 ) -> Iterator[FileRow]:
     """Number the parsed rows, skip blank ones, and turn a bad line into an error row.
 
@@ -356,7 +271,7 @@ def _rows(
             return
         except UnicodeError as error:  # what surrogateescape cannot carry: UTF-16 cut short
             raise UploadNotReadable(f"The file is not valid {label}: {error}.") from None
-        except _LineTooLong as error:
+        except LineTooLong as error:
             parsed: _Parsed = None, None, str(error)
         except csv.Error as error:
             message = f"not valid CSV: {error}"

@@ -12,10 +12,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     ValidationInfo,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -346,85 +344,6 @@ class JobPage(BaseModel):
     """A page of jobs, newest first; pass `next_cursor` as `cursor` for the next page."""
 
     items: list[JobRead]
-    next_cursor: str | None
-
-
-class _WithoutNulls(BaseModel):
-    """A result entry: fields that do not apply (no custom id, no chunks) are left out."""
-
-    @model_serializer(mode="wrap")
-    def _drop_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
-
-
-class ChunkResult(_WithoutNulls):
-    """One chunk of a long text: its characters [start, end) in the text, and its outcome."""
-
-    index: int
-    start: int
-    end: int
-    tokens: int
-    label: str | None = None
-    score: float | None = None
-    scores: dict[str, float] | None = None
-    category: str | None = None
-    category_score: float | None = None
-    summary_text: str | None = None
-    error: str | None = None
-
-
-class SentimentResult(_WithoutNulls):
-    index: int
-    custom_id: str | None = None
-    text: str | None = Field(
-        default=None, description="With `include_text=true`: the text as submitted."
-    )
-    label: str
-    score: float
-    scores: dict[str, float]
-    category: str | None = Field(
-        default=None, description="Jobs with `categories`: the one nearest the text in meaning."
-    )
-    category_score: float | None = Field(
-        default=None, description="The cosine similarity of the text and its category."
-    )
-    chunks: list[ChunkResult] | None = None
-
-
-class SummaryResult(_WithoutNulls):
-    index: int
-    custom_id: str | None = None
-    text: str | None = Field(
-        default=None, description="With `include_text=true`: the text as submitted."
-    )
-    summary_text: str
-    chunks: list[ChunkResult] | None = None
-    reduce_parts: int | None = Field(
-        default=None,
-        description="With `include_chunks`: parts run to summarize the chunks' summaries "
-        "(round after round) into `summary_text`.",
-    )
-
-
-class ItemFailure(_WithoutNulls):
-    index: int
-    custom_id: str | None = None
-    text: str | None = Field(
-        default=None, description="With `include_text=true`: the text as submitted."
-    )
-    error: str
-
-
-ResultItem = SentimentResult | SummaryResult | ItemFailure
-
-
-class ResultPage(BaseModel):
-    """A page of results in input order; pass `next_cursor` as `cursor` for the next page."""
-
-    job_id: uuid.UUID
-    task: Task
-    status: JobStatus
-    items: list[ResultItem]
     next_cursor: str | None
 
 

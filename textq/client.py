@@ -24,37 +24,12 @@ from typing import Any
 
 import httpx
 
-from shared.config import Settings
 from shared.schemas import JobRead
 from shared.states import TERMINAL_JOB_STATUSES, JobStatus
+from textq.server_address import default_url
 
 RETRYABLE_STATUSES = {429, 502, 503, 504}
 MAX_LONG_POLL_S = 60.0
-
-
-def server_url(host: str, port: int) -> str:
-    """Return the URL a client on this machine reaches a server listening on `host:port` at.
-
-    A server listening on every interface (`0.0.0.0`, `::`, or an empty host) is reached
-    on loopback; an IPv6 address is put in brackets. E.g. `("0.0.0.0", 8080)` gives
-    `http://127.0.0.1:8080`.
-    """
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
-def default_url(settings: Settings | None = None) -> str:
-    """Return TEXTQ_URL, else where `textq api` on this machine listens by the same settings
-    (TEXTQ_API_HOST, TEXTQ_API_PORT; 127.0.0.1:8000 unless set).
-
-    Raises pydantic's ValidationError when a TEXTQ_ setting is malformed.
-    """
-    if url := os.environ.get("TEXTQ_URL"):
-        return url
-    settings = settings or Settings()
-    return server_url(settings.api_host, settings.api_port)
 
 
 Job = JobRead

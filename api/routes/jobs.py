@@ -31,18 +31,15 @@ from shared.jobs.reads import (
     text_previews,
 )
 from shared.models import Job, utcnow
-from shared.schemas import (
+from shared.result_schemas import (
     ChunkResult,
     ItemFailure,
-    JobCreate,
-    JobPage,
-    JobRead,
-    QueueRead,
     ResultItem,
     ResultPage,
     SentimentResult,
     SummaryResult,
 )
+from shared.schemas import JobCreate, JobPage, JobRead, QueueRead
 from shared.states import TERMINAL_JOB_STATUSES, ItemStatus, JobStatus, Task
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=API_KEY_SCHEMES)
@@ -315,12 +312,12 @@ def _result_item(
     """Return a text's result entry; `chunks`, `reduce_parts` and `text` when asked for."""
     parts = [_chunk_result(chunk) for chunk in chunks] if chunks is not None else None
     named: dict[str, Any] = {"index": row.index, "custom_id": row.custom_id, "text": text}
-    if row.status == ItemStatus.DONE and row.result is not None:
-        if "summary_text" in row.result:
+    if (outputs := row.outputs) is not None:
+        if "summary_text" in outputs:
             return SummaryResult(
-                **named, chunks=parts, reduce_parts=reduce_parts if parts else None, **row.result
+                **named, chunks=parts, reduce_parts=reduce_parts if parts else None, **outputs
             )
-        return SentimentResult(**named, chunks=parts, **row.result)
+        return SentimentResult(**named, chunks=parts, **outputs)
     if row.failure is not None:
         return ItemFailure(**named, error=row.failure)
     return None

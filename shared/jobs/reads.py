@@ -62,12 +62,19 @@ def list_jobs(
 
 @dataclass(frozen=True)
 class StoredOutcome:
+    """A text's stored outcome, as clients are shown it (`outputs` and `failure`)."""
+
     index: int
     status: str
     result: dict[str, Any] | None
     error: str | None
     custom_id: str | None = None
     item_id: int = 0
+
+    @property
+    def outputs(self) -> dict[str, Any] | None:
+        """Return the task's outputs of a text that is done, or None (not run, or failed)."""
+        return self.result if self.status == ItemStatus.DONE and self.result is not None else None
 
     @property
     def failure(self) -> str | None:

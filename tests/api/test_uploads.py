@@ -13,14 +13,8 @@ from typing import Any
 
 import pytest
 
-from api.uploads import (
-    HEAD_BYTES,
-    UploadFormat,
-    UploadInvalid,
-    UploadNotReadable,
-    UploadTooLarge,
-    open_upload,
-)
+from api.upload_io import UploadInvalid, UploadNotReadable, UploadTooLarge
+from api.uploads import HEAD_BYTES, UploadFormat, open_upload
 from shared.errors import TextqError
 from shared.jobs.files import FileRow
 

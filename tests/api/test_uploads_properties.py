@@ -19,13 +19,8 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from api.uploads import (
-    MAX_ID_CHARS,
-    UploadInvalid,
-    UploadNotReadable,
-    UploadTooLarge,
-    open_upload,
-)
+from api.upload_io import UploadInvalid, UploadNotReadable, UploadTooLarge
+from api.uploads import MAX_ID_CHARS, open_upload
 from shared.blank import is_blank
 from shared.jobs.files import FileRow
 

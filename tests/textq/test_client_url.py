@@ -2,7 +2,8 @@
 
 import pytest
 
-from textq.client import AsyncClient, Client, server_url
+from textq.client import AsyncClient, Client
+from textq.server_address import server_url
 
 
 @pytest.mark.parametrize(
