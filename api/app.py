@@ -17,7 +17,7 @@ from api.log_scope import RequestLogScope
 from api.ratelimit import RateLimiter
 from api.routes import batches, classic, health, highlights, jobs, metrics, problems, ui, webhooks
 from api.waiting import JobWaiter
-from shared.celery_app import Doorbell, create_celery
+from shared.broker import Doorbell, create_celery
 from shared.config import Settings, get_settings
 from shared.db import Database
 from shared.jobs.after_commit import use_doorbell

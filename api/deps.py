@@ -9,7 +9,7 @@ from fastapi import Depends, Request, Response
 from api.ratelimit import RateLimiter
 from api.waiting import JobWaiter
 from shared import api_keys
-from shared.celery_app import Doorbell
+from shared.broker import Doorbell
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import TooManyRequests, Unauthorized

@@ -6,7 +6,7 @@ from typing import Any
 
 from celery.signals import worker_shutting_down
 
-from shared.celery_app import create_celery
+from shared.broker import create_celery
 from shared.config import get_settings
 from worker import runtime as worker_runtime
 from worker.tasks import add_drain_task

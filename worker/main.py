@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from shared import worker_registry
-from shared.celery_app import run_worker
+from shared.broker import run_worker
 from shared.config import Settings
 from shared.metrics import serve_metrics
 from shared.states import Task

@@ -8,7 +8,7 @@ import time
 from datetime import timedelta
 
 from shared import worker_registry
-from shared.celery_app import Doorbell, create_celery
+from shared.broker import Doorbell, create_celery
 from shared.config import Settings
 from shared.db import Database
 from shared.jobs.after_commit import use_doorbell

@@ -20,7 +20,7 @@ from tenacity import (
 )
 
 from shared import metrics
-from shared.celery_app import DRAIN_TASK
+from shared.broker import DRAIN_TASK
 from shared.jobs.claims import claim_items, higher_priority_waiting, release_claim
 from shared.jobs.outcomes import record_outcomes
 from shared.jobs.reads import ended_jobs_among

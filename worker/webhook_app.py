@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.celery_app import create_celery
+from shared.broker import create_celery
 from shared.config import get_settings
 from worker.webhooks import add_delivery_task
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from shared.celery_app import WEBHOOK_TASK, run_worker
+from shared.broker import WEBHOOK_TASK, run_worker
 from shared.config import Settings
 from shared.db import Database
 from shared.metrics import serve_metrics

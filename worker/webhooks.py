@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 from celery import Celery
 
-from shared.celery_app import WEBHOOK_TASK
+from shared.broker import WEBHOOK_TASK
 from shared.config import Settings
 from shared.db import Database
 from shared.jobs.presenting import present_job

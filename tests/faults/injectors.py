@@ -40,7 +40,7 @@ def plant_poisoned_model() -> None:
 
 
 def plant_death_before_publish(trigger_dir: Path) -> None:
-    from shared.celery_app import Doorbell
+    from shared.broker import Doorbell
 
     publish = Doorbell.ring
 

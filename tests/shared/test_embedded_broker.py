@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kombu import Exchange, Queue
 
-from shared.celery_app import create_celery
+from shared.broker import create_celery
 from shared.config import Settings
 
 

@@ -10,7 +10,7 @@ FAILING_WORKER = textwrap.dedent(
     """
     import sys
     from celery import bootsteps
-    from shared.celery_app import create_celery, run_worker
+    from shared.broker import create_celery, run_worker
     from shared.config import Settings
 
     class Breaks(bootsteps.StartStopStep):
