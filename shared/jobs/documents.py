@@ -12,7 +12,7 @@ MAX_REDUCE_ROUNDS = 8
 
 
 @dataclass(frozen=True)
-class FinishedPart:
+class FinishedChunk:
     """A chunk that has run: where it sits in its text, its size, and its outcome."""
 
     index: int
@@ -23,7 +23,7 @@ class FinishedPart:
     error: str | None
 
 
-def first_failure(parts: Sequence[FinishedPart]) -> str | None:
+def first_failure(parts: Sequence[FinishedChunk]) -> str | None:
     """Return the message for a text whose chunk failed, or None if every chunk succeeded.
 
     The chunk is named by its `index`, as the results' `chunks` list it (from 0).
@@ -37,7 +37,7 @@ def first_failure(parts: Sequence[FinishedPart]) -> str | None:
     return None
 
 
-def document_sentiment(parts: Sequence[FinishedPart]) -> dict[str, Any]:
+def document_sentiment(parts: Sequence[FinishedChunk]) -> dict[str, Any]:
     """Return a text's label from its chunks: their probabilities averaged, weighted by tokens.
 
     Chunks of a job with categories carry their similarity to each category: the text's
@@ -65,6 +65,6 @@ def _weighted_mean(values: Sequence[dict[str, float]], weights: Sequence[int]) -
     return mean
 
 
-def joined_summaries(parts: Sequence[FinishedPart]) -> str:
+def joined_summaries(parts: Sequence[FinishedChunk]) -> str:
     """Return the chunks' summaries in order, as the text the next round summarizes."""
     return "\n".join(str((part.result or {})["summary_text"]).strip() for part in parts)

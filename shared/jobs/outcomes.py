@@ -178,7 +178,7 @@ def _advance(session: Session, parent_id: int) -> Outcome | None:
         select(JobItem.task, JobItem.level).where(JobItem.id == parent_id)
     ).one()
     parts = [
-        documents.FinishedPart(
+        documents.FinishedChunk(
             index=row.idx,
             start=row.span_start or 0,
             end=row.span_end or 0,

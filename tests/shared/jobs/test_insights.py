@@ -3,7 +3,7 @@
 import uuid
 
 from shared.jobs import insights
-from shared.jobs.documents import FinishedPart, document_sentiment
+from shared.jobs.documents import FinishedChunk, document_sentiment
 from shared.jobs.insights import SummaryOutcome
 
 SUMMARIZER = insights.Summarizer(model="bart", max_chars=100)
@@ -90,7 +90,7 @@ def part(index, tokens, positive, cosines=None):
     found = {"label": max(scores, key=scores.get), "score": max(scores.values()), "scores": scores}
     if cosines is not None:
         found["category_scores"] = cosines
-    return FinishedPart(index, index * 10, index * 10 + 10, tokens, found, None)
+    return FinishedChunk(index, index * 10, index * 10 + 10, tokens, found, None)
 
 
 def test_a_long_texts_category_is_its_chunks_similarities_weighted_by_tokens():
