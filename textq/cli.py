@@ -174,7 +174,7 @@ def webhooks() -> None:
     """Run the webhook sender: signed deliveries of job events, with retries."""
     settings = settings_or_fail()
     configure_logging(settings.log_level, settings.log_format)
-    from worker.webhook_main import serve_webhooks
+    from worker.webhooks.main import serve_webhooks
 
     serve_webhooks(settings)
 

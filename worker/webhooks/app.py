@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.broker import create_celery
 from shared.config import get_settings
-from worker.webhooks import add_delivery_task
+from worker.webhooks.delivery import add_delivery_task
 
 app = create_celery(get_settings())
 add_delivery_task(app)

@@ -14,7 +14,7 @@ from shared.states import Task
 from shared.webhooks import events as webhook_events
 from tests.factories import claim
 from tests.webhook_receiver import Receiver
-from worker.webhooks import Dispatcher, WebhookSender
+from worker.webhooks.delivery import Dispatcher, WebhookSender
 
 
 @pytest.fixture

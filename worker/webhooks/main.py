@@ -12,12 +12,12 @@ from shared.broker import WEBHOOK_TASK, run_worker
 from shared.config import Settings
 from shared.db import Database
 from shared.metrics import serve_metrics
-from worker.webhooks import Dispatcher, WebhookSender, install
+from worker.webhooks.delivery import Dispatcher, WebhookSender, install
 
 
 def serve_webhooks(settings: Settings) -> None:
     """Run the webhooks process until it is told to stop."""
-    from worker.webhook_app import app
+    from worker.webhooks.app import app
 
     db = Database(settings.resolved_database_url, application_name="textq-webhooks")
     install(WebhookSender(settings=settings, db=db))
