@@ -347,7 +347,7 @@ def keys_create(
         # one, is let in.
         why = "the embedded SQLite default" if settings.auth == "auto" else "TEXTQ_AUTH=off"
         typer.echo(
-            f"textq: note: this server does not check keys ({why}): the key is stored, but "
+            f"note: this server does not check keys ({why}): the key is stored, but "
             "every request is let in, with or without one; set TEXTQ_AUTH=required (or use "
             "Postgres, TEXTQ_DATABASE_URL) to require keys and keep tenants apart",
             err=True,
