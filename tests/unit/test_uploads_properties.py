@@ -27,6 +27,7 @@ from api.uploads import (
     UploadTooLarge,
     open_upload,
 )
+from shared.blank import is_blank
 
 MAX_TEXT_CHARS = 200
 OPTIONS: dict[str, Any] = {
@@ -55,12 +56,12 @@ tricky = st.sampled_from([*"\",;|\t\r\n '\\{}[]:", "\r\n", "\ufeff", "\u2028", "
 texts = (
     st.lists(st.one_of(storable, tricky), min_size=1, max_size=60)
     .map("".join)
-    .filter(lambda text: text.strip() != "" and len(text) <= MAX_TEXT_CHARS)
+    .filter(lambda text: not is_blank(text) and len(text) <= MAX_TEXT_CHARS)
 )
 ids = (
     st.lists(st.one_of(storable, tricky), min_size=1, max_size=20)
     .map("".join)
-    .filter(lambda custom_id: custom_id.strip() != "")
+    .filter(lambda custom_id: not is_blank(custom_id))
 )
 rows = st.lists(st.tuples(ids, texts), min_size=1, max_size=20)
 # The encodings the reader tells by their BOM, and plain UTF-8 without one.
