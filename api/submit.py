@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -19,6 +19,7 @@ from shared.errors import InvalidRequest, JobNotFound, TooManyActiveJobs
 from shared.jobs.after_commit import run_after_commit, wake_workers
 from shared.jobs.insights import Summarizer
 from shared.jobs.presenting import present_job
+from shared.jobs.reads import text_previews
 from shared.jobs.submit import (
     Webhook,
     attach_idempotency_key,
@@ -37,6 +38,7 @@ from shared.webhooks.targets import allowed_networks, safe_addresses
 
 # When a tenant at its limit of unfinished jobs may try again: a small job takes seconds.
 ACTIVE_JOBS_RETRY_AFTER_S = 10
+PREVIEW_CHARS = 80  # enough to tell jobs apart in a list, little enough to send 1000 of
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,9 @@ class Submitter:
                     ttl_s=TTL_S,
                 )
                 if earlier is not None:
-                    return Submitted(job=earlier, created=False)
+                    return Submitted(
+                        job=earlier, created=False, previews=read_previews(session, [earlier])
+                    )
             # Before the work of a big upload, refuse at once what the check below would.
             self._check_active_jobs(session, counting_new_job=False)
             job = create(session)
@@ -118,8 +122,9 @@ class Submitter:
             wake_workers(session, task, job_id=job.id)
             counted = JOBS_SUBMITTED.labels(task=task.value, input_kind=job.input_kind)
             run_after_commit(session, counted.inc)
+            previews = read_previews(session, [job])
         bind(job_id=str(job.id))
-        return Submitted(job=job, created=True)
+        return Submitted(job=job, created=True, previews=previews)
 
     def _check_options_fit_model(self, session: Session, job: Job, *, options_at: str) -> None:
         """Raise InvalidRequest naming each option the job's model cannot honour.
@@ -163,10 +168,12 @@ class Submitter:
 
 @dataclass(frozen=True)
 class Submitted:
-    """The job a submit stored, or (`created` false) the one its idempotency key found."""
+    """The job a submit stored, or (`created` false) the one its idempotency key found,
+    with the start of its first text (`previews`, by job id) for `present`."""
 
     job: Job
     created: bool
+    previews: Mapping[uuid.UUID, str]
 
 
 def summarizer_of_insights(settings: Settings) -> Summarizer:
@@ -193,9 +200,23 @@ def parse_job_id(raw: str) -> uuid.UUID:
     return job_id
 
 
-def present(job: Job, request: Request) -> JobRead:
-    """Return the job as clients see it, with links to itself and its results."""
-    return present_job(job, str(request.base_url).rstrip("/"))
+def read_previews(session: Session, jobs: Sequence[Job]) -> dict[uuid.UUID, str]:
+    """Return the first `PREVIEW_CHARS` characters of each job's first text, by job id
+    (none for a job whose first text is empty, as a refused upload row's is)."""
+    return text_previews(session, [job.id for job in jobs], chars=PREVIEW_CHARS)
+
+
+def present(job: Job, request: Request, previews: Mapping[uuid.UUID, str]) -> JobRead:
+    """Return the job as clients see it: links to itself and its results, and the start of
+    its first text as `input.preview` where `previews` (from `read_previews`) has one.
+
+    Every API answer about a job comes from here, so that one job has one shape whether it
+    was just submitted, read, listed or cancelled.
+    """
+    read = present_job(job, str(request.base_url).rstrip("/"))
+    if (preview := previews.get(job.id)) is not None:
+        read.input["preview"] = preview
+    return read
 
 
 def checked_webhook(webhook: WebhookSettings | None, settings: Settings) -> Webhook | None:

@@ -320,8 +320,8 @@ class JobRead(BaseModel):
     options: dict[str, Any]
     input: dict[str, Any] = Field(
         description="What was submitted: `kind` (texts, document or file), and for a file its "
-        "name, format and the columns read. Reading one job or the list adds `preview`: the "
-        "start of its first text."
+        "name, format and the columns read, and `preview`: the start of its first text (none "
+        "in a webhook's body)."
     )
     labels: dict[str, int] | None = Field(
         default=None, description="Sentiment jobs: how many finished items got each label."

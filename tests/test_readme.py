@@ -397,3 +397,37 @@ def test_the_inline_commands_of_the_readme_exist():
             continue
         checked += 1
     assert checked >= 40, f"only {checked} inline commands found: is the pattern still right?"
+
+
+NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+
+def test_make_demo_models_prints_the_export_lines_the_readme_names(tmp_path, monkeypatch, capsys):
+    from tests import model_factory
+
+    recipe = re.search(r"^demo-models:.*\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), re.M)
+    assert recipe and "-m tests.model_factory" in recipe.group(1), "what make demo-models runs"
+    monkeypatch.setattr(sys, "argv", ["model_factory", str(tmp_path)])
+    model_factory.main()
+    exported = re.findall(r"^export (TEXTQ_\w+)=", capsys.readouterr().out, re.M)
+    paragraph = next(p for p in README.read_text().split("\n\n") if "`make demo-models`" in p)
+    claim = re.search(r"prints\s+(?:the\s+)?(\w+)\s+`export`\s+lines", paragraph)
+    assert claim, f"the README says how many lines make demo-models prints:\n{paragraph}"
+    assert NUMBERS.get(claim.group(1)) == len(exported), f"{exported}\n{paragraph}"
+    assert sorted(re.findall(r"`(TEXTQ_\w+)`", paragraph)) == sorted(exported), paragraph
+
+
+def test_the_readme_says_how_to_read_a_command_shown_with_its_output_before_the_first():
+    text = README.read_text()
+    first = next(
+        block
+        for block in readme_blocks(text)
+        if block.language == "sh" and any(line.startswith("$ ") for line in block.text.splitlines())
+    )
+    before = "\n".join(text.splitlines()[: first.line])
+    prose = re.sub(r"```.*?```", "", before, flags=re.S)
+    # Pasted whole, such a block runs its output as commands: the reader must know to type
+    # only what follows each `$ `.
+    explained = [p for p in prose.split("\n\n") if "`$ `" in p]
+    assert explained, f"nothing before {first.where()} says how to read a line starting with `$ `"
+    assert re.search(r"\boutput\b|\bprints\b", explained[0]), explained[0]

@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 
 from shared.config import Settings, get_settings
 from shared.logs import configure_logging
 from textq import client_commands
-from textq.failing import fail, settings_or_fail
+from textq.failing import fail, quiet_on_closed_pipe, settings_or_fail
 from textq.supervise import serve_beside
 
 app = typer.Typer(
@@ -28,6 +30,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tenants_app, name="tenants")
 
+K = TypeVar("K")
+V = TypeVar("V")
 HostOption = Annotated[str | None, typer.Option(help="Interface to listen on.")]
 PortOption = Annotated[int | None, typer.Option(help="Port to listen on.")]
 
@@ -180,7 +184,11 @@ def webhooks() -> None:
 
 
 def _preflight_models(settings: Settings, task_names: str):  # type: ignore[no-untyped-def]
-    """Find every served model's files now, so a missing model is one clear line at start."""
+    """Find every served model's files now, so missing models are clear lines at start.
+
+    Every model is looked for before the command ends, and each missing one gets its own
+    `textq:` line, so one start names all the settings to fix.
+    """
     from shared.states import Task
     from worker import model_registry
 
@@ -188,10 +196,28 @@ def _preflight_models(settings: Settings, task_names: str):  # type: ignore[no-u
         tasks = [Task.parse(name.strip()) for name in task_names.split(",") if name.strip()]
     except ValueError as error:
         raise fail(f"unknown task in TEXTQ_WORKER_TASKS / --tasks: {error}") from None
-    try:
-        return {task: model_registry.resolve(settings, task) for task in tasks}
-    except model_registry.ModelUnavailable as error:
-        raise fail(str(error)) from None
+    return _find_all(
+        {task: functools.partial(model_registry.resolve, settings, task) for task in tasks}
+    )
+
+
+def _find_all(finders: dict[K, Callable[[], V]]) -> dict[K, V]:
+    """Run every model finder; return what each found, or end the command naming each
+    model not found (a `textq:` line each, in the finders' order)."""
+    from worker.model_registry import ModelUnavailable
+
+    found: dict[K, V] = {}
+    missing: list[str] = []
+    for key, find in finders.items():
+        try:
+            found[key] = find()
+        except ModelUnavailable as error:
+            missing.append(str(error))
+    if missing:
+        for message in missing[:-1]:
+            typer.echo(f"textq: {message}", err=True)
+        raise fail(missing[-1])
+    return found
 
 
 @db_app.command("upgrade")
@@ -218,6 +244,7 @@ def _upgrade(settings: Settings, *, wait_s: float) -> None:
 
 
 @models_app.command("pull")
+@quiet_on_closed_pipe
 def models_pull(
     tasks: Annotated[str, typer.Option(help="Tasks whose models to fetch.")] = (
         "sentiment,summarize"
@@ -232,18 +259,21 @@ def models_pull(
     from worker import model_registry
 
     settings = settings_or_fail()
-    found = _preflight_models(settings, tasks)
-    for task, resolved in found.items():
-        typer.echo(f"{task.value}: {resolved.source} at {resolved.revision} in {resolved.path}")
-    if Task.SENTIMENT in found:
-        try:
-            files = model_registry.resolve_embedding(settings)
-        except model_registry.ModelUnavailable as error:
-            raise fail(str(error)) from None
-        typer.echo(f"embedding: {files.source} at {files.revision} in {files.path}")
+    try:
+        wanted = [Task.parse(name.strip()) for name in tasks.split(",") if name.strip()]
+    except ValueError as error:
+        raise fail(f"unknown task in --tasks: {error}") from None
+    finders: dict[str, Callable[[], model_registry.ModelFiles | model_registry.ResolvedModel]] = {
+        task.value: functools.partial(model_registry.resolve, settings, task) for task in wanted
+    }
+    if Task.SENTIMENT in wanted:
+        finders["embedding"] = functools.partial(model_registry.resolve_embedding, settings)
+    for name, files in _find_all(finders).items():
+        typer.echo(f"{name}: {files.source} at {files.revision} in {files.path}")
 
 
 @models_app.command("list")
+@quiet_on_closed_pipe
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
@@ -295,6 +325,7 @@ def models_list(
 
 
 @keys_app.command("create")
+@quiet_on_closed_pipe
 def keys_create(
     tenant: Annotated[str, typer.Option(help="The tenant the key acts for (made if new).")],
     name: Annotated[str, typer.Option(help="A note on what the key is for.")] = "",
@@ -306,18 +337,30 @@ def keys_create(
     from shared import api_keys
     from shared.db import Database
 
-    db = Database(settings_or_fail().resolved_database_url, application_name="textq-cli")
+    settings = settings_or_fail()
+    db = Database(settings.resolved_database_url, application_name="textq-cli")
     with db.write() as session:
         made = api_keys.create_key(
             session, tenant_id=tenant, name=name, expires_in_days=expires_in_days
         )
     db.dispose()
+    if not settings.requires_api_key:
+        # Else a new user believes tenants are kept apart while any key, even a made-up
+        # one, is let in.
+        why = "the embedded SQLite default" if settings.auth == "auto" else "TEXTQ_AUTH=off"
+        typer.echo(
+            f"note: this server does not check keys ({why}): the key is stored, but "
+            "every request is let in, with or without one; set TEXTQ_AUTH=required (or use "
+            "Postgres, TEXTQ_DATABASE_URL) to require keys and keep tenants apart",
+            err=True,
+        )
     expiry = f", expires {made.expires_at:%Y-%m-%d %H:%M} UTC" if made.expires_at else ""
     typer.echo(f"key {made.prefix} for tenant {made.tenant_id}{expiry}; it is not shown again:")
     typer.echo(made.key)
 
 
 @keys_app.command("list")
+@quiet_on_closed_pipe
 def keys_list(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
 ) -> None:

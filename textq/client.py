@@ -271,9 +271,20 @@ class Client:
 
     def jobs(self, *, status: str | None = None, limit: int = 50) -> list[Job]:
         """Return the newest jobs (of one status, if given)."""
-        params: dict[str, Any] = {"limit": limit} | ({"status": status} if status else {})
+        return self.jobs_page(status=status, limit=limit)[0]
+
+    def jobs_page(
+        self, *, status: str | None = None, limit: int = 50, cursor: str | None = None
+    ) -> tuple[list[Job], str | None]:
+        """Return up to `limit` jobs, newest first, after `cursor` if given, and the cursor of
+        the next page (None when no job is left)."""
+        params: dict[str, Any] = (
+            {"limit": limit}
+            | ({"status": status} if status else {})
+            | ({"cursor": cursor} if cursor else {})
+        )
         page = self._request("GET", "/v1/jobs", params=params)
-        return [Job.model_validate(item) for item in page["items"]]
+        return [Job.model_validate(item) for item in page["items"]], page["next_cursor"]
 
 
 class AsyncClient:

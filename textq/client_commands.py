@@ -3,8 +3,8 @@
 Every command talks to a server (`--url`, TEXTQ_URL, else where TEXTQ_API_HOST and
 TEXTQ_API_PORT put `textq api`) with a key (`--api-key`, TEXTQ_API_KEY), prints a one-line
 `textq: ...` on stderr and exits 1 on an error, says so on stderr when an answer is empty,
-stops quietly when the reader of its stdout goes away (`| head`), and has `--json` for
-scripts where it prints a job.
+stops quietly with status 141 when the reader of its stdout goes away (`| head`), as a
+Unix tool killed by SIGPIPE does, and has `--json` for scripts.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import httpx
 import typer
 
 from textq.client import Client, InvalidApiKey, Job, JobTimeout, TextqError
-from textq.failing import fail, settings_or_fail
+from textq.failing import fail, quiet_on_closed_pipe, settings_or_fail
 from textq.job_display import show_end, waiting_note, watch
 from textq.server_address import default_url
 
@@ -32,7 +32,7 @@ UrlOption = Annotated[
     typer.Option(
         "--url",
         envvar="TEXTQ_URL",
-        help="The textq server [default: http://TEXTQ_API_HOST:TEXTQ_API_PORT, as "
+        help="The textq server \\[default: http://TEXTQ_API_HOST:TEXTQ_API_PORT, where "
         "`textq api` listens, so http://127.0.0.1:8000].",
         show_default=False,
     ),
@@ -40,8 +40,11 @@ UrlOption = Annotated[
 KeyOption = Annotated[
     str | None, typer.Option("--api-key", envvar="TEXTQ_API_KEY", help="Your API key.")
 ]
-JobIdArgument = Annotated[str, typer.Argument(help="The job's id.")]
+JobIdArgument = Annotated[str, typer.Argument(metavar="JOB_ID", help="The job's id.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the job as JSON, for scripts.")]
+JsonListOption = Annotated[
+    bool, typer.Option("--json", help="Print the jobs as one JSON list, for scripts.")
+]
 WaitOption = Annotated[bool, typer.Option("--wait", help="Show progress until the job ends.")]
 CategoryOption = Annotated[
     list[str],
@@ -59,13 +62,18 @@ InsightsOption = Annotated[
     ),
 ]
 TextOption = Annotated[
-    str | None,
-    typer.Option("--text", help="The text itself, even if it looks like a file name."),
+    list[str],
+    typer.Option(
+        "--text",
+        help="A text itself, even if it looks like a file name; repeat it for a job of "
+        "several texts.",
+    ),
 ]
 # A name with an extension (a letter in it) or a path separator, and no spaces: a text like
 # that is far more likely a mistyped file than something to send.
 LOOKS_LIKE_A_PATH = re.compile(r"^(?=\S+$)(?:.*/.*|.*\.[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*)$")
 MAX_PATH_CHARS = 4096
+JOBS_PER_PAGE = 20
 
 
 def _server(url: str | None) -> str:
@@ -84,7 +92,7 @@ def _client(url: str | None, api_key: str | None) -> Iterator[Client]:
         with Client(url, api_key=api_key or "", retries=3) as client:
             yield client
     except BrokenPipeError:
-        raise  # the reader of stdout went away: typer ends the command quietly
+        raise  # the reader of stdout went away: quiet_on_closed_pipe ends the command
     except (TextqError, InvalidApiKey) as error:
         raise fail(str(error)) from None
     except JobTimeout as error:
@@ -120,17 +128,20 @@ def _job_id(value: str) -> str:
         ) from None
 
 
-def _text_or_document(argument: str | None, text: str | None) -> tuple[str | None, str | None]:
-    """Return (text, document): `--text` as it is, or the argument read as a file if it
-    names one, else as the text itself; a missing file that looks like one is an error."""
-    if (argument is None) == (text is None):
+def _text_or_document(
+    argument: str | None, texts: list[str]
+) -> tuple[list[str] | None, str | None]:
+    """Return (texts, document): every `--text` as it is, in order, or the argument read as a
+    file if it names one, else as the one text; a missing file that looks like one is an
+    error, and so is an argument with `--text` or neither."""
+    if (argument is None) == (not texts):
         raise fail(
             "give the text as an argument or with --text, not both"
             if argument is not None
-            else "give a text, a file to read it from, or --text TEXT"
+            else "give a text, a file to read it from, or --text TEXT (repeat for more)"
         )
     if argument is None:
-        return text, None
+        return texts, None
     path = Path(argument)
     try:
         exists = len(argument) <= MAX_PATH_CHARS and path.exists()
@@ -140,7 +151,7 @@ def _text_or_document(argument: str | None, text: str | None) -> tuple[str | Non
     if not exists:
         if LOOKS_LIKE_A_PATH.match(argument):
             raise fail(f"{argument}: no such file; {send_as_text}")
-        return argument, None
+        return [argument], None
     if path.is_dir():
         raise fail(f"{argument} is a directory, not a file; {send_as_text}")
     try:
@@ -182,16 +193,17 @@ def _options(
     return options
 
 
+@quiet_on_closed_pipe
 def submit(
-    task: Annotated[str, typer.Argument(help="sentiment or summarize.")],
+    task: Annotated[str, typer.Argument(metavar="TASK", help="sentiment or summarize.")],
     text_or_file: Annotated[
         str | None,
         typer.Argument(
-            metavar="[TEXT_OR_FILE]",
+            metavar="TEXT_OR_FILE",
             help="The text, or a file to read it from (sent as a long document).",
         ),
     ] = None,
-    text: TextOption = None,
+    text: TextOption = [],  # noqa: B006 (typer reads the default; it is never mutated)
     option: Annotated[
         list[str], typer.Option("--option", "-O", help="A task option, name=value.")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
@@ -203,16 +215,15 @@ def submit(
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Submit one text, or a file as a long document (never truncated).
+    """Submit one text, several (--text, repeated), or a file as a long document (never truncated).
 
-    An argument that looks like a file (a name with an extension, or a path) must be
-    one; send such words as the text itself with --text.
-    """
-    one_text, document = _text_or_document(text_or_file, text)
+    An argument that looks like a file (a name with an extension, or a path) must be one; send such words as the text itself with --text.
+    """  # noqa: E501 (rich help keeps a paragraph's line breaks, so each is one line)
+    texts, document = _text_or_document(text_or_file, text)
     with _client(url, api_key) as client:
         job = client.submit(
             task,
-            one_text,
+            texts=texts,
             document=document,
             options=_options(option, category, insights),
             priority=priority,
@@ -220,8 +231,9 @@ def submit(
         _ended(client, job, wait=wait, as_json=as_json)
 
 
+@quiet_on_closed_pipe
 def bulk(
-    file: Annotated[Path, typer.Argument(help="A CSV or JSONL file (gzip too).")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A CSV or JSONL file (gzip too).")],
     column: Annotated[str | None, typer.Option(help="The column holding the text.")] = None,
     id_column: Annotated[str | None, typer.Option(help="A column of your own ids.")] = None,
     task: Annotated[str, typer.Option(help="sentiment or summarize.")] = "sentiment",
@@ -237,10 +249,8 @@ def bulk(
 ) -> None:
     """Upload a file of feedback as one job, a row per text.
 
-    With --category (repeated) each row is put in the nearest category; with
-    --insights the job also counts labels per category and summarizes the negative
-    feedback of each, shown at the end with --wait.
-    """
+    With --category (repeated) each row is put in the nearest category; with --insights the job also counts labels per category and summarizes the negative feedback of each, shown at the end with --wait.
+    """  # noqa: E501 (rich help keeps a paragraph's line breaks, so each is one line)
     if not file.is_file():
         raise fail(f"{file}: " + ("a directory, not a file" if file.is_dir() else "no such file"))
     with _client(url, api_key) as client:
@@ -254,6 +264,7 @@ def bulk(
         _ended(client, job, wait=wait, as_json=as_json)
 
 
+@quiet_on_closed_pipe
 def status(
     job_id: JobIdArgument,
     as_json: JsonOption = False,
@@ -265,6 +276,7 @@ def status(
         _print_job(client.get(_job_id(job_id)), as_json)
 
 
+@quiet_on_closed_pipe
 def results(
     job_id: JobIdArgument,
     format: Annotated[str, typer.Option(help="jsonl or csv.")] = "jsonl",
@@ -279,17 +291,18 @@ def results(
         raise fail(f"--format must be jsonl or csv, not {format!r}")
     job_id = _job_id(job_id)
     with _client(url, api_key) as client:
-        blocks = client.export(job_id, format=format)
+        chunks = client.export(job_id, format=format)
         if output is None:
-            written = _copy(blocks, sys.stdout.buffer.write)
+            written = _copy(chunks, sys.stdout.buffer.write)
             sys.stdout.flush()
         else:
             with output.open("wb") as handle:
-                written = _copy(blocks, handle.write)
+                written = _copy(chunks, handle.write)
     if not written:
         typer.echo(f"job {job_id} has no results", err=True)
 
 
+@quiet_on_closed_pipe
 def cancel(
     job_id: JobIdArgument,
     as_json: JsonOption = False,
@@ -301,23 +314,30 @@ def cancel(
         _print_job(client.cancel(_job_id(job_id)), as_json)
 
 
+@quiet_on_closed_pipe
 def jobs(
     status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
-    limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
-    as_json: JsonOption = False,
+    limit: Annotated[int, typer.Option(help="How many, newest first.")] = JOBS_PER_PAGE,
+    cursor: Annotated[
+        str | None,
+        typer.Option(help="Go on after an earlier page, as its last line on stderr says."),
+    ] = None,
+    as_json: JsonListOption = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """List your newest jobs."""
+    """List your newest jobs, --limit at a time; when more are left, say how to see them."""
     with _client(url, api_key) as client:
-        found = client.jobs(status=status, limit=limit)
+        found, next_cursor = client.jobs_page(status=status, limit=limit, cursor=cursor)
     if as_json:
         typer.echo(json.dumps([job.model_dump(mode="json") for job in found], indent=2))
-        return
-    if not found:
-        typer.echo(f"no {status} jobs" if status else "no jobs", err=True)
-    for job in found:
-        _print_job(job, as_json=False)
+    else:
+        if not found:
+            typer.echo(f"no {status} jobs" if status else "no jobs", err=True)
+        for job in found:
+            _print_job(job, as_json=False)
+    if next_cursor is not None:
+        typer.echo(_more_jobs_hint(next_cursor, status, limit, as_json), err=True)
 
 
 def add_client_commands(app: typer.Typer) -> None:
@@ -326,10 +346,21 @@ def add_client_commands(app: typer.Typer) -> None:
         app.command()(command)
 
 
-def _copy(blocks: Iterator[bytes], write: Callable[[bytes], object]) -> int:
-    """Write every block of the download; return how many bytes there were."""
+def _more_jobs_hint(cursor: str, status: str | None, limit: int, as_json: bool) -> str:
+    """Return the line saying which command shows the next page of jobs."""
+    same = (["--status", status] if status else []) + (
+        ["--limit", str(limit)] if limit != JOBS_PER_PAGE else []
+    )
+    command = shlex.join(
+        ["textq", "jobs", *same, *(["--json"] if as_json else []), "--cursor", cursor]
+    )
+    return f"… more jobs: {command}"
+
+
+def _copy(chunks: Iterator[bytes], write: Callable[[bytes], object]) -> int:
+    """Write every chunk; return how many bytes there were."""
     written = 0
-    for block in blocks:
-        write(block)
-        written += len(block)
+    for chunk in chunks:
+        write(chunk)
+        written += len(chunk)
     return written

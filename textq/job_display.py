@@ -51,6 +51,9 @@ def watch(client: Client, job: Job) -> Job:
     """Show a live bar (items done of total, rate, ETA) until the job ends; return it.
 
     The job's whole id comes first, on a line of its own: it is what `textq status` takes.
+    Once the job has long texts split in chunks (`progress.chunks.total` > 0, e.g. a
+    document, which is one text), a second bar counts those chunks, which move while the
+    texts bar waits for a whole text.
     """
     total = job.progress.total
     _line(f"job {job.id}: {job.task.value}, {total:,} text{'' if total == 1 else 's'}")
@@ -65,11 +68,18 @@ def watch(client: Client, job: Job) -> Job:
     started = time.monotonic()
     with Progress(*columns, console=stderr, transient=False) as bar:
         row = bar.add_task(job.task.value, total=job.progress.total, rate="")
+        chunk_row = None
         while True:
             done = job.progress.done + job.progress.errored
             elapsed = max(time.monotonic() - started, 1e-9)
             rate = waiting_note(job) or _per_s(done / elapsed)
             bar.update(row, completed=done, total=job.progress.total, rate=rate)
+            chunks = job.progress.chunks
+            if chunks.total:
+                if chunk_row is None:
+                    chunk_row = bar.add_task("chunks", total=chunks.total, rate="")
+                chunk_rate = _per_s(chunks.done / elapsed)
+                bar.update(chunk_row, completed=chunks.done, total=chunks.total, rate=chunk_rate)
             if is_finished(job):
                 return job
             time.sleep(POLL_S)

@@ -127,7 +127,7 @@ async def create_batch(
             return submitter.submit_with(task, ingest, key)
 
         submitted = await run_in_threadpool(submit)
-    read = present(submitted.job, request)
+    read = present(submitted.job, request, submitted.previews)
     response.headers["Location"] = read.links.self
     if not submitted.created:
         response.status_code = status.HTTP_200_OK

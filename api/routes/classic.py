@@ -97,7 +97,7 @@ async def _run_and_wait(
         submitter.settings.sync_timeout_s,
     )
     if finished is None:
-        read = present(job, request)
+        read = present(job, request, submitted.previews)
         return JSONResponse(
             read.model_dump(mode="json"), status_code=202, headers={"Location": read.links.self}
         )

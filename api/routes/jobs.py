@@ -14,7 +14,7 @@ from api import cursors, exports, idempotency
 from api.body import read_job_submission, request_body_doc
 from api.deps import DatabaseDep, SettingsDep, TenantDep, WaiterDep
 from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
-from api.submit import SubmitterDep, checked_webhook, parse_job_id, present
+from api.submit import SubmitterDep, checked_webhook, parse_job_id, present, read_previews
 from shared import worker_registry
 from shared.db import Database
 from shared.errors import InvalidRequest, JobExpired, JobNotFinished
@@ -28,7 +28,6 @@ from shared.jobs.reads import (
     job_waited_for,
     list_first_round_chunks,
     list_item_outcomes,
-    text_previews,
 )
 from shared.models import Job, utcnow
 from shared.result_schemas import (
@@ -46,7 +45,6 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=API_KEY_SCHEME
 
 MAX_PAGE = 1000
 MAX_WAIT_S = 60
-PREVIEW_CHARS = 80  # enough to tell jobs apart in a list, little enough to send 1000 of
 
 
 @router.post(
@@ -81,7 +79,7 @@ def create_job(
         webhook=checked_webhook(body.webhook(), submitter.settings),
         priority=body.effective_priority(),
     )
-    read = present(submitted.job, request)
+    read = present(submitted.job, request, submitted.previews)
     response.headers["Location"] = read.links.self
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
@@ -111,18 +109,11 @@ def list_jobs(
             task=task_filter,
         )
         page, more = jobs[:limit], len(jobs) > limit
-        previews = text_previews(session, [job.id for job in page], chars=PREVIEW_CHARS)
+        previews = read_previews(session, page)
     return JobPage(
-        items=[_with_preview(present(job, request), previews) for job in page],
+        items=[present(job, request, previews) for job in page],
         next_cursor=cursors.job_cursor(page[-1].created_at, page[-1].id) if more else None,
     )
-
-
-def _with_preview(read: JobRead, previews: dict[uuid.UUID, str]) -> JobRead:
-    """Add the start of the job's first text to what it says of its input, if it has one."""
-    if (preview := previews.get(read.id)) is not None:
-        read.input["preview"] = preview
-    return read
 
 
 @router.get("/{job_id}", response_model=JobRead, responses=problems(*KEYED, 404, 422))
@@ -147,15 +138,15 @@ async def get_job(
         with db.read() as session:
             return reads.get_job(session, tenant_id=tenant_id, job_id=parsed)
 
-    def preview() -> dict[uuid.UUID, str]:
+    def preview(job: Job) -> dict[uuid.UUID, str]:
         with db.read() as session:
-            return text_previews(session, [parsed], chars=PREVIEW_CHARS)
+            return read_previews(session, [job])
 
     job = await run_in_threadpool(read)
     if wait_s > 0 and JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
         finished = await waiter.wait(parsed, lambda: _if_finished(read()), wait_s)
         job = finished if finished is not None else await run_in_threadpool(read)
-    presented = _with_preview(present(job, request), await run_in_threadpool(preview))
+    presented = present(job, request, await run_in_threadpool(preview, job))
     if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
         presented.queue = await run_in_threadpool(_queue_of, db, job, settings.sweep_interval_s)
     return presented
@@ -200,7 +191,8 @@ def cancel_job(job_id: str, request: Request, db: DatabaseDep, tenant_id: Tenant
     """
     with db.write() as session:
         job = cancel.cancel_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
-    return present(job, request)
+        previews = read_previews(session, [job])
+    return present(job, request, previews)
 
 
 @router.delete(

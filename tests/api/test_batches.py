@@ -36,6 +36,7 @@ def test_a_csv_becomes_one_job_with_a_row_per_line(client, api_settings):
         "compressed": False,
         "text_column": "comment",
         "id_column": "ticket",
+        "preview": "I love it",
     }
     assert job["progress"]["total"] == 4
     assert job["progress"]["errored"] == 2

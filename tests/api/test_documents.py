@@ -20,7 +20,7 @@ def test_a_document_is_one_item_of_kind_document(client, stored_rows):
     )
     assert response.status_code == 202
     job = response.json()
-    assert job["input"] == {"kind": "document"}
+    assert job["input"] == {"kind": "document", "preview": ("Long. " * 15)[:80]}
     assert job["progress"]["total"] == 1
     assert stored_rows() == (1, 1)
 
@@ -50,7 +50,7 @@ def test_a_text_plain_body_with_a_task_is_a_document(client):
     job = response.json()
     assert (job["task"], job["input"], job["options"]) == (
         "summarize",
-        {"kind": "document"},
+        {"kind": "document", "preview": "First sentence. Second sentence.\n\nNew paragraph."},
         {"max_length": 30},
     )
 

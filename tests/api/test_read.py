@@ -4,8 +4,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import text, update
 
+from api.app import create_app
 from shared.models import Worker, utcnow
 from shared.states import Task
 
@@ -280,6 +282,36 @@ def test_the_list_and_a_job_show_the_start_of_its_first_text(client):
     assert listed["id"] == job.json()["id"]
     assert listed["input"] == {"kind": "texts", "preview": first[:80]}
     assert client.get(f"/v1/jobs/{listed['id']}").json()["input"]["preview"] == first[:80]
+
+
+def test_every_answer_about_a_job_shows_its_input_as_reading_it_does(client, api_settings):
+    first = "The parcel arrived late and the box was crushed. " * 2  # 98 characters
+    body = {"task": "sentiment", "input": {"texts": [first, "b"]}}
+    submitted = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k-1"})
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    read = client.get(f"/v1/jobs/{job_id}").json()
+    assert read["input"] == {"kind": "texts", "preview": first[:80]}
+    retried = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "k-1"})
+    assert retried.status_code == 200, retried.text
+    uploaded = client.post(
+        "/v1/batches",
+        files={"file": ("feedback.csv", b"text\nI love it\nmeh\n")},
+        data={"task": "sentiment"},
+    )
+    assert uploaded.status_code == 202, uploaded.text
+    assert uploaded.json()["input"]["preview"] == "I love it"
+    with TestClient(
+        create_app(api_settings.model_copy(update={"sync_timeout_s": 0})),
+        base_url="http://127.0.0.1",
+    ) as impatient:  # no worker runs here: the classic call answers 202 with the job
+        classic = impatient.post("/analyze", json={"text": first})
+    assert classic.status_code == 202, classic.text
+    cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    for answer in (submitted, retried, uploaded, classic, cancelled):
+        job = answer.json()
+        assert job["input"] == client.get(f"/v1/jobs/{job['id']}").json()["input"], answer.url
 
 
 def finish(db, model, task, outcome):

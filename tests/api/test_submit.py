@@ -147,6 +147,27 @@ def test_problem_types_are_documented(client):
     assert client.get("/problems/no-such-thing").status_code == 404
 
 
+def test_each_problem_types_document_names_the_type_its_errors_carry(client):
+    from api.routes.problems import all_errors
+
+    refused = client.post("/v1/jobs", json={"task": "sentiment"}).json()
+    assert (
+        client.get(refused["type"]).json()["type"] == refused["type"] == "/problems/invalid-request"
+    )
+    errors = all_errors()
+    assert len(errors) > 10
+    for error in errors:
+        uri = f"/problems/{error.problem_type}"
+        document = client.get(uri)
+        assert document.status_code == 200, uri
+        # RFC 9457: `type` is the URI that identifies the problem type, here and in errors.
+        assert document.json()["type"] == uri
+        assert (document.json()["title"], document.json()["status"]) == (
+            error.title,
+            error.status_code,
+        ), uri
+
+
 @pytest.mark.parametrize(
     ("payload", "says"),
     [

@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import uuid
@@ -68,6 +69,8 @@ def test_a_document_from_a_file_is_summarized(textq, tmp_path):
     chunks = job["progress"]["chunks"]
     assert chunks["total"] > 1
     assert re.search(rf"^\W*chunks\W+{chunks['done']} of {chunks['total']}\W", done.stderr, re.M)
+    # The live bar counts them too, where the texts bar can only say 0/1 until the end.
+    assert re.search(rf"^chunks\W.*\b{chunks['done']}/{chunks['total']}\b", done.stderr, re.M)
 
 
 def test_bulk_shows_progress_and_a_summary_then_results_go_to_a_file(textq, tmp_path):
@@ -171,8 +174,36 @@ def test_a_closed_pipe_ends_the_command_quietly(textq):
             assert reader.stdout is not None and reader.stderr is not None
             reader.stdout.close()  # before textq has started: its first write finds no reader
             stderr = reader.stderr.read().decode()
-            assert reader.wait(60) != 0
+            # 128 + SIGPIPE, as `cat` killed by a closed pipe reports, for `set -o pipefail`.
+            assert reader.wait(60) == 141
         assert stderr == "", stderr
+
+
+def test_each_text_option_is_a_text_of_the_job(textq):
+    """`--text a --text b` is a job of two texts, in order, for either task."""
+    run = uuid.uuid4().hex[:8]
+    done = textq("submit", "sentiment", "--text", f"good {run}", "--text", f"bad {run}", "--wait")
+    job_id = done.stdout.split()[0]
+    rows = [json.loads(line) for line in textq("results", job_id).stdout.splitlines()]
+    assert [row["index"] for row in rows] == [0, 1] and "2/2" in done.stderr
+    summarize = textq("submit", "summarize", "--text", "One.", "--text", "Two.", "--json")
+    job = json.loads(summarize.stdout)
+    assert job["input"]["kind"] == "texts" and job["progress"]["total"] == 2
+
+
+def test_jobs_says_how_to_see_the_jobs_past_its_limit(textq, service):
+    fresh = {"TEXTQ_API_KEY": create_api_key(service.env, tenant=f"more-{uuid.uuid4().hex[:8]}")}
+    older, newer = (
+        json.loads(textq("submit", "sentiment", "x", "--json", env_changes=fresh).stdout)["id"]
+        for _ in range(2)
+    )
+    first = textq("jobs", "--limit", "1", env_changes=fresh)
+    assert first.stdout.split()[0] == newer
+    (hint,) = first.stderr.splitlines()
+    assert hint.startswith("… more jobs: textq jobs --limit 1 --cursor ")
+    rest = textq(*shlex.split(hint.split(": ", 1)[1])[1:], env_changes=fresh)
+    assert rest.stdout.split()[0] == older and rest.stderr == ""  # nothing left: no hint
+    assert textq("jobs", env_changes=fresh).stderr == ""  # all on the first page
 
 
 def test_an_empty_answer_says_so_on_stderr(textq, service):
