@@ -123,18 +123,19 @@ def cancel_items_of_ended_jobs(session: Session, which: Any) -> None:
 def _why_cancelled() -> Any:
     """Return SQL for what a text being cancelled had done: None if it never ran.
 
-    A long text whose chunks ran, all or some, did run: "cancelled before it ran" would
-    say otherwise.
+    A long text split into chunks did run, whether none, some or all of its chunks ran:
+    "cancelled before it ran" would say otherwise.
     """
     chunk = aliased(JobItem)
     first_round = (chunk.parent_id == JobItem.id) & (chunk.level == 0)
     chunks = cast(select(func.count()).where(first_round).scalar_subquery(), Text)
-    ran = cast(
+    ran_count = (
         select(func.count())
         .where(first_round, chunk.status == ItemStatus.DONE.value)
-        .scalar_subquery(),
-        Text,
+        .scalar_subquery()
     )
+    ran = cast(ran_count, Text)
+    waiting = JobItem.status == ItemStatus.WAITING.value
     return case(
         (JobItem.parent_id.is_not(None), null()),
         (
@@ -144,7 +145,13 @@ def _why_cancelled() -> Any:
             + literal(" chunks ran, before their summaries were combined"),
         ),
         (
-            JobItem.status == ItemStatus.WAITING.value,
+            waiting & (ran_count == 0),
+            literal("cancelled after it was split into ")
+            + chunks
+            + literal(" chunks, before any of them ran"),
+        ),
+        (
+            waiting,
             literal("cancelled while its chunks ran: ")
             + ran
             + literal(" of ")

@@ -87,8 +87,8 @@ def test_an_expired_lease_of_a_cancelled_job_ends_cancelled_not_pending(db):
 def test_a_cancelled_text_says_how_far_its_chunks_got(db):
     from shared.states import Task
 
-    job = make_job(db, texts=["a" * 100, "b" * 100, "c"], task=Task.SUMMARIZE)
-    texts = claim(db, task=Task.SUMMARIZE, max_items=2)
+    job = make_job(db, texts=["a" * 100, "b" * 100, "d" * 100, "c"], task=Task.SUMMARIZE)
+    texts = claim(db, task=Task.SUMMARIZE, max_items=3)
     with db.write() as session:
         record_outcomes(
             session,
@@ -116,5 +116,6 @@ def test_a_cancelled_text_says_how_far_its_chunks_got(db):
     assert [o.failure for o in outcomes] == [
         "cancelled after its 2 chunks ran, before their summaries were combined",
         "cancelled while its chunks ran: 1 of 2 had finished",
+        "cancelled after it was split into 2 chunks, before any of them ran",
         "cancelled before it ran",
     ]
