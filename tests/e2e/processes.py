@@ -100,3 +100,18 @@ class Service:
 
     def logs_text(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.output()}" for p in self.processes)
+
+
+def into_closed_pipe(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run `textq ARGS` with its stdout closed before it starts, as `textq … | head` ends up
+    when `head` has gone; return its exit status and what it wrote to stderr."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "textq", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as reader:
+        assert reader.stdout is not None and reader.stderr is not None
+        reader.stdout.close()  # before textq has started: its first write finds no reader
+        stderr = reader.stderr.read().decode()
+        return reader.wait(60), stderr

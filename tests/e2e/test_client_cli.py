@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import create_api_key
+from tests.e2e.processes import into_closed_pipe
 
 pytestmark = pytest.mark.e2e
 
@@ -165,17 +166,9 @@ def test_a_closed_pipe_ends_the_command_quietly(textq):
     """`textq results J | head -2`: the reader goes away, and textq stops without a word."""
     job = json.loads(textq("submit", "sentiment", "pipes", "--wait", "--json").stdout)
     for args in (["results", job["id"]], ["status", job["id"]], ["jobs"]):
-        with subprocess.Popen(
-            [sys.executable, "-m", "textq", *args],
-            env={**os.environ, **textq.env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        ) as reader:
-            assert reader.stdout is not None and reader.stderr is not None
-            reader.stdout.close()  # before textq has started: its first write finds no reader
-            stderr = reader.stderr.read().decode()
-            # 128 + SIGPIPE, as `cat` killed by a closed pipe reports, for `set -o pipefail`.
-            assert reader.wait(60) == 141
+        status, stderr = into_closed_pipe(args, {**os.environ, **textq.env})
+        # 128 + SIGPIPE, as `cat` killed by a closed pipe reports, for `set -o pipefail`.
+        assert status == 141
         assert stderr == "", stderr
 
 

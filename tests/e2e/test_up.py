@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from shared.db import Database
 from shared.models import JobItem
 from tests.e2e.polling import all_results, wait_for_job
-from tests.e2e.processes import Process, free_port, start, wait_until_ready
+from tests.e2e.processes import Process, free_port, into_closed_pipe, start, wait_until_ready
 from tests.e2e.test_recovery import running_items
 
 pytestmark = pytest.mark.e2e
@@ -332,16 +332,8 @@ def test_keys_list_into_a_closed_pipe_ends_quietly_with_141(tmp_path):
     env = {**os.environ, "TEXTQ_DATA_DIR": str(tmp_path)}
     assert run_cli(["db", "upgrade"], env).returncode == 0
     run_cli(["keys", "create", "--tenant", "acme"], env)
-    with subprocess.Popen(
-        [sys.executable, "-m", "textq", "keys", "list"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    ) as reader:
-        assert reader.stdout is not None and reader.stderr is not None
-        reader.stdout.close()  # before textq has started: its first write finds no reader
-        stderr = reader.stderr.read().decode()
-        assert reader.wait(60) == 141
+    status, stderr = into_closed_pipe(["keys", "list"], env)
+    assert status == 141
     assert stderr == "", stderr
 
 
