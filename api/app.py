@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
+from api.key_cache import VerifiedKeys
 from api.log_scope import RequestLogScope
 from api.ratelimit import RateLimiter
 from api.routes import batches, classic, health, highlights, jobs, metrics, problems, ui, webhooks
@@ -37,7 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.db = Database(settings.resolved_database_url, application_name="textq-api")
+        app.state.db = Database(
+            settings.resolved_database_url,
+            application_name="textq-api",
+            pool_size=settings.api_db_pool,
+        )
         app.state.doorbell = Doorbell(create_celery(settings), settings)
         use_doorbell(app.state.db.session_info, app.state.doorbell)
         app.state.rate_limiter = _rate_limiter(settings)
@@ -54,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.verified_keys = VerifiedKeys(settings.api_key_cache_s)
     install_error_handlers(app)
     app.add_middleware(RequestLogScope)
     app.add_middleware(

@@ -45,10 +45,15 @@ def get_tenant_id(request: Request, response: Response) -> str:
     key = key or request.headers.get("x-api-key", "").strip()
     if not key:
         raise Unauthorized()
-    with get_db(request).read() as session:
-        tenant = api_keys.tenant_of(session, key)
-    if tenant is None:
+
+    def look_up(key: str) -> api_keys.Grant | None:
+        with get_db(request).read() as session:
+            return api_keys.grant_of(session, key)
+
+    grant = request.app.state.verified_keys.grant_of(key, look_up)
+    if grant is None:
         raise Unauthorized("The API key is unknown, revoked or expired.")
+    tenant = grant.tenant_id
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None:
         decision = limiter.take(api_keys.prefix_of(key) or key)

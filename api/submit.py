@@ -21,6 +21,7 @@ from shared.jobs.insights import Summarizer
 from shared.jobs.presenting import present_job
 from shared.jobs.reads import text_previews
 from shared.jobs.submit import (
+    PREVIEW_CHARS,
     Webhook,
     attach_idempotency_key,
     count_active_jobs,
@@ -38,7 +39,6 @@ from shared.webhooks.targets import allowed_networks, safe_addresses
 
 # When a tenant at its limit of unfinished jobs may try again: a small job takes seconds.
 ACTIVE_JOBS_RETRY_AFTER_S = 10
-PREVIEW_CHARS = 80  # enough to tell jobs apart in a list, little enough to send 1000 of
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,8 @@ class Submitter:
                 summarizer=summarizer_of_insights(self.settings),
             )
 
-        return self.submit_with(task, create, idempotency, options_at=options_at)
+        # The texts are in memory: creating the job costs less than checking twice.
+        return self.submit_with(task, create, idempotency, options_at=options_at, precheck=False)
 
     def submit_with(
         self,
@@ -91,11 +92,14 @@ class Submitter:
         idempotency: Idempotency | None,
         *,
         options_at: str = "options.",
+        precheck: bool = True,
     ) -> Submitted:
         """Run `create` in a write transaction (once per idempotency key); its commit rings.
 
         A job whose options its model cannot honour (as its live workers recorded the
-        model's limits) is refused with a 422 and nothing is written.
+        model's limits) is refused with a 422 and nothing is written. With `precheck`, the
+        tenant's limit of active jobs is also checked before `create` runs, which spares
+        the work of a big upload that would be refused anyway.
         """
         with self.db.write() as session:
             if idempotency is not None:
@@ -110,8 +114,9 @@ class Submitter:
                     return Submitted(
                         job=earlier, created=False, previews=read_previews(session, [earlier])
                     )
-            # Before the work of a big upload, refuse at once what the check below would.
-            self._check_active_jobs(session, counting_new_job=False)
+            if precheck:
+                # Before the work of a big upload, refuse at once what the check below would.
+                self._check_active_jobs(session, counting_new_job=False)
             job = create(session)
             self._check_options_fit_model(session, job, options_at=options_at)
             self._check_active_jobs(session, counting_new_job=True)
@@ -202,8 +207,13 @@ def parse_job_id(raw: str) -> uuid.UUID:
 
 def read_previews(session: Session, jobs: Sequence[Job]) -> dict[uuid.UUID, str]:
     """Return the first `PREVIEW_CHARS` characters of each job's first text, by job id
-    (none for a job whose first text is empty, as a refused upload row's is)."""
-    return text_previews(session, [job.id for job in jobs], chars=PREVIEW_CHARS)
+    (none for a job whose first text is empty, as a refused upload row's is).
+
+    Jobs that keep their preview (`input.preview`, written with the job) are not read:
+    only uploads and jobs made before previews were kept cost a query.
+    """
+    unknown = [job.id for job in jobs if "preview" not in (job.input_meta or {})]
+    return text_previews(session, unknown, chars=PREVIEW_CHARS) if unknown else {}
 
 
 def present(job: Job, request: Request, previews: Mapping[uuid.UUID, str]) -> JobRead:

@@ -61,17 +61,33 @@ def prefix_of(key: str) -> str | None:
     return parts[1] if len(parts) >= 3 and key.startswith(KEY_PREFIX) else None
 
 
-def tenant_of(session: Session, key: str) -> str | None:
-    """Return the tenant of a valid key; None if unknown, revoked or expired."""
+@dataclass(frozen=True)
+class Grant:
+    """What a valid key grants: acting for a tenant, until `expires_at` (None: no end)."""
+
+    tenant_id: str
+    expires_at: datetime | None
+
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= utcnow()
+
+
+def grant_of(session: Session, key: str) -> Grant | None:
+    """Return what a valid key grants; None if it is unknown, revoked or expired."""
     prefix = prefix_of(key)
     if prefix is None:
         return None
     row = session.get(ApiKey, prefix)
     if row is None or not hmac.compare_digest(row.key_hash, _hash(key)):
         return None
-    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= utcnow()):
-        return None
-    return row.tenant_id
+    grant = Grant(row.tenant_id, row.expires_at)
+    return None if row.revoked_at is not None or grant.expired() else grant
+
+
+def tenant_of(session: Session, key: str) -> str | None:
+    """Return the tenant of a valid key; None if unknown, revoked or expired."""
+    grant = grant_of(session, key)
+    return grant.tenant_id if grant is not None else None
 
 
 def list_keys(session: Session, *, tenant_id: str | None = None) -> list[ApiKey]:

@@ -98,6 +98,10 @@ class Settings(BaseSettings):
     # Per API key: requests per second on average, and the burst allowed (0: no limit).
     rate_limit_per_s: float = Field(default=20.0, ge=0)
     rate_limit_burst: int = Field(default=100, ge=1)
+    # How long an API process trusts a key it verified (0: check the database every time).
+    api_key_cache_s: float = Field(default=5.0, ge=0)
+    # Database connections an API process keeps open (as many again may open under load).
+    api_db_pool: int = Field(default=20, ge=1)
 
     # Where a worker and the webhooks process serve /metrics (port 0: not at all).
     metrics_host: str = "127.0.0.1"

@@ -37,11 +37,13 @@ def _prepare_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(url: str, *, application_name: str) -> Engine:
+def make_engine(url: str, *, application_name: str, pool_size: int = 5) -> Engine:
     """Create the engine for `url`, named in Postgres' activity view as `application_name`.
 
     Statement parameters stay out of SQL logs and error messages: they hold webhook
-    secrets, key hashes and the tenants' texts.
+    secrets, key hashes and the tenants' texts. `pool_size` connections stay open (Postgres):
+    a process serving N requests at once wants N, or it opens and closes a connection (a
+    new server backend) for each request over the pool's size.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -53,16 +55,23 @@ def make_engine(url: str, *, application_name: str) -> Engine:
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
         connect_args = {"application_name": application_name, "connect_timeout": 5}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args, hide_parameters=True)
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args=connect_args,
+        hide_parameters=True,
+    )
 
 
 class Database:
     """The engine of this process and the session scopes every caller uses."""
 
-    def __init__(self, url: str, *, application_name: str) -> None:
+    def __init__(self, url: str, *, application_name: str, pool_size: int = 5) -> None:
         self.url = url
         self.application_name = application_name
-        self.engine = make_engine(url, application_name=application_name)
+        self.engine = make_engine(url, application_name=application_name, pool_size=pool_size)
         self._pid = os.getpid()
         # Copied into every write session's `info`: what this process's after-commit
         # effects need (the doorbell its wake-ups ring, see shared/jobs/after_commit.py).

@@ -391,7 +391,7 @@ def keys_list(
 
 @keys_app.command("revoke")
 def keys_revoke(prefix: Annotated[str, typer.Argument(help="The key's prefix.")]) -> None:
-    """Revoke a key at once."""
+    """Revoke a key: API processes refuse it within TEXTQ_API_KEY_CACHE_S (5 s)."""
     from shared import api_keys
     from shared.db import Database
 

@@ -134,19 +134,17 @@ async def get_job(
     """Return a job's status, progress, timings and model (optionally waiting for its end)."""
     parsed = parse_job_id(job_id)
 
-    def read() -> Job:
+    def read() -> tuple[Job, dict[uuid.UUID, str]]:
+        # One session, one connection: the job and (for an old job) its first text.
         with db.read() as session:
-            return reads.get_job(session, tenant_id=tenant_id, job_id=parsed)
+            job = reads.get_job(session, tenant_id=tenant_id, job_id=parsed)
+            return job, read_previews(session, [job])
 
-    def preview(job: Job) -> dict[uuid.UUID, str]:
-        with db.read() as session:
-            return read_previews(session, [job])
-
-    job = await run_in_threadpool(read)
+    job, previews = await run_in_threadpool(read)
     if wait_s > 0 and JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
         finished = await waiter.wait(parsed, lambda: _if_finished(read()), wait_s)
-        job = finished if finished is not None else await run_in_threadpool(read)
-    presented = present(job, request, await run_in_threadpool(preview, job))
+        job, previews = finished if finished is not None else await run_in_threadpool(read)
+    presented = present(job, request, previews)
     if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
         presented.queue = await run_in_threadpool(_queue_of, db, job, settings.sweep_interval_s)
     return presented
@@ -207,8 +205,8 @@ def delete_job(job_id: str, db: DatabaseDep, tenant_id: TenantDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-def _if_finished(job: Job) -> Job | None:
-    return job if JobStatus(job.status) in TERMINAL_JOB_STATUSES else None
+def _if_finished(read: tuple[Job, dict[uuid.UUID, str]]) -> tuple[Job, dict[uuid.UUID, str]] | None:
+    return read if JobStatus(read[0].status) in TERMINAL_JOB_STATUSES else None
 
 
 @router.get(

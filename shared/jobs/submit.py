@@ -41,8 +41,11 @@ def create_job(
 ) -> Job:
     """Add a queued job and one pending item per text.
 
-    `summarizer` is what summarizes the negative feedback of a job with `insights`.
+    `summarizer` is what summarizes the negative feedback of a job with `insights`. The
+    start of the first text is kept on the job as `input.preview`, so that answers about
+    the job never read its items for it.
     """
+    first = texts[0][:PREVIEW_CHARS] if texts else ""
     job = add_job(
         session,
         priority=priority,
@@ -52,6 +55,7 @@ def create_job(
         options=options,
         total_items=len(texts),
         input_kind=input_kind,
+        input_meta={"preview": first} if first else None,
         webhook=webhook,
         summarizer=summarizer,
         parent_job_id=parent_job_id,
@@ -72,6 +76,11 @@ def create_job(
     for rows_slice in slices(rows, INSERT_SLICE_ROWS):
         session.execute(insert(JobItem), rows_slice)
     return job
+
+
+# Characters of a job's first text it shows as `input.preview`: enough to tell jobs apart in
+# a list, little enough to send a thousand of.
+PREVIEW_CHARS = 80
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """API keys and tenant isolation: every job route needs a key; other tenants' jobs are 404."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -114,3 +115,24 @@ def test_each_key_has_its_own_rate_limit_with_retry_after(api_settings, db):
         assert 1 <= int(refused.headers["retry-after"]) <= 2
         assert refused.headers["ratelimit-limit"] == "3"
         assert client.get("/v1/jobs", headers=theirs).status_code == 200
+
+
+def test_a_used_key_that_is_revoked_is_refused_once_the_cache_lapses(api_settings, db):
+    settings = api_settings.model_copy(update={"auth": "required", "api_key_cache_s": 0.5})
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        key = new_key(db, "acme")
+        assert client.get("/v1/jobs", headers=bearer(key)).status_code == 200
+        with db.write() as session:
+            assert api_keys.revoke_key(session, key.split("_")[1])
+        time.sleep(0.6)
+        assert client.get("/v1/jobs", headers=bearer(key)).status_code == 401
+
+
+def test_a_remembered_key_still_ends_at_its_expiry(api_settings, db):
+    settings = api_settings.model_copy(update={"auth": "required", "api_key_cache_s": 3600})
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        with db.write() as session:
+            made = api_keys.create_key(session, tenant_id="acme", expires_in_days=1.5 / 86400)
+        assert client.get("/v1/jobs", headers=bearer(made.key)).status_code == 200
+        time.sleep(1.6)
+        assert client.get("/v1/jobs", headers=bearer(made.key)).status_code == 401

@@ -284,6 +284,19 @@ def test_the_list_and_a_job_show_the_start_of_its_first_text(client):
     assert client.get(f"/v1/jobs/{listed['id']}").json()["input"]["preview"] == first[:80]
 
 
+def test_a_jobs_preview_is_kept_with_the_job_not_read_from_its_items(client, db):
+    body = {"task": "sentiment", "input": {"texts": ["Kept with the job", "b"]}}
+    job_id = client.post("/v1/jobs", json=body).json()["id"]
+    with db.write() as session:  # were the preview read from the items, this would show
+        changed = session.execute(
+            text("UPDATE job_items SET input_text = 'changed' WHERE job_id = :job"),
+            {"job": job_id if db.engine.dialect.name == "postgresql" else uuid.UUID(job_id).hex},
+        )
+        assert changed.rowcount == 2
+    assert client.get(f"/v1/jobs/{job_id}").json()["input"]["preview"] == "Kept with the job"
+    assert client.get("/v1/jobs").json()["items"][0]["input"]["preview"] == "Kept with the job"
+
+
 def test_every_answer_about_a_job_shows_its_input_as_reading_it_does(client, api_settings):
     first = "The parcel arrived late and the box was crushed. " * 2  # 98 characters
     body = {"task": "sentiment", "input": {"texts": [first, "b"]}}
