@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from celery import Celery
@@ -124,7 +129,13 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: Claim) -> int:
 
 
 class _ClaimWork:
-    """One claim's run: outcomes waiting to be recorded, and what each record learned."""
+    """One claim's run: outcomes waiting to be recorded, and what each record learned.
+
+    Outcomes are written by a thread of the claim's own while the model runs the next
+    batches, so the model does not wait for the database (on a GPU the forward is the short
+    part). One write is in flight at a time: outcomes are stored in the order they came and
+    at most two records' worth is held in memory.
+    """
 
     def __init__(self, runtime: WorkerRuntime, runner: Runner, claim: Claim) -> None:
         self.runtime, self.runner, self.claim = runtime, runner, claim
@@ -135,9 +146,22 @@ class _ClaimWork:
         self.last_record = time.monotonic()
         self.ended_jobs: set[uuid.UUID] = set()  # cancelled since the claim: skip their items
         self.outranked = False  # higher-priority work waits: end the claim after this batch
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="textq-record")
+        self._writing: Future[_Recorded] | None = None
 
     def run_batches(self) -> None:
         """Answer what the cache can, run the rest batch by batch, recording as it goes."""
+        try:
+            self._run_batches()
+        finally:
+            # Whatever ended the run, what was handed to the writer is stored (or failed)
+            # before the claim's unrecorded items go back.
+            try:
+                self._wait_for_write()
+            finally:
+                self._writer.shutdown()
+
+    def _run_batches(self) -> None:
         plan = self.runtime.caches[self.runner.task].plan(self.claim.items)
         self.pending.extend(plan.hits)
         count_outcomes(self.runner.task, plan.hits)
@@ -159,16 +183,31 @@ class _ClaimWork:
         return time.monotonic() - self.last_record >= self.runtime.settings.record_interval_s
 
     def record(self) -> None:
-        """Record the pending outcomes, waiting out a database outage."""
-        patiently(self.runtime, self._record_now)
+        """Hand the pending outcomes to the writer, once the write before has ended."""
+        self._wait_for_write()
+        outcomes, entries = self.pending, self.to_cache
+        self.pending, self.to_cache = [], {}
+        self.last_record = time.monotonic()
+        write = functools.partial(patiently, self.runtime, lambda: self._write(outcomes, entries))
+        # The writer's log lines and spans belong to this claim, as the model's do.
+        self._writing = self._writer.submit(contextvars.copy_context().run, write)
 
-    def _record_now(self) -> None:
+    def _wait_for_write(self) -> None:
+        """Wait for the write in flight and take in what it learned (or raise its error)."""
+        if self._writing is None:
+            return
+        writing, self._writing = self._writing, None
+        done = writing.result()
+        # Only once committed: a retry after a failed commit must not count twice. (Work
+        # these outcomes made for another queue, insights, rang its doorbell at commit.)
+        self.recorded += done.stored
+        self.ended_jobs.update(done.ended_jobs)
+        self.outranked = self.outranked or done.outranked
+
+    def _write(self, outcomes: list[Outcome], entries: dict[str, dict[str, Any]]) -> _Recorded:
         with self.runtime.db.write() as session:
             stored = record_outcomes(
-                session,
-                claim_token=self.claim.token,
-                outcomes=self.pending,
-                cache_entries=self.to_cache,
+                session, claim_token=self.claim.token, outcomes=outcomes, cache_entries=entries
             )
             # Learned at each record: items of a job cancelled since the claim are skipped,
             # and work of a higher priority ends this claim (the rest goes back).
@@ -179,28 +218,32 @@ class _ClaimWork:
                 model=self.runner.loaded.resolved.source,
                 priority=self.claim.priority,
             )
-        # Only once committed: a retry after a failed commit must not count twice. (Work
-        # these outcomes made for another queue, insights, rang its doorbell at commit.)
-        self.recorded += stored
-        self.ended_jobs.update(ended)
-        self.outranked = self.outranked or outranked
-        self.pending.clear()
-        self.to_cache.clear()
-        self.last_record = time.monotonic()
+        return _Recorded(stored, ended, outranked)
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """What one committed record stored and learned."""
+
+    stored: int
+    ended_jobs: set[uuid.UUID]
+    outranked: bool
 
 
 def count_outcomes(task: Task, outcomes: list[Outcome]) -> None:
     """Count texts and chunks run (or found in the result cache), by what came of them."""
+    kinds: Counter[str] = Counter()
     for outcome in outcomes:
         if outcome.from_cache:
-            kind = "cached"
+            kinds["cached"] += 1
         elif outcome.error is not None:
-            kind = "error"
+            kinds["error"] += 1
         elif outcome.chunks:
-            kind = "split"
+            kinds["split"] += 1
         else:
-            kind = "done"
-        metrics.ITEMS_PROCESSED.labels(task=task.value, outcome=kind).inc()
+            kinds["done"] += 1
+    for kind, count in kinds.items():  # one increment a batch, not one a text
+        metrics.ITEMS_PROCESSED.labels(task=task.value, outcome=kind).inc(count)
 
 
 def _database_unreachable(error: BaseException) -> bool:

@@ -188,11 +188,13 @@ def test_a_job_cancelled_mid_claim_keeps_the_batch_that_ran_and_skips_the_rest(
     job, batches, _ = work_on_six_texts_in_batches_of_two(
         runtime, db, settings, monkeypatch, cancel
     )
-    assert batches == [2]
+    # The first batch's record is written while the second batch runs: the cancel is
+    # learned there, one batch later, and the third batch never runs.
+    assert batches == [2, 2]
     with db.read() as session:
         statuses = sorted(session.scalars(select(JobItem.status)).all())
         assert session.get(Job, job.id).status == JobStatus.CANCELLED
-    assert statuses == ["cancelled"] * 4 + ["done"] * 2
+    assert statuses == ["cancelled"] * 2 + ["done"] * 4
 
 
 def test_a_claim_gives_way_to_higher_priority_work_after_its_current_batch(
@@ -204,10 +206,49 @@ def test_a_claim_gives_way_to_higher_priority_work_after_its_current_batch(
     bulk, batches, recorded = work_on_six_texts_in_batches_of_two(
         runtime, db, settings, monkeypatch, urgent_work_arrives
     )
-    assert (batches, recorded) == ([2], 2)
+    # Learned at the first record, written beside the second batch: the claim ends after it.
+    assert (batches, recorded) == ([2, 2], 4)
     with db.read() as session:
         rows = session.execute(
             select(JobItem.status, JobItem.attempts).where(JobItem.job_id == bulk.id)
         ).all()
-    assert sorted(rows) == [("done", 1)] * 2 + [("pending", 0)] * 4
-    assert drain_queue(runtime, Task.SENTIMENT) == 5
+    assert sorted(rows) == [("done", 1)] * 4 + [("pending", 0)] * 2
+    assert drain_queue(runtime, Task.SENTIMENT) == 3
+
+
+def test_the_model_runs_the_next_batch_while_the_last_ones_are_written(
+    runtime, db, settings, monkeypatch
+):
+    import threading
+    import time
+
+    from tests.factories import claim
+
+    job = make_job(db, texts=[f"text {n}" for n in range(6)], model=settings.sentiment_model)
+    runner = runtime.runners[Task.SENTIMENT]
+    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
+    runtime.settings = settings.model_copy(update={"record_interval_s": 0.0})
+    writing = threading.Event()
+    overlapped = []
+    record = tasks.record_outcomes
+
+    def slow_record(session, **kwargs):
+        writing.set()
+        time.sleep(0.3)  # a slow database: the model should not wait for it
+        stored = record(session, **kwargs)
+        writing.clear()
+        return stored
+
+    forward = runner._forward
+
+    def watched_forward(batch, encoded):
+        # From the second batch on, a record is due before it: is it being written now?
+        overlapped.append(bool(overlapped) and writing.wait(2))
+        return forward(batch, encoded)
+
+    monkeypatch.setattr(tasks, "record_outcomes", slow_record)
+    monkeypatch.setattr(runner, "_forward", watched_forward)
+    assert _work_on(runtime, runner, claim(db, model=settings.sentiment_model)) == 6
+    assert overlapped == [False, True, True]
+    with db.read() as session:
+        assert session.get(Job, job.id).status == JobStatus.SUCCEEDED
