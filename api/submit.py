@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -60,6 +61,7 @@ class Submitter:
         webhook: Webhook | None = None,
         priority: int = SYNC_PRIORITY,
         options_at: str = "options.",
+        deadline: datetime | None = None,
     ) -> Submitted:
         """Store a job and its items in one transaction; its commit rings the task's doorbell.
 
@@ -82,7 +84,7 @@ class Submitter:
                 summarizer=summarizer_of_insights(self.settings),
             )
 
-        return self.submit_with(task, create, idempotency, options_at=options_at)
+        return self.submit_with(task, create, idempotency, options_at=options_at, deadline=deadline)
 
     def submit_with(
         self,
@@ -91,8 +93,12 @@ class Submitter:
         idempotency: Idempotency | None,
         *,
         options_at: str = "options.",
+        deadline: datetime | None = None,
     ) -> Submitted:
         """Run `create` in a write transaction (once per idempotency key); its commit rings.
+
+        With a `deadline`, items of the job not started by then end with an error
+        (shared/jobs/deadlines.py).
 
         A job whose options its model cannot honour (as its live workers recorded the
         model's limits) is refused with a 422 and nothing is written.
@@ -113,6 +119,7 @@ class Submitter:
             # Before the work of a big upload, refuse at once what the check below would.
             self._check_active_jobs(session, counting_new_job=False)
             job = create(session)
+            job.deadline = deadline
             self._check_options_fit_model(session, job, options_at=options_at)
             self._check_active_jobs(session, counting_new_job=True)
             if idempotency is not None:

@@ -24,6 +24,7 @@ from shared.job_options import (
     Strict,
     SummarizeOptions,
     check_length_range,
+    parse_deadline,
     validate_options,
 )
 from shared.states import TASK_ALIASES, JobStatus, Task
@@ -165,6 +166,26 @@ BULK_JOB_PRIORITY = 4
 FILE_PRIORITY = 2
 
 
+def _deadline_or_none(raw: Any) -> datetime | None:
+    return None if raw is None else parse_deadline(raw)
+
+
+DEADLINE_DOC = (
+    "An RFC 3339 time with a UTC offset (e.g. 2026-12-01T17:30:00Z): items not started by "
+    "then end with the error `not started before the deadline`. Within a priority, earlier "
+    "deadlines run first. A time more than a minute past is a 422."
+)
+Deadline = Annotated[
+    datetime | None, BeforeValidator(_deadline_or_none), Field(description=DEADLINE_DOC)
+]
+
+
+class JobRetry(Strict):
+    """Body of `POST /v1/jobs/{id}/retry` (optional)."""
+
+    deadline: Deadline = None
+
+
 class JobCreate(Strict):
     """Body of `POST /v1/jobs`."""
 
@@ -200,6 +221,7 @@ class JobCreate(Strict):
         description="Higher runs first. Default: 6 for up to 100 texts, 4 for larger jobs and "
         "documents (the classic endpoints use 8, file uploads 2).",
     )
+    deadline: Deadline = None
 
     def effective_priority(self) -> int:
         """Return the job's priority: as asked, or by its size (small jobs are interactive)."""
@@ -331,6 +353,10 @@ class JobRead(BaseModel):
     )
     webhook: WebhookSettings | None = None
     priority: int
+    deadline: datetime | None = Field(
+        default=None,
+        description="Items not started by then end with `not started before the deadline`.",
+    )
     queue: QueueRead | None = Field(
         default=None, description="For a queued or running job read by id: its place in line."
     )
