@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared.errors import JobNotFound, NothingToRetry
@@ -93,7 +94,7 @@ def retry_job(
                 lease_expires_at=None,
             )
         )
-    values = {
+    values: dict[str, Any] = {
         "status": JobStatus.RUNNING.value,
         "finished_at": None,
         "error_items": Job.error_items - len(texts),
@@ -155,10 +156,10 @@ def _failed_chunks_per_text(session: Session, job_id: uuid.UUID) -> Counter[int]
         .where(_failed_chunk(text, job_id))
         .group_by(JobItem.parent_id)
     ).all()
-    return Counter({int(parent_id): int(count) for parent_id, count in rows})
+    return Counter({int(parent_id or 0): int(count) for parent_id, count in rows})
 
 
-def _failed_chunk(text: type[JobItem], job_id: uuid.UUID) -> object:
+def _failed_chunk(text: Any, job_id: uuid.UUID) -> ColumnElement[bool]:
     """Return the condition: a failed chunk of the round its failed text stopped in."""
     return and_(
         JobItem.job_id == job_id,
