@@ -280,7 +280,9 @@ class Client:
         """Run a partial or failed job's failed texts again; return the job, running.
 
         `deadline` (an aware datetime or an RFC 3339 string) replaces the job's. Raises
-        TextqError (409) when there is nothing to retry, saying why.
+        TextqError (409) when there is nothing to retry, saying why; after a connection
+        broken mid-answer, the client's own second try may be that 409 (`running`) for a
+        retry that took effect: read the job to know.
         """
         return Job.model_validate(
             self._request("POST", f"/v1/jobs/{job_id}/retry", json=_retry_body(deadline))

@@ -40,6 +40,11 @@ def retry_job(
     text that failed on its own (before it was split, or in a reduce round that fit one
     window) runs again from where it stood.
 
+    Attempts count claims: a retried text that was claimed before goes out, as a text
+    whose worker was lost does, in the small groups of its history (shared/jobs/claims.py),
+    and one already at TEXTQ_MAX_ATTEMPTS is given up at once if its worker is lost again.
+    Texts that expired at a deadline were never claimed and go out as fresh ones.
+
     `deadline` replaces the job's; without one the job keeps its own, which must not have
     passed. Raises JobNotFound, and NothingToRetry (409) saying why and what is accepted:
     a job not partial or failed, one with insights or made for another job's insights,
