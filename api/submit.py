@@ -71,7 +71,7 @@ class Submitter:
         """
 
         def create(session: Session) -> Job:
-            return create_job(
+            job = create_job(
                 session,
                 tenant_id=self.tenant_id,
                 task=task,
@@ -83,8 +83,10 @@ class Submitter:
                 priority=priority,
                 summarizer=summarizer_of_insights(self.settings),
             )
+            job.deadline = deadline  # its items not started by then end with an error
+            return job
 
-        return self.submit_with(task, create, idempotency, options_at=options_at, deadline=deadline)
+        return self.submit_with(task, create, idempotency, options_at=options_at)
 
     def submit_with(
         self,
@@ -93,12 +95,8 @@ class Submitter:
         idempotency: Idempotency | None,
         *,
         options_at: str = "options.",
-        deadline: datetime | None = None,
     ) -> Submitted:
         """Run `create` in a write transaction (once per idempotency key); its commit rings.
-
-        With a `deadline`, items of the job not started by then end with an error
-        (shared/jobs/deadlines.py).
 
         A job whose options its model cannot honour (as its live workers recorded the
         model's limits) is refused with a 422 and nothing is written.
@@ -119,7 +117,6 @@ class Submitter:
             # Before the work of a big upload, refuse at once what the check below would.
             self._check_active_jobs(session, counting_new_job=False)
             job = create(session)
-            job.deadline = deadline
             self._check_options_fit_model(session, job, options_at=options_at)
             self._check_active_jobs(session, counting_new_job=True)
             if idempotency is not None:

@@ -112,7 +112,7 @@ async def create_batch(
         deadline = _deadline(fields)
 
         def ingest(session: Session) -> Job:
-            return _store_file_job(
+            job = _store_file_job(
                 session,
                 upload,
                 fields,
@@ -123,12 +123,14 @@ async def create_batch(
                 webhook=webhook,
                 priority=priority,
             )
+            job.deadline = deadline
+            return job
 
         def submit() -> Submitted:
             key = idempotency.for_request(
                 request, sorted(fields.items()), upload.filename, file=upload.file
             )
-            return submitter.submit_with(task, ingest, key, deadline=deadline)
+            return submitter.submit_with(task, ingest, key)
 
         submitted = await run_in_threadpool(submit)
     read = present(submitted.job, request, submitted.previews)
