@@ -57,11 +57,11 @@ class Submitter:
         options: dict[str, Any],
         *,
         kind: str = "texts",
+        deadline: datetime | None = None,
         idempotency: Idempotency | None = None,
         webhook: Webhook | None = None,
         priority: int = SYNC_PRIORITY,
         options_at: str = "options.",
-        deadline: datetime | None = None,
     ) -> Submitted:
         """Store a job and its items in one transaction; its commit rings the task's doorbell.
 

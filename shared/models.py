@@ -138,13 +138,6 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status_task", "status", "task"),
-        # Counted on every submission against TEXTQ_MAX_ACTIVE_JOBS_PER_TENANT.
-        Index(
-            "ix_jobs_active_tenant",
-            "tenant_id",
-            postgresql_where=text("status IN ('queued', 'running')"),
-            sqlite_where=text("status IN ('queued', 'running')"),
-        ),
         # The claim's order of an active job: by priority, then deadline (NULLs last).
         Index(
             "ix_jobs_active_claim_order",
@@ -161,6 +154,13 @@ class Job(Base):
             "deadline",
             postgresql_where=text("status IN ('queued', 'running') AND deadline IS NOT NULL"),
             sqlite_where=text("status IN ('queued', 'running') AND deadline IS NOT NULL"),
+        ),
+        # Counted on every submission against TEXTQ_MAX_ACTIVE_JOBS_PER_TENANT.
+        Index(
+            "ix_jobs_active_tenant",
+            "tenant_id",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
         ),
     )
 

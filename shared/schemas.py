@@ -214,6 +214,7 @@ class JobCreate(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     webhook_url: str | None = Field(default=None, max_length=2048)
     webhook_events: list[WebhookEventKind] | None = None
+    deadline: Deadline = None
     priority: int | None = Field(
         default=None,
         ge=0,
@@ -221,7 +222,6 @@ class JobCreate(Strict):
         description="Higher runs first. Default: 6 for up to 100 texts, 4 for larger jobs and "
         "documents (the classic endpoints use 8, file uploads 2).",
     )
-    deadline: Deadline = None
 
     def effective_priority(self) -> int:
         """Return the job's priority: as asked, or by its size (small jobs are interactive)."""
@@ -353,16 +353,16 @@ class JobRead(BaseModel):
     )
     webhook: WebhookSettings | None = None
     priority: int
-    deadline: datetime | None = Field(
-        default=None,
-        description="Items not started by then end with `not started before the deadline`.",
-    )
     queue: QueueRead | None = Field(
         default=None, description="For a queued or running job read by id: its place in line."
     )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    deadline: datetime | None = Field(
+        default=None,
+        description="Items not started by then end with `not started before the deadline`.",
+    )
     links: JobLinks
 
 

@@ -36,9 +36,9 @@ def present_job(job: Job, base_url: str) -> JobRead:
             else None
         ),
         priority=job.priority,
-        deadline=job.deadline,
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        deadline=job.deadline,
         links=JobLinks(self=link, results=f"{link}/results"),
     )
