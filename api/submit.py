@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -56,6 +57,7 @@ class Submitter:
         options: dict[str, Any],
         *,
         kind: str = "texts",
+        deadline: datetime | None = None,
         idempotency: Idempotency | None = None,
         webhook: Webhook | None = None,
         priority: int = SYNC_PRIORITY,
@@ -69,7 +71,7 @@ class Submitter:
         """
 
         def create(session: Session) -> Job:
-            return create_job(
+            job = create_job(
                 session,
                 tenant_id=self.tenant_id,
                 task=task,
@@ -81,6 +83,8 @@ class Submitter:
                 priority=priority,
                 summarizer=summarizer_of_insights(self.settings),
             )
+            job.deadline = deadline  # its items not started by then end with an error
+            return job
 
         # The texts are in memory: creating the job costs less than checking twice.
         return self.submit_with(task, create, idempotency, options_at=options_at, precheck=False)

@@ -131,6 +131,14 @@ class JobAlreadyFinished(TextqError):
     title = "Job already finished"
 
 
+class NothingToRetry(TextqError):
+    """The job has no failed items to run again: only a partial or failed job can be retried."""
+
+    status_code = 409
+    problem_type = "nothing-to-retry"
+    title = "Nothing to retry"
+
+
 class JobExpired(TextqError):
     """The job finished longer ago than the retention period; its data was purged."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -164,3 +165,37 @@ def unknown_field_message(name: str, accepted: Sequence[str], *, what: str = "fi
     near = difflib.get_close_matches(name, accepted, n=1, cutoff=0.7)
     guess = f" (did you mean {near[0]!r}?)" if near else ""
     return f"unknown {what} {name!r}{guess}; the {what}s are: {', '.join(accepted)}"
+
+
+# A deadline this far in the past is taken for a mistake (a wrong zone, a stale value),
+# not for clocks that disagree a little.
+PAST_TOLERANCE_S = 60.0
+DEADLINE_FORM = (
+    "an RFC 3339 time with a UTC offset, e.g. 2026-12-01T17:30:00Z or 2026-12-01T18:30:00+01:00"
+)
+
+
+def parse_deadline(raw: Any, *, now: datetime | None = None) -> datetime:
+    """Return the deadline written in `raw` as an aware UTC datetime.
+
+    Raises ValueError, saying the accepted form, for anything but an RFC 3339 string with
+    an offset (`Z` or `+hh:mm`), and for a time more than PAST_TOLERANCE_S in the past.
+    """
+    if isinstance(raw, datetime):
+        parsed = raw
+    elif isinstance(raw, str) and "T" in raw.upper():
+        try:
+            parsed = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            raise ValueError(f"deadline {raw!r} is not {DEADLINE_FORM}") from None
+    else:
+        raise ValueError(f"deadline {raw!r} is not {DEADLINE_FORM}")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"deadline {raw!r} has no UTC offset; give {DEADLINE_FORM}")
+    current = now or datetime.now(UTC)
+    if parsed < current - timedelta(seconds=PAST_TOLERANCE_S):
+        raise ValueError(
+            f"deadline {raw!r} passed already (it is {current:%Y-%m-%dT%H:%M:%SZ} now); give "
+            f"a time to come, {DEADLINE_FORM}"
+        )
+    return parsed.astimezone(UTC)

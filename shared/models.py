@@ -125,6 +125,9 @@ class Job(Base):
     # Higher first (0-9); among jobs of one priority, the least recently served goes next.
     priority: Mapped[int] = mapped_column(Integer, default=5, server_default="5")
     last_claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Items not started by then end with an error; earlier deadlines are claimed first
+    # within a priority (shared/jobs/deadlines.py).
+    deadline: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # Where to send signed events about this job, and which: completed, failed, progress.
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_events: Mapped[list[str] | None] = mapped_column(Json)
@@ -135,6 +138,23 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status_task", "status", "task"),
+        # The claim's order of an active job: by priority, then deadline (NULLs last).
+        Index(
+            "ix_jobs_active_claim_order",
+            "task",
+            "model",
+            "priority",
+            "deadline",
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
+        # The sweeper's look for active jobs whose deadline passed.
+        Index(
+            "ix_jobs_active_deadline",
+            "deadline",
+            postgresql_where=text("status IN ('queued', 'running') AND deadline IS NOT NULL"),
+            sqlite_where=text("status IN ('queued', 'running') AND deadline IS NOT NULL"),
+        ),
         # Counted on every submission against TEXTQ_MAX_ACTIVE_JOBS_PER_TENANT.
         Index(
             "ix_jobs_active_tenant",

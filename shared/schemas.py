@@ -24,6 +24,7 @@ from shared.job_options import (
     Strict,
     SummarizeOptions,
     check_length_range,
+    parse_deadline,
     validate_options,
 )
 from shared.states import TASK_ALIASES, JobStatus, Task
@@ -165,6 +166,26 @@ BULK_JOB_PRIORITY = 4
 FILE_PRIORITY = 2
 
 
+def _deadline_or_none(raw: Any) -> datetime | None:
+    return None if raw is None else parse_deadline(raw)
+
+
+DEADLINE_DOC = (
+    "An RFC 3339 time with a UTC offset (e.g. 2026-12-01T17:30:00Z): items not started by "
+    "then end with the error `not started before the deadline`. Within a priority, earlier "
+    "deadlines run first. A time more than a minute past is a 422."
+)
+Deadline = Annotated[
+    datetime | None, BeforeValidator(_deadline_or_none), Field(description=DEADLINE_DOC)
+]
+
+
+class JobRetry(Strict):
+    """Body of `POST /v1/jobs/{id}/retry` (optional)."""
+
+    deadline: Deadline = None
+
+
 class JobCreate(Strict):
     """Body of `POST /v1/jobs`."""
 
@@ -193,6 +214,7 @@ class JobCreate(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
     webhook_url: str | None = Field(default=None, max_length=2048)
     webhook_events: list[WebhookEventKind] | None = None
+    deadline: Deadline = None
     priority: int | None = Field(
         default=None,
         ge=0,
@@ -337,6 +359,10 @@ class JobRead(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    deadline: datetime | None = Field(
+        default=None,
+        description="Items not started by then end with `not started before the deadline`.",
+    )
     links: JobLinks
 
 

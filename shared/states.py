@@ -89,6 +89,12 @@ ITEM_TRANSITIONS: dict[ItemStatus, frozenset[ItemStatus]] = {
 }
 
 
+# The one way back from an end besides expiry: a retry (shared/jobs/retry.py) runs the
+# failed items of a partial or failed job again, `error` -> `pending` (or a text back to
+# `waiting` for its failed chunks), and the job -> `running`.
+RETRYABLE_JOB_STATUSES = frozenset({JobStatus.PARTIAL, JobStatus.FAILED})
+
+
 def job_sources(target: JobStatus) -> frozenset[JobStatus]:
     """Return the job states from which `target` may be entered."""
     return frozenset(s for s, allowed in JOB_TRANSITIONS.items() if target in allowed)

@@ -315,6 +315,27 @@ def cancel(
 
 
 @quiet_on_closed_pipe
+def retry(
+    job_id: JobIdArgument,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            help="A new deadline, RFC 3339 with an offset, e.g. 2026-12-01T17:30:00Z: texts "
+            "not started by then fail again."
+        ),
+    ] = None,
+    wait: WaitOption = False,
+    as_json: JsonOption = False,
+    url: UrlOption = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Run a partial or failed job's failed texts again (deadline-expired ones included)."""
+    with _client(url, api_key) as client:
+        job = client.retry(_job_id(job_id), deadline=deadline)
+        _ended(client, job, wait=wait, as_json=as_json)
+
+
+@quiet_on_closed_pipe
 def jobs(
     status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
     limit: Annotated[int, typer.Option(help="How many, newest first.")] = JOBS_PER_PAGE,
@@ -342,7 +363,7 @@ def jobs(
 
 def add_client_commands(app: typer.Typer) -> None:
     """Add the client commands to the `textq` command."""
-    for command in (submit, bulk, status, results, cancel, jobs):
+    for command in (submit, bulk, status, results, cancel, retry, jobs):
         app.command()(command)
 
 

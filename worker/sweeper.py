@@ -1,4 +1,7 @@
-"""Recover from lost workers and lost messages: expire stale leases and ring for orphaned work."""
+"""Recover from lost workers and lost messages: expire stale leases and ring for orphaned work.
+
+Each sweep also ends the items of jobs whose deadline passed before they started.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.jobs.after_commit import use_doorbell
 from shared.jobs.claims import expire_leases
+from shared.jobs.deadlines import expire_past_deadlines
 from shared.jobs.queue import models_awaited, tasks_waiting_for_a_worker
 from shared.jobs.result_cache import forget_results_before
 from shared.jobs.retention import jobs_past_retention, mark_expired, purge_items
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 UNSERVED_WARNING_EVERY_S = 300.0
 CACHE_EVICTION_EVERY_S = 60.0
 FORGET_UNSEEN_WORKERS_AFTER_S = 24 * 3600.0
+DEADLINE_EXPIRY_SLICE = 5000
 
 
 def purge_expired_jobs(db: Database, *, default_days: int, batch_jobs: int = 100) -> int:
@@ -84,6 +89,7 @@ class Sweeper:
                     expired.given_up,
                     extra={"action": "leases_expired"},
                 )
+            self._expire_past_deadlines()
             self._say_alive()
             self._forget_old_results()
             self._purge_past_retention()
@@ -95,6 +101,22 @@ class Sweeper:
             self._warn_about_unserved_models(awaited)
         except Exception as error:
             log.warning("sweep failed: %s", error, extra={"action": "sweep_failed"})
+
+    def _expire_past_deadlines(self) -> None:
+        """End the pending items of jobs whose deadline passed, a slice per transaction."""
+        ended = 0
+        while True:
+            with self.db.write() as session:
+                count = expire_past_deadlines(session, clock=utcnow(), limit=DEADLINE_EXPIRY_SLICE)
+            ended += count
+            if count < DEADLINE_EXPIRY_SLICE:
+                break
+        if ended:
+            log.info(
+                "%d items not started before their job's deadline",
+                ended,
+                extra={"action": "deadline_passed"},
+            )
 
     def _say_alive(self) -> None:
         """Keep this worker listed, and drop workers that died without saying so."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
@@ -18,11 +19,11 @@ from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, pr
 from api.submit import Submitted, SubmitterDep, checked_webhook, present, summarizer_of_insights
 from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
-from shared.job_options import unknown_field_message, validate_options
+from shared.job_options import parse_deadline, unknown_field_message, validate_options
 from shared.jobs.files import create_file_job
 from shared.jobs.submit import Webhook
 from shared.models import Job
-from shared.schemas import FILE_PRIORITY, JobRead, WebhookSettings
+from shared.schemas import DEADLINE_DOC, FILE_PRIORITY, JobRead, WebhookSettings
 from shared.states import TASK_ALIASES, Task
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=API_KEY_SCHEMES)
@@ -38,12 +39,14 @@ FORM_FIELDS = {
     "webhook_url": "Where to send the job's signed events.",
     "webhook_events": "Comma-separated: completed, failed, progress (default completed,failed).",
     "priority": "0 to 9, higher runs first (default 2: files wait for interactive work).",
+    "deadline": DEADLINE_DOC,
 }
 FORM_VALUES: dict[str, dict[str, Any]] = {
     "file": {"format": "binary"},
     "task": {"enum": sorted([t.value for t in Task] + list(TASK_ALIASES))},
     "format": {"enum": sorted(uploads.FORMATS)},
     "priority": {"pattern": "^[0-9]$"},
+    "deadline": {"format": "date-time"},
 }
 FORM_DOC = {
     "requestBody": {
@@ -106,9 +109,10 @@ async def create_batch(
         _refuse_too_large_file(upload, settings)
         webhook = await run_in_threadpool(_webhook, fields, settings)
         priority = _priority(fields)
+        deadline = _deadline(fields)
 
         def ingest(session: Session) -> Job:
-            return _store_file_job(
+            job = _store_file_job(
                 session,
                 upload,
                 fields,
@@ -119,6 +123,8 @@ async def create_batch(
                 webhook=webhook,
                 priority=priority,
             )
+            job.deadline = deadline
+            return job
 
         def submit() -> Submitted:
             key = idempotency.for_request(
@@ -270,6 +276,18 @@ def _priority(fields: dict[str, str]) -> int:
             errors=[{"field": "priority", "message": "0 to 9"}],
         )
     return int(raw)
+
+
+def _deadline(fields: dict[str, str]) -> datetime | None:
+    raw = fields.get("deadline")
+    if not raw:
+        return None
+    try:
+        return parse_deadline(raw)
+    except ValueError as error:
+        raise InvalidRequest(
+            str(error), errors=[{"field": "deadline", "message": str(error)}]
+        ) from None
 
 
 def _has_own_ids(kind: str, fields: dict[str, str]) -> bool:

@@ -1,12 +1,16 @@
 """The classic synchronous endpoints (`/analyze`, `/summarize`) for clients of the Flask example.
 
 Each submits an ordinary one-text job and waits for it up to TEXTQ_SYNC_TIMEOUT_S; a job
-still running then is answered with 202 and its link, like `POST /v1/jobs`.
+still running then is answered with 202 and its link, like `POST /v1/jobs`. The job's
+deadline is the end of that wait (none when it is 0 s): a text no worker started by then is
+not run at all, and its job ends `failed` with `not started before the deadline`.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -22,7 +26,7 @@ from shared.db import Database
 from shared.errors import InferenceFailed, InvalidRequest
 from shared.jobs.reads import get_job, list_item_outcomes
 from shared.model_limits import UNFIT_OPTIONS
-from shared.models import Job
+from shared.models import Job, utcnow
 from shared.schemas import (
     ClassicLabel,
     ClassicSummarizeRequest,
@@ -89,7 +93,13 @@ async def _run_and_wait(
     text: str,
     options: dict[str, Any],
 ) -> Any:
-    submitted = await run_in_threadpool(submitter.submit, task, [text], options, options_at="")
+    # Past the wait, a caller of the pipeline era has given up on its answer: a text not
+    # started by then is not run. With no wait at all (0 s), every caller is told to poll.
+    timeout_s = submitter.settings.sync_timeout_s
+    deadline = utcnow() + timedelta(seconds=timeout_s) if timeout_s > 0 else None
+    submitted = await run_in_threadpool(
+        partial(submitter.submit, options_at="", deadline=deadline), task, [text], options
+    )
     job = submitted.job
     finished = await waiter.wait(
         job.id,

@@ -75,6 +75,7 @@ def create_job(
         body.input.all_texts(),
         body.options,
         kind=body.input.kind,
+        deadline=body.deadline,
         idempotency=idempotency.for_request(request, body.model_dump(mode="json")),
         webhook=checked_webhook(body.webhook(), submitter.settings),
         priority=body.effective_priority(),

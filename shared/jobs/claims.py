@@ -12,6 +12,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.jobs.cancel import cancel_items_of_ended_jobs
+from shared.jobs.deadlines import before_deadline
 from shared.jobs.outcomes import ItemRef, store_outcomes
 from shared.jobs.rows import status_values
 from shared.jobs.work import Claim, ClaimedItem, Outcome
@@ -80,13 +81,23 @@ def claim_items(
 
 
 def _jobs_to_serve(session: Session, waiting: Any, priority: int) -> Sequence[uuid.UUID]:
-    """Return the waiting jobs of this priority, the least recently served first."""
-    return session.scalars(
-        select(Job.id)
+    """Return the waiting jobs of this priority: the one with the earliest deadline alone,
+    so the claim is all its own; without deadlines, the least recently served first.
+    """
+    rows = session.execute(
+        select(Job.id, Job.deadline)
         .where(waiting, Job.priority == priority)
-        .order_by(Job.last_claimed_at.asc().nulls_first(), Job.created_at, Job.id)
+        .order_by(
+            Job.deadline.asc().nulls_last(),
+            Job.last_claimed_at.asc().nulls_first(),
+            Job.created_at,
+            Job.id,
+        )
         .limit(MAX_JOBS_PER_CLAIM)
     ).all()
+    if rows and rows[0].deadline is not None:
+        return [rows[0].id]
+    return [row.id for row in rows]
 
 
 def _lock_candidates(
@@ -154,11 +165,15 @@ MAX_JOBS_PER_CLAIM = 64
 
 
 def _jobs_with_pending_items(*, task: Task, model: str) -> Any:
-    """Return the condition: an active job of this task and model with items to claim."""
+    """Return the condition: an active job of this task and model with items to claim.
+
+    A job whose deadline passed has none: the sweeper ends its pending items.
+    """
     return (
         (Job.task == task.value)
         & (Job.model == model)
         & Job.status.in_(status_values(ACTIVE_JOB_STATUSES))
+        & before_deadline(utcnow())
         & exists().where(JobItem.job_id == Job.id, JobItem.status == ItemStatus.PENDING.value)
     )
 

@@ -39,5 +39,6 @@ def present_job(job: Job, base_url: str) -> JobRead:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        deadline=job.deadline,
         links=JobLinks(self=link, results=f"{link}/results"),
     )
