@@ -54,7 +54,7 @@ def claim_items(
     if top is None:
         return None
     candidates = _lock_candidates(
-        session, task=task, job_ids=_jobs_to_serve(session, waiting, top), max_items=max_items
+        session, task=task, jobs=_jobs_to_serve(session, waiting, top), max_items=max_items
     )
     if not candidates:
         return None
@@ -80,11 +80,10 @@ def claim_items(
     )
 
 
-def _jobs_to_serve(session: Session, waiting: Any, priority: int) -> Sequence[uuid.UUID]:
-    """Return the waiting jobs of this priority: the one with the earliest deadline alone,
-    so the claim is all its own; without deadlines, the least recently served first.
-    """
-    rows = session.execute(
+def _jobs_to_serve(session: Session, waiting: Any, priority: int) -> Sequence[Any]:
+    """Return the waiting jobs of this priority (id, deadline): those with a deadline first,
+    the earliest first; then the least recently served."""
+    return session.execute(
         select(Job.id, Job.deadline)
         .where(waiting, Job.priority == priority)
         .order_by(
@@ -95,18 +94,24 @@ def _jobs_to_serve(session: Session, waiting: Any, priority: int) -> Sequence[uu
         )
         .limit(MAX_JOBS_PER_CLAIM)
     ).all()
-    if rows and rows[0].deadline is not None:
-        return [rows[0].id]
-    return [row.id for row in rows]
 
 
 def _lock_candidates(
-    session: Session, *, task: Task, job_ids: Sequence[uuid.UUID], max_items: int
+    session: Session, *, task: Task, jobs: Sequence[Any], max_items: int
 ) -> list[Any]:
-    """Lock each job's share of `max_items` pending items, oldest first (SKIP LOCKED)."""
+    """Lock pending items of each job in turn, oldest first (SKIP LOCKED).
+
+    A job with a deadline may fill what is left of the claim, so the earliest deadline is
+    served first, and many small jobs with deadlines (the classic endpoints') still share
+    one claim; jobs without one each get an even share of what is left.
+    """
     candidates: list[Any] = []
-    for position, job_id in enumerate(job_ids):
-        share = (max_items - len(candidates)) // (len(job_ids) - position)
+    for position, job in enumerate(jobs):
+        left = max_items - len(candidates)
+        if left <= 0:
+            break
+        share = left if job.deadline is not None else left // (len(jobs) - position)
+        job_id = job.id
         candidates += session.execute(
             select(
                 JobItem.id,

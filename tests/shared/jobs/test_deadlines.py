@@ -48,10 +48,18 @@ def test_within_a_priority_the_earliest_deadline_is_claimed_first_and_none_last(
     set_deadline(db, late, 3600)
     set_deadline(db, early, 60)
     order = []
-    while (held := claim(db, max_items=100)) is not None:
+    while (held := claim(db, max_items=3)) is not None:
         order.append({item.job_id for item in held.items})
-    # Priority still comes first; then the earliest deadline has the claim to itself.
+    # Priority still comes first; then the earliest deadline fills the claim.
     assert order == [{urgent.id}, {early.id}, {late.id}, {none.id}]
+
+
+def test_small_jobs_with_deadlines_share_a_claim_in_deadline_order(db):
+    jobs = [make_job(db, texts=[f"text {n}"]) for n in range(4)]
+    for seconds, job in zip((40, 10, 30, 20), jobs, strict=True):
+        set_deadline(db, job, seconds)
+    held = claim(db, max_items=100)
+    assert [item.job_id for item in held.items] == [jobs[i].id for i in (1, 3, 2, 0)]
 
 
 def test_a_job_past_its_deadline_is_not_claimed_and_its_unstarted_items_end(db):
