@@ -49,6 +49,7 @@ async def _clients(
     jobs: Sequence[Any],
     one: Callable[[httpx.AsyncClient, Any], Awaitable[None]],
     base_url: str,
+    headers: dict[str, str] | None = None,
 ) -> None:
     """Run `one` for every job from `count` concurrent clients, each with its connection."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -56,7 +57,7 @@ async def _clients(
         queue.put_nowait(job)
 
     async def client() -> None:
-        async with httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT) as http:
+        async with httpx.AsyncClient(base_url=base_url, timeout=TIMEOUT, headers=headers) as http:
             while not queue.empty():
                 await one(http, queue.get_nowait())
 
@@ -64,7 +65,12 @@ async def _clients(
 
 
 def run_requests(
-    base_url: str, path: str, bodies: Sequence[dict[str, Any]], *, clients: int
+    base_url: str,
+    path: str,
+    bodies: Sequence[dict[str, Any]],
+    *,
+    clients: int,
+    headers: dict[str, str] | None = None,
 ) -> Run:
     """POST each body to a synchronous endpoint from `clients` concurrent clients."""
     latencies: list[float] = []
@@ -75,7 +81,7 @@ def run_requests(
         latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
-    asyncio.run(_clients(clients, bodies, one, base_url))
+    asyncio.run(_clients(clients, bodies, one, base_url, headers))
     return Run(len(bodies), time.perf_counter() - started, latencies)
 
 
@@ -97,7 +103,13 @@ async def submit_and_wait(http: httpx.AsyncClient, body: dict[str, Any]) -> dict
             return {"job": job, "results": results}
 
 
-def run_jobs(base_url: str, bodies: Sequence[dict[str, Any]], *, clients: int) -> Run:
+def run_jobs(
+    base_url: str,
+    bodies: Sequence[dict[str, Any]],
+    *,
+    clients: int,
+    headers: dict[str, str] | None = None,
+) -> Run:
     """Submit each body as a textq job from `clients` concurrent clients, to results."""
     latencies: list[float] = []
     items = 0
@@ -110,5 +122,5 @@ def run_jobs(base_url: str, bodies: Sequence[dict[str, Any]], *, clients: int) -
         items += len(done["results"])
 
     started = time.perf_counter()
-    asyncio.run(_clients(clients, bodies, one, base_url))
+    asyncio.run(_clients(clients, bodies, one, base_url, headers))
     return Run(items, time.perf_counter() - started, latencies)

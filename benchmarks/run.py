@@ -1,6 +1,6 @@
 """Run every benchmark: the naive seed server and textq, side by side, in one script.
 
-    python -m benchmarks.run [--quick] [--only bulk,small,summarize,model,memory]
+    python -m benchmarks.run [--quick] [--only bulk,small,summarize,model,memory,pipeline]
 
 Writes benchmarks/results/<time>.json and latest.json, prints a markdown table with the
 ratios, and puts that table in the README between the bench markers.
@@ -215,7 +215,10 @@ def ratio(a: float, b: float) -> str:
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = ["| workload | naive | textq | textq / naive | target |", "|---|---|---|---|---|"]
+    rows = [
+        "| full-size model | naive | textq | textq / naive | target |",
+        "|---|---|---|---|---|",
+    ]
     e2e = result.get("end_to_end", {})
     if "bulk" in e2e:
         n, t = e2e["bulk"]["naive"], e2e["bulk"]["textq"]
@@ -254,6 +257,12 @@ def table(result: dict[str, Any]) -> str:
             f"{m['bf16']['gflops']:.0f} | {m['bf16']['gflops'] / m['peak_gflops']['bfloat16']:.0%} "
             "| >= 60% |"
         )
+    if "model" in result and "bulk" in e2e:
+        alone, bulk = result["model"]["bf16"]["texts_per_s"], e2e["bulk"]["textq"]["rate_per_s"]
+        rows.append(
+            f"| bulk end to end / model alone bf16, same texts (texts/s) | {alone:.1f} | "
+            f"{bulk:.1f} | {bulk / alone:.0%} | >= 95% |"
+        )
     if "memory" in result:
         small, large = list(result["memory"].values())
         rows.append(
@@ -261,6 +270,10 @@ def table(result: dict[str, Any]) -> str:
             f"items (MB) | {small['peak_rss_mb']:.0f} | {large['peak_rss_mb']:.0f} | "
             f"{ratio(large['peak_rss_mb'], small['peak_rss_mb'])} | <= 1.1x |"
         )
+    if "pipeline" in result:
+        from benchmarks import pipeline  # it builds on this module's services
+
+        rows += ["", pipeline.table(result["pipeline"])]
     return "\n".join(rows)
 
 
@@ -277,7 +290,7 @@ def update_readme(markdown: str, marker: str = "bench") -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a tenth of each workload")
-    parser.add_argument("--only", default="bulk,small,summarize,model,memory")
+    parser.add_argument("--only", default="bulk,small,summarize,model,memory,pipeline")
     parser.add_argument("--no-readme", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -298,6 +311,12 @@ def main() -> None:
         result["model"] = modelonly.run(models["sentiment"], data.feedback(int(5000 * scale)))
     if "memory" in only:
         result["memory"] = memory(scale, logs)
+    if "pipeline" in only:
+        from benchmarks import pipeline
+
+        result["pipeline"] = pipeline.run(
+            rows=int(pipeline.ROWS * scale), jobs=int(pipeline.JOBS * scale), rate=200.0
+        )
     result["duration_s"] = round(time.perf_counter() - started)
     markdown = table(result)
     result["table"] = markdown
