@@ -128,6 +128,13 @@ async def create_batch(
     media_type = media_type_of(request)
     if media_type == "application/json" or media_type.endswith("+json"):
         data = await read_json(request, max_bytes=settings.max_request_bytes)
+        if isinstance(data, dict) and "input_url" not in data:
+            raise InvalidRequest(
+                "A JSON body fetches the file from `input_url` "
+                '({"task": "sentiment", "input_url": "https://..."}); to upload the file, '
+                "send multipart/form-data (curl -F file=@feedback.csv -F task=sentiment).",
+                errors=[{"field": "input_url", "message": "required"}],
+            )
         fields = parse_body(BatchCreate, data, settings=settings).form_fields()
         submitted = await _submit(request, submitter, settings, tenant_id, fields, None)
     else:
@@ -136,8 +143,9 @@ async def create_batch(
         async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
             upload = form.get("file")
             fields = {name: value for name, value in form.items() if isinstance(value, str)}
-            _refuse_unknown_fields(list(form.keys()))
             file = upload if isinstance(upload, UploadFile) else None
+            _input_url(fields, file)  # a missing file first: the likeliest mistake
+            _refuse_unknown_fields(list(form.keys()))
             submitted = await _submit(request, submitter, settings, tenant_id, fields, file)
     read = present(submitted.job, request, submitted.previews)
     response.headers["Location"] = read.links.self
