@@ -71,6 +71,10 @@ class OutputSender:
             timeout=self.settings.webhook_timeout_s, follow_redirects=False, trust_env=False
         )
 
+    def close(self) -> None:
+        """Close the connections kept open to receivers."""
+        self.client.close()
+
     def deliver(self, job_id: str) -> str | None:
         """Attempt a delivery once; return its status after the attempt (None: not pending)."""
         with self.db.read() as session:
