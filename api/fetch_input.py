@@ -126,7 +126,7 @@ def _check_answer(response: httpx.Response, host: str, limit: int) -> None:
             f"input_url on {host} answered HTTP {response.status_code} ({what}); "
             "nothing was stored. Give a URL that answers 200 with the file.",
             host=host,
-            status=response.status_code,
+            upstream_status=response.status_code,
         )
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:

@@ -87,6 +87,8 @@ FORM_DOC = {
         },
     }
 }
+# A form without a file part (input_url) may come url-encoded, as `curl -d` sends it.
+FORM_MEDIA_TYPES = {"multipart/form-data", "application/x-www-form-urlencoded"}
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
 
 
@@ -279,7 +281,7 @@ def _refuse_before_reading(request: Request, settings: Settings) -> None:
             f"The upload is {declared} bytes; the limit is {settings.max_upload_bytes} "
             "(TEXTQ_MAX_UPLOAD_BYTES)."
         )
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if media_type_of(request) not in FORM_MEDIA_TYPES:
         raise InvalidRequest(
             "Send the file as multipart/form-data with fields `file` and `task` "
             "(curl -F file=@feedback.csv -F task=sentiment), or a JSON body with "
