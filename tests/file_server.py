@@ -33,6 +33,7 @@ class FileServer:
     then 200s; records every request."""
 
     files: dict[str, Served] = field(default_factory=dict)
+    fallback: Served | None = None  # what a path not in `files` gets (None: a 404)
     planned_puts: deque[int] = field(default_factory=deque)
     received: list[Request] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
@@ -57,7 +58,7 @@ class FileServer:
 
             def do_GET(self) -> None:
                 self._record(b"")
-                served = owner.files.get(self.path.split("?")[0])
+                served = owner.files.get(self.path.split("?")[0], owner.fallback)
                 if served is None:
                     served = Served(b"not found", status=404)
                 self.send_response(served.status)
