@@ -12,11 +12,11 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
-from api import idempotency, uploads
+from api import batch_fields, idempotency, uploads
 from api.body import media_type_of, parse_body, parse_json, read_json
 from api.deps import SettingsDep, TenantDep
 from api.errors import invalid_request
-from api.fetch_input import check_input_url, check_output_url, fetch_input
+from api.fetch_input import check_input_url, fetch_input
 from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
 from api.submit import (
     Submitted,
@@ -89,7 +89,6 @@ FORM_DOC = {
 }
 # A form without a file part (input_url) may come url-encoded, as `curl -d` sends it.
 FORM_MEDIA_TYPES = {"multipart/form-data", "application/x-www-form-urlencoded"}
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
 
 
 @router.post(
@@ -146,7 +145,7 @@ async def create_batch(
             upload = form.get("file")
             fields = {name: value for name, value in form.items() if isinstance(value, str)}
             file = upload if isinstance(upload, UploadFile) else None
-            _input_url(fields, file)  # a missing file first: the likeliest mistake
+            batch_fields.input_url(fields, file)  # a missing file first: the likeliest mistake
             _refuse_unknown_fields(list(form.keys()))
             submitted = await _submit(request, submitter, settings, tenant_id, fields, file)
     read = present(submitted.job, request, submitted.previews)
@@ -165,14 +164,14 @@ async def _submit(
     upload: UploadFile | None,
 ) -> Submitted:
     """Check the fields, get the file (uploaded or fetched), and store it as one job."""
-    input_url = _input_url(fields, upload)
+    input_url = batch_fields.input_url(fields, upload)
     task, options = _task_and_options(fields)
     if upload is not None:
         _refuse_too_large_file(upload, settings)
     webhook = await run_in_threadpool(_webhook, fields, settings)
-    output = await run_in_threadpool(_output, fields, settings)
+    output = await run_in_threadpool(batch_fields.output, fields, settings)
     priority = _priority(fields)
-    expires_after_s = _expires_after_s(fields)
+    expires_after_s = batch_fields.expires_after_s(fields)
     if input_url is not None:
         await run_in_threadpool(check_input_url, input_url, settings)
         fetched = await run_in_threadpool(fetch_input, input_url, settings)
@@ -222,55 +221,6 @@ class Source:
     file: BinaryIO
     filename: str | None
     meta: dict[str, Any]
-
-
-def _input_url(fields: dict[str, str], upload: UploadFile | None) -> str | None:
-    """Return the `input_url` to fetch (None: the upload), or refuse both or neither."""
-    url = fields.get("input_url") or None
-    if url is not None and upload is not None:
-        raise InvalidRequest(
-            "Give the file as `file` or as `input_url`, not both.",
-            errors=[{"field": "input_url", "message": "not with file"}],
-        )
-    if url is None and upload is None:
-        raise InvalidRequest(
-            "The request has no file: upload it in field `file`, or give `input_url` "
-            "(curl -F file=@feedback.csv -F task=sentiment).",
-            errors=[{"field": "file", "message": "required (or input_url)"}],
-        )
-    return url
-
-
-def _output(fields: dict[str, str], settings: Settings) -> tuple[str, bool] | None:
-    """Return the checked `output_url` and whether to gzip, or None without one."""
-    url = fields.get("output_url") or None
-    raw_gzip = fields.get("output_gzip", "").strip().lower()
-    if raw_gzip not in _TRUE | _FALSE:
-        raise InvalidRequest(
-            f"output_gzip must be true or false, not {fields['output_gzip']!r}",
-            errors=[{"field": "output_gzip", "message": "true or false"}],
-        )
-    if url is None:
-        if raw_gzip in _TRUE:
-            raise InvalidRequest(
-                "output_gzip needs an output_url",
-                errors=[{"field": "output_gzip", "message": "needs an output_url"}],
-            )
-        return None
-    check_output_url(url, settings)
-    return url, raw_gzip in _TRUE
-
-
-def _expires_after_s(fields: dict[str, str]) -> int | None:
-    raw = fields.get("expires_after_s")
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) < 1 or len(raw) > 10:
-        raise InvalidRequest(
-            f"expires_after_s must be a positive whole number of seconds, not {raw!r}",
-            errors=[{"field": "expires_after_s", "message": "a positive integer"}],
-        )
-    return int(raw)
 
 
 def _refuse_before_reading(request: Request, settings: Settings) -> None:
