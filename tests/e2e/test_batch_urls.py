@@ -46,7 +46,9 @@ def wait_for(predicate, what, timeout_s=60):
     raise AssertionError(f"{what} not seen in {timeout_s} s")
 
 
-def test_a_batch_from_a_url_runs_and_its_results_are_put_to_the_output_url(http, files, hooks):
+def test_a_batch_from_a_url_runs_and_its_results_are_put_to_the_output_url(
+    http, service, files, hooks
+):
     files.files["/in/feedback.csv.gz"] = Served(csv_gz())
     files.planned_puts = deque([503])  # the first PUT fails; the retry is delivered
     submitted = http.post(
