@@ -7,6 +7,7 @@ from collections import deque
 import pytest
 
 from shared.jobs.outcomes import record_outcomes
+from shared.jobs.cancel import delete_job
 from shared.jobs.output_delivery import add_output_delivery
 from shared.jobs.submit import Webhook, create_job
 from shared.jobs.work import Outcome
@@ -185,3 +186,13 @@ def test_the_job_shows_its_delivery_and_never_the_url(db, out_settings, files):
     assert "X-Amz-Signature" not in json.dumps(shown)
     with db.read() as session:
         assert webhook_events.list_events(session, job_id=job_id) == []
+
+
+def test_deleting_a_job_deletes_its_delivery_and_nothing_is_sent(db, out_settings, files):
+    job_id = job_with_output(db, files.url("/out/r.jsonl"))
+    with db.write() as session:
+        delete_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job_id)
+    with db.read() as session:
+        assert session.get(OutputDelivery, job_id) is None
+    dispatch(db, out_settings)
+    assert files.puts == []
