@@ -6,8 +6,8 @@ from collections import deque
 
 import pytest
 
-from shared.jobs.outcomes import record_outcomes
 from shared.jobs.cancel import delete_job
+from shared.jobs.outcomes import record_outcomes
 from shared.jobs.output_delivery import add_output_delivery
 from shared.jobs.submit import Webhook, create_job
 from shared.jobs.work import Outcome
