@@ -34,11 +34,16 @@ from shared.config import Settings, get_settings
 from shared.db import Database
 from shared.jobs.after_commit import use_doorbell
 from shared.logs import configure_logging
-from shared.schemas import ClassicSummarizeRequest, ClassicTextRequest, JobCreate
+from shared.schemas import BatchCreate, ClassicSummarizeRequest, ClassicTextRequest, JobCreate
 from shared.tracing import instrument_api, setup_tracing
 
 # Bodies read by api.body.json_body, which FastAPI does not see as body parameters.
-DOCUMENTED_BODIES: list[type[BaseModel]] = [JobCreate, ClassicTextRequest, ClassicSummarizeRequest]
+DOCUMENTED_BODIES: list[type[BaseModel]] = [
+    JobCreate,
+    BatchCreate,
+    ClassicTextRequest,
+    ClassicSummarizeRequest,
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -21,6 +21,7 @@ from shared.jobs.after_commit import run_after_commit, wake_workers
 from shared.jobs.insights import Summarizer
 from shared.jobs.presenting import present_job
 from shared.jobs.reads import text_previews
+from shared.jobs.retention import check_expiry_within_retention
 from shared.jobs.submit import (
     PREVIEW_CHARS,
     Webhook,
@@ -62,6 +63,7 @@ class Submitter:
         webhook: Webhook | None = None,
         priority: int = SYNC_PRIORITY,
         options_at: str = "options.",
+        expires_after_s: int | None = None,
     ) -> Submitted:
         """Store a job and its items in one transaction; its commit rings the task's doorbell.
 
@@ -82,6 +84,7 @@ class Submitter:
                 webhook=webhook,
                 priority=priority,
                 summarizer=summarizer_of_insights(self.settings),
+                expires_after_s=expires_after_s,
             )
             job.deadline = deadline  # its items not started by then end with an error
             return job
@@ -122,6 +125,13 @@ class Submitter:
                 # Before the work of a big upload, refuse at once what the check below would.
                 self._check_active_jobs(session, counting_new_job=False)
             job = create(session)
+            if job.expires_after_s is not None:
+                check_expiry_within_retention(
+                    session,
+                    tenant_id=self.tenant_id,
+                    expires_after_s=job.expires_after_s,
+                    default_days=self.settings.retention_days,
+                )
             self._check_options_fit_model(session, job, options_at=options_at)
             self._check_active_jobs(session, counting_new_job=True)
             if idempotency is not None:

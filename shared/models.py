@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -131,6 +132,11 @@ class Job(Base):
     # Where to send signed events about this job, and which: completed, failed, progress.
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     webhook_events: Mapped[list[str] | None] = mapped_column(Json)
+    # Seconds after the end when the job's results are purged (never past retention).
+    expires_after_s: Mapped[int | None] = mapped_column(Integer)
+    # The output delivery as clients see it (url_host, status, attempts, ...), kept in step
+    # with its `output_deliveries` row so presenting a job needs no second query.
+    output: Mapped[dict[str, Any] | None] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -161,6 +167,12 @@ class Job(Base):
             "tenant_id",
             postgresql_where=text("status IN ('queued', 'running')"),
             sqlite_where=text("status IN ('queued', 'running')"),
+        ),
+        Index(
+            "ix_jobs_expiring",
+            "finished_at",
+            postgresql_where=text("expires_after_s IS NOT NULL"),
+            sqlite_where=text("expires_after_s IS NOT NULL"),
         ),
     )
 
@@ -279,6 +291,41 @@ class WebhookEvent(Base):
         Index("ix_webhook_events_job", "job_id", "created_at"),
         Index(
             "ix_webhook_events_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+    )
+
+
+class OutputDelivery(Base):
+    """A job's results to PUT to its `output_url` once it ends (outbox, like webhook events).
+
+    Written with the job; due once the job has ended; claimed under a lease by the webhooks
+    process and retried on the webhook schedule. `url` is a presigned URL: a secret, never
+    shown or logged (clients see its host).
+    """
+
+    __tablename__ = "output_deliveries"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    gzip: Mapped[bool] = mapped_column(Boolean)
+    # pending -> delivered | failed (retries used up, or the job has no results to send)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    __table_args__ = (
+        Index(
+            "ix_output_deliveries_due",
             "next_attempt_at",
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -222,6 +223,12 @@ class JobCreate(Strict):
         description="Higher runs first. Default: 6 for up to 100 texts, 4 for larger jobs and "
         "documents (the classic endpoints use 8, file uploads 2).",
     )
+    expires_after_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Delete the job's results this many seconds after it ends (at most the "
+        "tenant's retention).",
+    )
 
     def effective_priority(self) -> int:
         """Return the job's priority: as asked, or by its size (small jobs are interactive)."""
@@ -330,6 +337,91 @@ class JobLinks(BaseModel):
     results: str
 
 
+class BatchCreate(Strict):
+    """JSON body of `POST /v1/batches`: a file fetched from `input_url` instead of uploaded.
+
+    The same fields as the multipart form, typed: `options` an object, `webhook_events` a
+    list, `priority` and `expires_after_s` integers.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "task": "sentiment",
+                    "input_url": "https://bucket.s3.amazonaws.com/feedback.csv.gz?X-Amz-Signature=...",
+                    "output_url": "https://bucket.s3.amazonaws.com/results.jsonl.gz?X-Amz-Signature=...",
+                    "output_gzip": True,
+                    "expires_after_s": 86400,
+                }
+            ]
+        },
+    )
+
+    task: TaskName
+    input_url: str = Field(
+        max_length=8192,
+        pattern="^[Hh][Tt][Tt][Pp][Ss]?://",
+        description="An http(s) URL of the CSV or JSONL file (gzip too); presigned URLs work.",
+    )
+    text_column: str | None = Field(default=None, max_length=200)
+    id_column: str | None = Field(default=None, max_length=200)
+    options: dict[str, Any] = Field(default_factory=dict)
+    format: str | None = Field(default=None, max_length=20)
+    encoding: str | None = Field(default=None, max_length=40)
+    webhook_url: str | None = Field(default=None, max_length=2048)
+    webhook_events: list[WebhookEventKind] | None = None
+    priority: int | None = Field(default=None, ge=0, le=9)
+    output_url: str | None = Field(
+        default=None,
+        max_length=8192,
+        pattern="^[Hh][Tt][Tt][Pp][Ss]?://",
+        description="Where to PUT the results as JSON Lines once the job ends (presigned PUT "
+        "URLs work).",
+    )
+    output_gzip: bool = Field(default=False, description="PUT the results gzip-compressed.")
+    expires_after_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Delete the job's results this many seconds after it ends (at most the "
+        "tenant's retention).",
+    )
+    deadline: Deadline = None
+
+    def form_fields(self) -> dict[str, str]:
+        """Return the body as the multipart form's fields (strings), as the route reads them."""
+        fields = {
+            "task": self.task.value,
+            "input_url": self.input_url,
+            "text_column": self.text_column,
+            "id_column": self.id_column,
+            "options": json.dumps(self.options) if self.options else None,
+            "format": self.format,
+            "encoding": self.encoding,
+            "webhook_url": self.webhook_url,
+            "webhook_events": ",".join(self.webhook_events) if self.webhook_events else None,
+            "priority": None if self.priority is None else str(self.priority),
+            "output_url": self.output_url,
+            "output_gzip": "true" if self.output_gzip else None,
+            "expires_after_s": None if self.expires_after_s is None else str(self.expires_after_s),
+            "deadline": None if self.deadline is None else self.deadline.isoformat(),
+        }
+        return {name: value for name, value in fields.items() if value is not None}
+
+
+class OutputRead(BaseModel):
+    """Where a job's results are PUT once it ends (`output_url`), and how that went."""
+
+    url_host: str = Field(description="The output URL's host; the URL itself is never shown.")
+    gzip: bool
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_error: str | None = None
+    delivered_at: datetime | None = None
+
+
 class JobRead(BaseModel):
     """A job as clients see it."""
 
@@ -355,6 +447,16 @@ class JobRead(BaseModel):
     priority: int
     queue: QueueRead | None = Field(
         default=None, description="For a queued or running job read by id: its place in line."
+    )
+    output: OutputRead | None = Field(
+        default=None, description="Jobs with an `output_url`: the delivery of their results."
+    )
+    expires_after_s: int | None = Field(
+        default=None, description="Seconds after the end when the job's results are deleted."
+    )
+    expires_at: datetime | None = Field(
+        default=None,
+        description="Once a job with `expires_after_s` has ended: when its results are deleted.",
     )
     created_at: datetime
     started_at: datetime | None

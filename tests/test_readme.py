@@ -21,8 +21,9 @@ shows that very error. Commands in skipped blocks and the inline commands of the
 against what exists: the command's words and options, the Makefile's targets, the API's
 routes, the settings, the modules.
 
-Placeholders are few: the README speaks of `localhost:8000` and a receiver on port 8080,
-and the test serves on free ports instead (SUBSTITUTIONS).
+Placeholders are few: the README speaks of `localhost:8000`, a receiver on port 8080 and a
+bucket on 8081, and the test serves on free ports instead (SUBSTITUTIONS). A background server
+the next commands call at once says so: `ready when it prints "Y"` in its marker.
 """
 
 from __future__ import annotations
@@ -235,6 +236,13 @@ def run_python(block: Block, shell: Shell, number: int) -> None:
         assert expected, f"{block.where()}: a background block says what it must print"
         process = start_python(script, shell)
         shell.background.append((process, expected.group(1), block))
+        # A server the next commands call at once says when it listens.
+        if ready := re.search(r'ready when it prints "([^"]+)"', block.reason):
+            deadline = time.monotonic() + BACKGROUND_WAIT_S
+            while ready.group(1) not in process.output():
+                assert process.popen.poll() is None, f"{block.where()}\n{process.output()}"
+                assert time.monotonic() < deadline, f"{block.where()} never ready"
+                time.sleep(0.05)
         return
     ran = subprocess.run(
         [sys.executable, str(script)],
@@ -321,6 +329,7 @@ def test_every_block_of_the_readme_runs_as_pasted(tmp_path, model_dirs):
             r"\blocalhost:8000\b": f"127.0.0.1:{port}",
             r"\b127\.0\.0\.1:8000\b": f"127.0.0.1:{port}",
             r"\b8080\b": str(receiver_port),
+            r"\b8081\b": str(free_port()),
         },
     )
     started = time.monotonic()

@@ -1,35 +1,48 @@
-"""`/v1/batches`: submit a bulk file (CSV or JSONL) as one job, streamed into the database."""
+"""`/v1/batches`: submit a bulk file (CSV or JSONL, uploaded or fetched from a URL) as one job,
+streamed into the database."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import UploadFile
 
-from api import idempotency, uploads
-from api.body import parse_json
+from api import batch_fields, idempotency, uploads
+from api.body import media_type_of, parse_body, parse_json, read_json
 from api.deps import SettingsDep, TenantDep
 from api.errors import invalid_request
+from api.fetch_input import check_input_url, fetch_input
 from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
-from api.submit import Submitted, SubmitterDep, checked_webhook, present, summarizer_of_insights
+from api.submit import (
+    Submitted,
+    Submitter,
+    SubmitterDep,
+    checked_webhook,
+    present,
+    summarizer_of_insights,
+)
 from shared.config import Settings
 from shared.errors import InvalidRequest, RequestTooLarge
 from shared.job_options import parse_deadline, unknown_field_message, validate_options
 from shared.jobs.files import create_file_job
+from shared.jobs.output_delivery import add_output_delivery
 from shared.jobs.submit import Webhook
 from shared.models import Job
-from shared.schemas import DEADLINE_DOC, FILE_PRIORITY, JobRead, WebhookSettings
+from shared.schemas import DEADLINE_DOC, FILE_PRIORITY, BatchCreate, JobRead, WebhookSettings
 from shared.states import TASK_ALIASES, Task
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"], dependencies=API_KEY_SCHEMES)
 
 FORM_FIELDS = {
-    "file": "The CSV or JSONL file (may be gzip-compressed).",
+    "file": "The CSV or JSONL file (may be gzip-compressed); or give `input_url` instead.",
+    "input_url": "An http(s) URL to fetch the file from instead of uploading it (presigned "
+    "GET URLs of S3, GCS and Azure work).",
     "task": "sentiment or summarize.",
     "text_column": "CSV: the column with the text (default `text`); JSONL: the key.",
     "id_column": "CSV: the column with each row's id; JSONL: the key (default `custom_id`).",
@@ -39,13 +52,22 @@ FORM_FIELDS = {
     "webhook_url": "Where to send the job's signed events.",
     "webhook_events": "Comma-separated: completed, failed, progress (default completed,failed).",
     "priority": "0 to 9, higher runs first (default 2: files wait for interactive work).",
+    "output_url": "Where to PUT the results as JSON Lines once the job ends (presigned PUT "
+    "URLs work).",
+    "output_gzip": "true: PUT the results gzip-compressed (default false).",
+    "expires_after_s": "Delete the job's results this many seconds after it ends (at most "
+    "the tenant's retention).",
     "deadline": DEADLINE_DOC,
 }
 FORM_VALUES: dict[str, dict[str, Any]] = {
     "file": {"format": "binary"},
+    "input_url": {"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
+    "output_url": {"pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"},
     "task": {"enum": sorted([t.value for t in Task] + list(TASK_ALIASES))},
     "format": {"enum": sorted(uploads.FORMATS)},
     "priority": {"pattern": "^[0-9]$"},
+    "output_gzip": {"enum": ["true", "false"]},
+    "expires_after_s": {"pattern": "^[1-9][0-9]{0,9}$"},
     "deadline": {"format": "date-time"},
 }
 FORM_DOC = {
@@ -55,7 +77,7 @@ FORM_DOC = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "required": ["file", "task"],
+                    "required": ["task"],
                     "additionalProperties": False,
                     "properties": {
                         name: {"type": "string", "description": doc} | FORM_VALUES.get(name, {})
@@ -63,10 +85,13 @@ FORM_DOC = {
                     },
                 },
                 "example": {"file": "id,text\n1,I love it\n2,meh\n", "task": "sentiment"},
-            }
+            },
+            "application/json": {"schema": {"$ref": "#/components/schemas/BatchCreate"}},
         },
     }
 }
+# A form without a file part (input_url) may come url-encoded, as `curl -d` sends it.
+FORM_MEDIA_TYPES = {"multipart/form-data", "application/x-www-form-urlencoded"}
 
 
 @router.post(
@@ -82,7 +107,10 @@ FORM_DOC = {
             415,
             422,
             s400="The form is malformed or has too many fields, or `options` is not JSON.",
+            s413="The file (uploaded or fetched) is over TEXTQ_MAX_UPLOAD_BYTES.",
             s415="The file is not text this server reads (a spreadsheet, an image, ...).",
+            s422="A field is invalid, a URL points where textq may not go, or fetching "
+            "`input_url` failed (its host and the reason are named).",
         ),
     },
     openapi_extra=FORM_DOC | IDEMPOTENCY_KEY,
@@ -96,48 +124,108 @@ async def create_batch(
 ) -> JobRead:
     """Submit a file of texts as one job; each row's outcome is a line of its results.
 
-    An `Idempotency-Key` header makes a retried upload of the same file and fields within
-    24 h answer `200` with the job the first try created.
+    The file is uploaded (multipart `file`) or fetched from `input_url` (a form field, or
+    a JSON body). With `output_url` the results are PUT there as JSON Lines once the job
+    ends. An `Idempotency-Key` header makes a retried submission of the same file and
+    fields within 24 h answer `200` with the job the first try created.
     """
-    _refuse_before_reading(request, settings)
-    # The file part is spooled to a temporary file, never held in memory.
-    async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
-        upload = _file_of(form)
-        fields = {name: value for name, value in form.items() if isinstance(value, str)}
-        _refuse_unknown_fields(list(form.keys()))
-        task, options = _task_and_options(fields)
-        _refuse_too_large_file(upload, settings)
-        webhook = await run_in_threadpool(_webhook, fields, settings)
-        priority = _priority(fields)
-        deadline = _deadline(fields)
-
-        def ingest(session: Session) -> Job:
-            job = _store_file_job(
-                session,
-                upload,
-                fields,
-                settings,
-                tenant_id=tenant_id,
-                task=task,
-                options=options,
-                webhook=webhook,
-                priority=priority,
+    media_type = media_type_of(request)
+    if media_type == "application/json" or media_type.endswith("+json"):
+        data = await read_json(request, max_bytes=settings.max_request_bytes)
+        if isinstance(data, dict) and "input_url" not in data:
+            raise InvalidRequest(
+                "A JSON body fetches the file from `input_url` "
+                '({"task": "sentiment", "input_url": "https://..."}); to upload the file, '
+                "send multipart/form-data (curl -F file=@feedback.csv -F task=sentiment).",
+                errors=[{"field": "input_url", "message": "required"}],
             )
-            job.deadline = deadline
-            return job
-
-        def submit() -> Submitted:
-            key = idempotency.for_request(
-                request, sorted(fields.items()), upload.filename, file=upload.file
-            )
-            return submitter.submit_with(task, ingest, key)
-
-        submitted = await run_in_threadpool(submit)
+        fields = parse_body(BatchCreate, data, settings=settings).form_fields()
+        submitted = await _submit(request, submitter, settings, tenant_id, fields, None)
+    else:
+        _refuse_before_reading(request, settings)
+        # The file part is spooled to a temporary file, never held in memory.
+        async with request.form(max_files=1, max_fields=len(FORM_FIELDS)) as form:
+            upload = form.get("file")
+            fields = {name: value for name, value in form.items() if isinstance(value, str)}
+            file = upload if isinstance(upload, UploadFile) else None
+            batch_fields.input_url(fields, file)  # a missing file first: the likeliest mistake
+            _refuse_unknown_fields(list(form.keys()))
+            submitted = await _submit(request, submitter, settings, tenant_id, fields, file)
     read = present(submitted.job, request, submitted.previews)
     response.headers["Location"] = read.links.self
     if not submitted.created:
         response.status_code = status.HTTP_200_OK
     return read
+
+
+async def _submit(
+    request: Request,
+    submitter: Submitter,
+    settings: Settings,
+    tenant_id: str,
+    fields: dict[str, str],
+    upload: UploadFile | None,
+) -> Submitted:
+    """Check the fields, get the file (uploaded or fetched), and store it as one job."""
+    input_url = batch_fields.input_url(fields, upload)
+    task, options = _task_and_options(fields)
+    if upload is not None:
+        _refuse_too_large_file(upload, settings)
+    webhook = await run_in_threadpool(_webhook, fields, settings)
+    output = await run_in_threadpool(batch_fields.output, fields, settings)
+    priority = _priority(fields)
+    expires_after_s = batch_fields.expires_after_s(fields)
+    deadline = _deadline(fields)
+    if input_url is not None:
+        await run_in_threadpool(check_input_url, input_url, settings)
+        fetched = await run_in_threadpool(fetch_input, input_url, settings)
+        source = Source(cast(BinaryIO, fetched.file), fetched.filename, {"url_host": fetched.host})
+    else:
+        assert upload is not None
+        source = Source(upload.file, upload.filename, {})
+
+    def ingest(session: Session) -> Job:
+        job = _store_file_job(
+            session,
+            source,
+            fields,
+            settings,
+            tenant_id=tenant_id,
+            task=task,
+            options=options,
+            webhook=webhook,
+            priority=priority,
+            expires_after_s=expires_after_s,
+        )
+        if output is not None:
+            add_output_delivery(session, job, url=output[0], gzip=output[1])
+        job.deadline = deadline
+        return job
+
+    def submit() -> Submitted:
+        # A fetched file is named by its URL: fetched again, the same URL is the same request.
+        key = idempotency.for_request(
+            request,
+            sorted(fields.items()),
+            source.filename,
+            file=source.file if input_url is None else None,
+        )
+        return submitter.submit_with(task, ingest, key)
+
+    try:
+        return await run_in_threadpool(submit)
+    finally:
+        if input_url is not None:
+            source.file.close()
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a batch's bytes are read from: an upload's spool, or a fetched URL's."""
+
+    file: BinaryIO
+    filename: str | None
+    meta: dict[str, Any]
 
 
 def _refuse_before_reading(request: Request, settings: Settings) -> None:
@@ -148,22 +236,12 @@ def _refuse_before_reading(request: Request, settings: Settings) -> None:
             f"The upload is {declared} bytes; the limit is {settings.max_upload_bytes} "
             "(TEXTQ_MAX_UPLOAD_BYTES)."
         )
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if media_type_of(request) not in FORM_MEDIA_TYPES:
         raise InvalidRequest(
             "Send the file as multipart/form-data with fields `file` and `task` "
-            "(curl -F file=@feedback.csv -F task=sentiment)."
+            "(curl -F file=@feedback.csv -F task=sentiment), or a JSON body with "
+            '`task` and `input_url` ({"task": "sentiment", "input_url": "https://..."}).'
         )
-
-
-def _file_of(form: FormData) -> UploadFile:
-    """Return the form's file, or refuse a form without one."""
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise InvalidRequest(
-            "The form has no file in field `file`.",
-            errors=[{"field": "file", "message": "required"}],
-        )
-    return upload
 
 
 def _refuse_too_large_file(upload: UploadFile, settings: Settings) -> None:
@@ -176,7 +254,7 @@ def _refuse_too_large_file(upload: UploadFile, settings: Settings) -> None:
 
 def _store_file_job(
     session: Session,
-    upload: UploadFile,
+    source: Source,
     fields: dict[str, str],
     settings: Settings,
     *,
@@ -185,11 +263,12 @@ def _store_file_job(
     options: dict[str, Any],
     webhook: Webhook | None,
     priority: int,
+    expires_after_s: int | None,
 ) -> Job:
-    """Open the uploaded file as a stream of rows and store it as one job."""
+    """Open the file (uploaded or fetched) as a stream of rows and store it as one job."""
     file_format, rows = uploads.open_upload(
-        upload.file,
-        filename=upload.filename,
+        source.file,
+        filename=source.filename,
         declared_format=fields.get("format") or None,
         text_column=fields.get("text_column") or None,
         id_column=fields.get("id_column") or None,
@@ -197,8 +276,8 @@ def _store_file_job(
         max_text_chars=settings.max_text_chars,
         max_decompressed_bytes=settings.max_upload_bytes,
     )
-    meta = {
-        "filename": upload.filename,
+    meta = source.meta | {
+        "filename": source.filename,
         "format": file_format.kind,
         "encoding": file_format.encoding,
         "compressed": file_format.compressed,
@@ -221,6 +300,7 @@ def _store_file_job(
         webhook=webhook,
         priority=priority,
         summarizer=summarizer_of_insights(settings),
+        expires_after_s=expires_after_s,
     )
 
 

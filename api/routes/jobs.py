@@ -79,6 +79,7 @@ def create_job(
         idempotency=idempotency.for_request(request, body.model_dump(mode="json")),
         webhook=checked_webhook(body.webhook(), submitter.settings),
         priority=body.effective_priority(),
+        expires_after_s=body.expires_after_s,
     )
     read = present(submitted.job, request, submitted.previews)
     response.headers["Location"] = read.links.self

@@ -60,6 +60,7 @@ def create_file_job(
     webhook: Webhook | None = None,
     priority: int = 2,
     summarizer: insights.Summarizer | None = None,
+    expires_after_s: int | None = None,
 ) -> Job:
     """Add a queued job for an uploaded file, streaming its rows in (COPY on Postgres).
 
@@ -78,6 +79,7 @@ def create_file_job(
         webhook=webhook,
         priority=priority,
         summarizer=summarizer,
+        expires_after_s=expires_after_s,
     )
     counts = Counter[str]()
     values = _item_values(rows, job_id=job.id, task=task, max_rows=max_rows, counts=counts)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from shared.jobs import insights
 from shared.models import Job
-from shared.schemas import ChunkProgress, JobLinks, JobRead, Progress, WebhookSettings
+from shared.schemas import (
+    ChunkProgress,
+    JobLinks,
+    JobRead,
+    OutputRead,
+    Progress,
+    WebhookSettings,
+)
 from shared.states import JobStatus, Task
 
 
@@ -36,6 +45,13 @@ def present_job(job: Job, base_url: str) -> JobRead:
             else None
         ),
         priority=job.priority,
+        output=OutputRead.model_validate(job.output) if job.output else None,
+        expires_after_s=job.expires_after_s,
+        expires_at=(
+            job.finished_at + timedelta(seconds=job.expires_after_s)
+            if job.expires_after_s and job.finished_at
+            else None
+        ),
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,

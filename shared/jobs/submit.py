@@ -38,16 +38,19 @@ def create_job(
     summarizer: insights.Summarizer | None = None,
     custom_ids: Sequence[str] | None = None,
     parent_job_id: uuid.UUID | None = None,
+    expires_after_s: int | None = None,
 ) -> Job:
     """Add a queued job and one pending item per text.
 
-    `summarizer` is what summarizes the negative feedback of a job with `insights`. The
-    start of the first text is kept on the job as `input.preview`, so that answers about
-    the job never read its items for it.
+    `summarizer` is what summarizes the negative feedback of a job with `insights`;
+    `expires_after_s`, seconds after its end when the job's results are purged. The start
+    of the first text is kept on the job as `input.preview`, so that answers about the job
+    never read its items for it.
     """
     first = texts[0][:PREVIEW_CHARS] if texts else ""
     job = add_job(
         session,
+        expires_after_s=expires_after_s,
         priority=priority,
         tenant_id=tenant_id,
         task=task,
@@ -105,6 +108,7 @@ def add_job(
     priority: int = 5,
     summarizer: insights.Summarizer | None = None,
     parent_job_id: uuid.UUID | None = None,
+    expires_after_s: int | None = None,
 ) -> Job:
     state = None
     if task is Task.SENTIMENT and options.get("insights"):
@@ -112,6 +116,7 @@ def add_job(
             raise ValueError("a job with insights needs the summarizer of its feedback")
         state = insights.initial_state(options, summarizer)
     job = Job(
+        expires_after_s=expires_after_s,
         priority=priority,
         webhook_url=webhook.url if webhook else None,
         webhook_events=webhook.events if webhook else None,

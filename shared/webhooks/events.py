@@ -55,6 +55,28 @@ def queue_event(session: Session, job: Any, kind: str) -> None:
     )
 
 
+def queue_output_event(session: Session, job: Any, *, delivered: bool) -> None:
+    """Add `output.delivered` or `output.failed` for a job that has a webhook (any events).
+
+    A job with both an output_url and a webhook is told how its delivery ended whatever
+    events it chose: it is the one answer to a request it made.
+    """
+    if not job.webhook_url:
+        return
+    session.add(
+        WebhookEvent(
+            id=f"msg_{uuid.uuid4().hex}",
+            tenant_id=job.tenant_id,
+            job_id=job.id,
+            type="output.delivered" if delivered else "output.failed",
+            url=job.webhook_url,
+            status=PENDING,
+            attempts=0,
+            next_attempt_at=utcnow(),
+        )
+    )
+
+
 def has_due_events(session: Session) -> bool:
     """Return whether any event's next attempt is due (a read, before taking write locks)."""
     due = session.scalar(

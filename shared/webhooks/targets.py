@@ -1,4 +1,5 @@
-"""Where webhooks may go: public addresses only, unless an address is explicitly allowed.
+"""Where webhooks (and a batch's input_url / output_url) may go: public addresses only,
+unless an address is explicitly allowed.
 
 A webhook URL is the client's choice, so without a guard textq could be made to call its own
 network (a database's HTTP port, a cloud metadata service). Every address the host resolves
@@ -11,7 +12,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from shared.errors import TextqError
 
@@ -71,34 +72,69 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 
 def safe_addresses(
-    url: str, *, allowed: Sequence[IpNetwork], resolver: Resolver = system_resolver
+    url: str,
+    *,
+    allowed: Sequence[IpNetwork],
+    resolver: Resolver = system_resolver,
+    field: str = "webhook_url",
 ) -> list[IpAddress]:
-    """Return the addresses to send `url` to, or raise UnsafeWebhookUrl saying why not."""
+    """Return the addresses to send `url` to, or raise UnsafeWebhookUrl saying why not.
+
+    `field` is the request field the URL came in, named in the messages; a URL shown in a
+    message loses its query string (a presigned URL's signature is a secret).
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UnsafeWebhookUrl(f"webhook_url must be an http or https URL with a host: {url!r}")
+        raise UnsafeWebhookUrl(
+            f"{field} must be an http or https URL with a host: {redacted(url)!r}"
+        )
     if parts.username or parts.password:
-        raise UnsafeWebhookUrl("webhook_url must not carry credentials; sign, don't embed")
+        raise UnsafeWebhookUrl(f"{field} must not carry credentials; sign, don't embed")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         found = resolver(parts.hostname, port)
     except (OSError, ValueError) as error:
         raise UnsafeWebhookUrl(
-            f"webhook_url host {parts.hostname!r} does not resolve: {error}"
+            f"{field} host {parts.hostname!r} does not resolve: {error}"
         ) from None
     if not found:
-        raise UnsafeWebhookUrl(f"webhook_url host {parts.hostname!r} has no address")
+        raise UnsafeWebhookUrl(f"{field} host {parts.hostname!r} has no address")
     addresses = [ipaddress.ip_address(address.split("%")[0]) for address in found]
     for address in addresses:
         if any(address in network for network in allowed):
             continue
         if address in METADATA_ADDRESSES or not _is_public(address):
             raise UnsafeWebhookUrl(
-                f"webhook_url host {parts.hostname!r} resolves to {address}, a "
+                f"{field} host {parts.hostname!r} resolves to {address}, a "
                 f"{_kind(address)} address; textq only sends to public addresses unless "
                 "TEXTQ_WEBHOOK_ALLOWED_NETWORKS allows it"
             )
     return addresses
+
+
+def pinned(url: str, address: IpAddress) -> tuple[str, str]:
+    """Return the URL with its host replaced by the checked address, and the Host header.
+
+    Sending to the address that was checked (with the name kept for Host and TLS SNI) is
+    what makes the check hold: a DNS answer that changed since cannot point it inward.
+    The query string is kept verbatim (presigned URLs sign it).
+    """
+    parts = urlsplit(url)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host
+
+
+def url_host(url: str) -> str:
+    """Return the host (and port, if given) of a URL: what may be shown of a presigned one."""
+    return urlsplit(url).netloc.rsplit("@", 1)[-1]
+
+
+def redacted(url: str) -> str:
+    """Return the URL without its query string, fragment and credentials, to show or log."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, url_host(url), parts.path, "", ""))
 
 
 def _is_public(address: IpAddress) -> bool:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import schemathesis
@@ -29,6 +30,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import update
 
 from api.app import create_app
+from api.routes import batches
 from shared import api_keys
 from shared.config import Settings
 from shared.db import Database
@@ -41,6 +43,7 @@ from shared.jobs.work import Outcome
 from shared.models import Job, utcnow
 from shared.states import Task
 from tests.factories import claim, make_job
+from tests.file_server import FileServer, Served
 
 EXAMPLES_PER_OPERATION = int(os.environ.get("TEXTQ_TEST_FUZZ_EXAMPLES", "50"))
 SEED = int(os.environ.get("TEXTQ_TEST_FUZZ_SEED", "0"))
@@ -69,7 +72,31 @@ SEEDED: dict[str, str] = {}
 # The schema does not depend on the settings; each test's cases go to an app of its own.
 schema = schemathesis.openapi.from_dict(
     create_app(Settings(auth="required")).openapi(),
-    config=schemathesis.Config.from_dict({"seed": SEED}),
+    config=schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            # A body made invalid by strings past their maxLength may pass the body limit
+            # (TEXTQ_MAX_REQUEST_BYTES) too: a 413 rejects it as well as a 422 would.
+            "checks": {
+                "negative_data_rejection": {
+                    "expected-statuses": [
+                        400,
+                        401,
+                        403,
+                        404,
+                        405,
+                        406,
+                        409,
+                        413,
+                        415,
+                        422,
+                        428,
+                        429,
+                    ]
+                }
+            },
+        }
+    ),
 )
 schema.app = TARGET
 
@@ -108,6 +135,8 @@ def fuzz_settings(api_settings: Settings) -> Settings:
             "rate_limit_burst": 1_000_000,
             # No worker runs: the classic endpoints answer 202 at once instead of waiting.
             "sync_timeout_s": 0.0,
+            # Batches' input_url is fetched from a file server there (inputs_fetched_here).
+            "webhook_allowed_networks": "127.0.0.1/32",
         }
     )
 
@@ -206,6 +235,28 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@pytest.fixture(autouse=True)
+def inputs_fetched_here(monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
+    """Fetch every batch's `input_url` from a file server on loopback, path and query kept.
+
+    A generated host resolves to the stub's public address, and nothing may connect off
+    loopback; the fetch and the reading of what it gets are still the route's own.
+    """
+    files = FileServer(fallback=Served(b"id,text\n1,I love it\n2,meh\n")).start()
+    real_fetch = batches.fetch_input
+
+    assert files.server is not None
+    host = f"127.0.0.1:{files.server.server_address[1]}"
+
+    def fetch_here(url: str, settings: Settings) -> Any:
+        parts = urlsplit(url)
+        return real_fetch(urlunsplit(("http", host, parts.path, parts.query, "")), settings)
+
+    monkeypatch.setattr(batches, "fetch_input", fetch_here)
+    yield files
+    files.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 from celery import Celery
@@ -24,16 +24,17 @@ from celery import Celery
 from shared.broker import WEBHOOK_TASK
 from shared.config import Settings
 from shared.db import Database
+from shared.jobs import output_delivery
 from shared.jobs.presenting import present_job
 from shared.metrics import WEBHOOK_ATTEMPTS
 from shared.models import utcnow
 from shared.webhooks import events as webhook_events
 from shared.webhooks import signing
 from shared.webhooks.targets import (
-    IpAddress,
     Resolver,
     UnsafeWebhookUrl,
     allowed_networks,
+    pinned,
     safe_addresses,
     system_resolver,
 )
@@ -46,6 +47,8 @@ JITTER = 0.1
 # Covers a delivery task's wait in the queue and its attempt; an event whose task was lost
 # with the broker's queue is due again after this long.
 LEASE_S = 60.0
+# An output delivery renders and PUTs a whole job's results: a longer lease.
+OUTPUT_LEASE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ class WebhookSender:
                 secrets, message_id=event_id, timestamp=timestamp, body=body
             ),
         }
-        target, host = _pinned(url, addresses[0])
+        target, host = pinned(url, addresses[0])
         try:
             response = self.client.post(
                 target,
@@ -158,7 +161,7 @@ class WebhookSender:
             )
         except httpx.HTTPError as error:
             return Answer(None, elapsed_ms(), error=f"{type(error).__name__}: {error}")
-        retry_after = _retry_after_s(response.headers.get("retry-after"))
+        retry_after = retry_after_s(response.headers.get("retry-after"))
         failure = None if response.is_success else f"HTTP {response.status_code}"
         return Answer(response.status_code, elapsed_ms(), error=failure, retry_after_s=retry_after)
 
@@ -185,16 +188,7 @@ def _attempt_outcome(answer: Answer) -> str:
     return f"{answer.status_code // 100}xx"
 
 
-def _pinned(url: str, address: IpAddress) -> tuple[str, str]:
-    """Return the URL with its host replaced by the checked address, and the Host header."""
-    parts = urlsplit(url)
-    literal = f"[{address}]" if address.version == 6 else str(address)
-    netloc = f"{literal}:{parts.port}" if parts.port else literal
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), host
-
-
-def _retry_after_s(value: str | None) -> float | None:
+def retry_after_s(value: str | None) -> float | None:
     """Return a Retry-After header (seconds, or an HTTP date) as seconds from now."""
     if not value:
         return None
@@ -209,16 +203,24 @@ def _retry_after_s(value: str | None) -> float | None:
 class Dispatcher(threading.Thread):
     """Leases due events every second and publishes a delivery task for each."""
 
-    def __init__(self, settings: Settings, db: Database, publish: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        publish: Callable[[str], None],
+        publish_output: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(name="textq-webhook-dispatcher", daemon=True)
         self.settings, self.db, self.publish = settings, db, publish
+        self.publish_output = publish_output
         self._stopping = threading.Event()
 
     def dispatch_once(self) -> int:
-        """Publish every due event once; return how many."""
+        """Publish every due event and output delivery once; return how many."""
+        outputs = self._dispatch_outputs() if self.publish_output is not None else 0
         with self.db.read() as session:
             if not webhook_events.has_due_events(session):
-                return 0
+                return outputs
         with self.db.write() as session:
             due = webhook_events.claim_due_events(session, limit=500, lease_s=LEASE_S)
         for published, event_id in enumerate(due):
@@ -227,6 +229,23 @@ class Dispatcher(threading.Thread):
             except Exception:
                 with self.db.write() as session:
                     webhook_events.release_events(session, due[published:])
+                raise
+        return outputs + len(due)
+
+    def _dispatch_outputs(self) -> int:
+        """Publish every due output delivery (shared/jobs/output_delivery.py) once."""
+        assert self.publish_output is not None
+        with self.db.read() as session:
+            if not output_delivery.has_due_deliveries(session):
+                return 0
+        with self.db.write() as session:
+            due = output_delivery.claim_due_deliveries(session, limit=100, lease_s=OUTPUT_LEASE_S)
+        for published, job_id in enumerate(due):
+            try:
+                self.publish_output(str(job_id))
+            except Exception:
+                with self.db.write() as session:
+                    output_delivery.release_deliveries(session, due[published:])
                 raise
         return len(due)
 

@@ -1,4 +1,5 @@
-"""Start the webhooks process: a dispatcher of due events and a Celery pool delivering them.
+"""Start the webhooks process: a dispatcher of due events and output deliveries, and a Celery
+pool delivering them.
 
 Deliveries wait on receivers (up to TEXTQ_WEBHOOK_TIMEOUT_S each), so they run in a process
 of their own with a thread pool, never on a model worker or in an API request.
@@ -12,6 +13,7 @@ from shared.broker import WEBHOOK_TASK, run_worker
 from shared.config import Settings
 from shared.db import Database
 from shared.metrics import serve_metrics
+from worker.webhooks import output
 from worker.webhooks.delivery import Dispatcher, WebhookSender, install
 
 
@@ -21,12 +23,16 @@ def serve_webhooks(settings: Settings) -> None:
 
     db = Database(settings.resolved_database_url, application_name="textq-webhooks")
     install(WebhookSender(settings=settings, db=db))
+    output.install(output.OutputSender(settings=settings, db=db))
 
     def publish(event_id: str) -> None:
         app.send_task(WEBHOOK_TASK, args=[event_id], queue=settings.webhook_queue)
 
+    def publish_output(job_id: str) -> None:
+        app.send_task(output.OUTPUT_TASK, args=[job_id], queue=settings.webhook_queue)
+
     serve_metrics(settings.webhooks_metrics_port, settings.metrics_host, "webhooks")
-    dispatcher = Dispatcher(settings, db, publish)
+    dispatcher = Dispatcher(settings, db, publish, publish_output)
     dispatcher.start()
     try:
         status = run_worker(

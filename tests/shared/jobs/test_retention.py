@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from shared.errors import JobNotFound
+from shared.errors import InvalidRequest, JobNotFound
 from shared.jobs import retention
 from shared.jobs.cancel import delete_job
 from shared.jobs.outcomes import record_outcomes
@@ -72,3 +72,49 @@ def test_deleting_a_job_removes_it_and_everything_of_it(db):
     assert state(db, job.id) == (None, 0)
     with db.write() as session, pytest.raises(JobNotFound):
         delete_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+
+
+def test_a_job_s_own_expiry_purges_it_before_retention(db):
+    soon = finished(db, ["a"], days_ago=0)
+    later = finished(db, ["b"], days_ago=0)
+    plain = finished(db, ["c"], days_ago=0)
+    with db.write() as session:
+        for job, seconds, ended_ago_s in ((soon, 60, 61), (later, 60, 30)):
+            session.execute(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(
+                    expires_after_s=seconds,
+                    finished_at=utcnow() - timedelta(seconds=ended_ago_s),
+                )
+            )
+    assert purge_expired_jobs(db, default_days=30) == 1
+    assert state(db, soon.id) == (JobStatus.EXPIRED, 0)
+    assert state(db, later.id) == (JobStatus.SUCCEEDED, 1)
+    assert state(db, plain.id) == (JobStatus.SUCCEEDED, 1)
+    # Tenant retention still applies to a job with a long expiry of its own.
+    with db.write() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == later.id)
+            .values(expires_after_s=40 * 86400, finished_at=utcnow() - timedelta(days=31))
+        )
+    assert purge_expired_jobs(db, default_days=30) == 1
+    assert state(db, later.id) == (JobStatus.EXPIRED, 0)
+
+
+def test_an_expiry_past_the_tenant_s_retention_is_refused_naming_the_most(db):
+    with db.write() as session:
+        session.add(Tenant(id="brief-expiry", name="brief-expiry", retention_days=1))
+        session.add(Tenant(id="keeper-expiry", name="keeps", retention_days=0))
+    with db.write() as session, pytest.raises(InvalidRequest, match="the most is 86400"):
+        retention.check_expiry_within_retention(
+            session, tenant_id="brief-expiry", expires_after_s=86401, default_days=30
+        )
+    with db.write() as session:
+        retention.check_expiry_within_retention(
+            session, tenant_id="keeper-expiry", expires_after_s=10**9, default_days=30
+        )
+        retention.check_expiry_within_retention(
+            session, tenant_id="brief-expiry", expires_after_s=86400, default_days=30
+        )
