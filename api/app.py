@@ -15,7 +15,18 @@ from api.body_limit import BodyLimit
 from api.errors import install_error_handlers
 from api.log_scope import RequestLogScope
 from api.ratelimit import RateLimiter
-from api.routes import batches, classic, health, highlights, jobs, metrics, problems, ui, webhooks
+from api.routes import (
+    batches,
+    classic,
+    events,
+    health,
+    highlights,
+    jobs,
+    metrics,
+    problems,
+    ui,
+    webhooks,
+)
 from api.waiting import JobWaiter
 from shared.broker import Doorbell, create_celery
 from shared.config import Settings, get_settings
@@ -62,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_upload_bytes=settings.max_upload_bytes,
     )
     app.include_router(jobs.router)
+    app.include_router(events.router)
     app.include_router(highlights.router)
     app.include_router(batches.router)
     app.include_router(webhooks.router)
