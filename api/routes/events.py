@@ -35,12 +35,25 @@ received as `Last-Event-ID` (or `last_event_id`) to resume without repeats; resu
 `finished` is answered 204, which tells EventSource to stop reconnecting."""
 
 
+# One event of the stream (OpenAPI 3.1: a text/event-stream `schema` describes each event).
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["progress", "result", "finished"]},
+        "id": {"type": "string", "pattern": r"^(-?\d+\.){5}[a-z]+$"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer"},
+    },
+}
+
+
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
     responses={
         200: {
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
             "description": "The job's events until it ends.",
         },
         204: {"description": "The `Last-Event-ID` is the `finished` event's: nothing follows."},
