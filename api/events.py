@@ -159,13 +159,14 @@ async def stream_events(
 def _events_of(snapshot: Snapshot, position: Position) -> tuple[list[bytes], Position]:
     """Return the events a snapshot adds to what the client has, and where that leaves it."""
     events = []
-    if snapshot.results:
-        position = replace(position, last_index=snapshot.last_index)
-        events.append(event("result", {"items": snapshot.results}, position))
+    # Progress first: every id then names a status, so any of them can be resumed from.
     moved = snapshot.progress_of(position)
     if moved != position:
         position = moved
         events.append(event("progress", snapshot.progress, position))
+    if snapshot.results:
+        position = replace(position, last_index=snapshot.last_index)
+        events.append(event("result", {"items": snapshot.results}, position))
     if snapshot.ended and not snapshot.more_results:
         position = replace(position, status=END)
         events.append(event("finished", snapshot.progress, position))

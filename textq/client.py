@@ -15,6 +15,7 @@ TEXTQ_API_PORT; the key to TEXTQ_API_KEY.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -30,6 +31,7 @@ from textq.server_address import default_url
 
 RETRYABLE_STATUSES = {429, 502, 503, 504}
 MAX_LONG_POLL_S = 60.0
+EVENTS_READ_TIMEOUT_S = 45.0
 
 
 Job = JobRead
@@ -265,6 +267,44 @@ class Client:
                 response.read()
                 _answer(response)
             yield from response.iter_bytes()
+
+    def events(
+        self,
+        job_id: str | uuid.UUID,
+        *,
+        results: bool = False,
+        last_event_id: str | None = None,
+    ) -> Iterator[tuple[str, dict[str, Any], str]]:
+        """Yield the job's Server-Sent Events as (name, data, id) until the stream ends.
+
+        Names: `progress` (data: `job_id`, `status`, `progress`, `queue`), `result` (data:
+        `items`, with `results=True`) and last `finished`. Pass the last id received as
+        `last_event_id` to resume after a dropped stream. Raises TextqError for a problem
+        answer (404 for an unknown job) and httpx errors for a broken connection.
+        """
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        path = f"/v1/jobs/{job_id}/events"
+        # Reads wait at most for the 15 s keep-alive comments, with room to spare.
+        timeout = httpx.Timeout(30.0, read=EVENTS_READ_TIMEOUT_S)
+        params = {"results": "true"} if results else {}
+        with self._http.stream(
+            "GET", path, params=params, headers=headers, timeout=timeout
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                _answer(response)
+            if response.status_code == 204:  # resumed after `finished`: nothing follows
+                return
+            fields: dict[str, str] = {}
+            for line in response.iter_lines():
+                if line:
+                    if not line.startswith(":"):
+                        name, _, value = line.partition(":")
+                        fields[name] = value.removeprefix(" ")
+                    continue
+                if "event" in fields and "data" in fields:
+                    yield fields["event"], json.loads(fields["data"]), fields.get("id", "")
+                fields = {}
 
     def cancel(self, job_id: str | uuid.UUID) -> Job:
         return Job.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel"))

@@ -5,6 +5,7 @@ tests/e2e/test_live_results.py runs the same through real processes.
 """
 
 import json
+import re
 import threading
 import time
 
@@ -133,6 +134,7 @@ def test_the_event_stream_shows_progress_results_and_the_end(client, db):
     sent = [item["index"] for e in named if e["event"] == "result" for item in e["data"]["items"]]
     assert sent == [0, 1, 2, 3]
     assert len({e["id"] for e in named}) == len(named), "every event has an id of its own"
+    assert all(re.fullmatch(r"(-?\d+\.){5}[a-z]+", e["id"]) for e in named), "resumable ids"
     dones = [e["data"]["progress"]["done"] for e in named if e["event"] == "progress"]
     assert dones == sorted(set(dones)) and len(dones) >= 2, "progress only when it moved"
 
@@ -154,7 +156,7 @@ def test_resuming_with_last_event_id_sends_only_what_is_new(client, db):
     named = [e for e in whole if "event" in e]
     first_result = next(e for e in named if e["event"] == "result")
     assert [i["index"] for i in first_result["data"]["items"]] == [0]
-    position = next(e for e in named if e["event"] == "progress")["id"]
+    position = first_result["id"]
 
     resumed = parse_events(
         client.get(url, params={"results": "true"}, headers={"Last-Event-ID": position}).text
