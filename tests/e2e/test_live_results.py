@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from tests.e2e.polling import TERMINAL
+from tests.e2e.polling import TERMINAL, wait_until_partly_done
 
 pytestmark = pytest.mark.e2e
 
@@ -27,19 +27,6 @@ def submit_rows(http: httpx.Client, rows: int) -> str:
     )
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
-
-
-def wait_until_partly_done(http: httpx.Client, job_id: str, timeout_s: float = 300) -> dict:
-    """Return the job once some of its rows are done and not all."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = http.get(f"/v1/jobs/{job_id}").raise_for_status().json()
-        finished = job["progress"]["done"] + job["progress"]["errored"]
-        if 0 < finished < job["progress"]["total"]:
-            return job
-        assert job["status"] not in TERMINAL, f"the job ended before it was read: {job}"
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not start within {timeout_s} s")
 
 
 def test_a_30000_row_jobs_results_are_read_in_order_while_it_runs(http):
