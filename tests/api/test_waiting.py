@@ -1,6 +1,6 @@
 import threading
-import uuid
 import time
+import uuid
 
 from api.waiting import NOTIFIED_RECHECK_S
 from shared.jobs.outcomes import record_outcomes
