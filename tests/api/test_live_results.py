@@ -183,3 +183,42 @@ def test_an_event_stream_of_an_unknown_job_or_bad_id_is_a_problem(client):
     bad = client.get(f"/v1/jobs/{job['id']}/events", headers={"Last-Event-ID": "1.2.x"})
     assert bad.status_code == 400
     assert "Last-Event-ID" in bad.json()["detail"]
+
+
+def test_a_long_text_is_in_a_running_jobs_results_once_its_chunks_are_reduced(client, db):
+    from shared.jobs.work import NewChunk
+    from shared.states import Task
+
+    texts = ["A sentence about the mill, and its wheel.", "A short note."]
+    job = client.post("/v1/jobs", json={"task": "summarize", "input": {"texts": texts}}).json()
+    model = client.app.state.settings.summarization_model
+    url = f"/v1/jobs/{job['id']}/results"
+
+    def run_round(outcome):
+        held = claim(db, task=Task.SUMMARIZE, model=model)
+        with db.write() as session:
+            record_outcomes(
+                session, claim_token=held.token, outcomes=[outcome(i) for i in held.items]
+            )
+
+    def split_or_summarize(item):
+        if item.index == 0 and not item.is_chunk and item.level == 0:  # the long text: 2 chunks
+            half = len(item.text) // 2
+            return Outcome(
+                item.id,
+                chunks=[
+                    NewChunk(0, half, 10, item.text[:half]),
+                    NewChunk(half, len(item.text), 10, item.text[half:]),
+                ],
+            )
+        return Outcome(item.id, result={"summary_text": f"summary {item.id}."})
+
+    run_round(split_or_summarize)  # text 1 is done; text 0 waits for its chunks
+    assert client.get(url).json()["items"] == []
+    run_round(split_or_summarize)  # the chunks are done; text 0 waits for their reduction
+    assert client.get(url).json()["items"] == []
+    assert client.get(f"/v1/jobs/{job['id']}").json()["progress"]["chunks"]["done"] == 2
+    run_round(split_or_summarize)  # the reduction: text 0 is done, and so is the job
+    page = client.get(url).json()
+    assert [item["index"] for item in page["items"]] == [0, 1]
+    assert (page["status"], page["next_cursor"]) == ("succeeded", None)
