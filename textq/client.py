@@ -32,6 +32,8 @@ from textq.server_address import default_url
 RETRYABLE_STATUSES = {429, 502, 503, 504}
 MAX_LONG_POLL_S = 60.0
 EVENTS_READ_TIMEOUT_S = 45.0
+RESULTS_FIRST_PAUSE_S = 0.1
+RESULTS_MAX_PAUSE_S = 2.0
 
 
 Job = JobRead
@@ -143,6 +145,21 @@ def _answer(response: httpx.Response) -> Any:
     return response.json() if response.content else None
 
 
+class _ResultsPause:
+    """How long to wait before reading a running job's next results: none while full pages
+    come, then from 0.1 s doubling to 2 s while its texts are still running."""
+
+    def __init__(self) -> None:
+        self._next_s = RESULTS_FIRST_PAUSE_S
+
+    def after(self, page: dict[str, Any], page_size: int) -> float:
+        if not page.get("partial") or len(page["items"]) >= page_size:
+            self._next_s = RESULTS_FIRST_PAUSE_S
+            return 0.0
+        pause, self._next_s = self._next_s, min(self._next_s * 2, RESULTS_MAX_PAUSE_S)
+        return pause
+
+
 def is_finished(job: Job) -> bool:
     """Say whether a job has reached a status it never leaves (but for expiring)."""
     return JobStatus(job.status) in TERMINAL_JOB_STATUSES
@@ -249,8 +266,10 @@ class Client:
         return job
 
     def results(self, job_id: str | uuid.UUID, *, page_size: int = 500) -> Iterator[dict[str, Any]]:
-        """Yield the job's results in input order, a page at a time."""
+        """Yield the job's results in input order, a page at a time; of a job still running,
+        those finished so far and then the rest as they finish, until it ends."""
         cursor: str | None = None
+        pause = _ResultsPause()
         while True:
             params: dict[str, Any] = {"limit": page_size} | ({"cursor": cursor} if cursor else {})
             page = self._request("GET", f"/v1/jobs/{job_id}/results", params=params)
@@ -258,11 +277,18 @@ class Client:
             cursor = page["next_cursor"]
             if cursor is None:
                 return
+            time.sleep(pause.after(page, page_size))
 
-    def export(self, job_id: str | uuid.UUID, *, format: str = "jsonl") -> Iterator[bytes]:
-        """Stream a finished job's results as `jsonl` or `csv` bytes (one request)."""
+    def export(
+        self, job_id: str | uuid.UUID, *, format: str = "jsonl", follow: bool = False
+    ) -> Iterator[bytes]:
+        """Stream a finished job's results as `jsonl` or `csv` bytes (one request); with
+        `follow`, a running job's rows as they finish, until it ends."""
         path = f"/v1/jobs/{job_id}/results"
-        with self._http.stream("GET", path, params={"format": format}) as response:
+        params = {"format": format} | ({"follow": "true"} if follow else {})
+        # A followed export may wait long between rows: no read timeout then.
+        timeout = httpx.Timeout(30.0, read=None) if follow else self._http.timeout
+        with self._http.stream("GET", path, params=params, timeout=timeout) as response:
             if response.status_code >= 400:
                 response.read()
                 _answer(response)
@@ -426,7 +452,9 @@ class AsyncClient:
     async def results(
         self, job_id: str | uuid.UUID, *, page_size: int = 500
     ) -> AsyncIterator[dict[str, Any]]:
+        """Yield the job's results in input order, as `Client.results` does."""
         cursor: str | None = None
+        pause = _ResultsPause()
         while True:
             params: dict[str, Any] = {"limit": page_size} | ({"cursor": cursor} if cursor else {})
             page = await self._request("GET", f"/v1/jobs/{job_id}/results", params=params)
@@ -435,6 +463,7 @@ class AsyncClient:
             cursor = page["next_cursor"]
             if cursor is None:
                 return
+            await asyncio.sleep(pause.after(page, page_size))
 
     async def cancel(self, job_id: str | uuid.UUID) -> Job:
         return Job.model_validate(await self._request("POST", f"/v1/jobs/{job_id}/cancel"))

@@ -120,3 +120,36 @@ def test_a_followed_export_streams_every_row_once_and_ends_with_the_job(http):
     assert [record["index"] for record in records] == list(range(total))
     assert [record["custom_id"] for record in records[:2]] == ["T-00000", "T-00001"]
     assert all(record["label"] and record["error"] is None for record in records)
+
+
+def test_the_python_client_and_the_cli_read_a_running_job_to_its_end(http, service, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from textq.client import Client
+
+    total = 4000
+    key = service.headers["Authorization"].removeprefix("Bearer ")
+    job_id = submit_rows(http, total)
+    wait_until_partly_done(http, job_id)
+    with Client(service.base_url, api_key=key) as client:
+        rows = list(client.results(job_id, page_size=300))
+    assert [row["index"] for row in rows] == list(range(total))
+
+    job_id = submit_rows(http, total)
+    wait_until_partly_done(http, job_id)
+    written = tmp_path / "rows.csv"
+    command = ["results", job_id, "--format", "csv", "--follow", "--output", str(written)]
+    done = subprocess.run(
+        [sys.executable, "-m", "textq", *command],
+        env={**os.environ, "TEXTQ_URL": service.base_url, "TEXTQ_API_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = written.read_text().splitlines()
+    assert lines[0].startswith("index,custom_id,label")
+    assert [int(line.split(",")[0]) for line in lines[1:]] == list(range(total))
+    assert http.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
