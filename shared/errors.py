@@ -116,7 +116,8 @@ class JobNotFound(TextqError):
 
 
 class JobNotFinished(TextqError):
-    """The job has not finished yet; its results are readable once its status is terminal."""
+    """The job has not finished yet: export its results with `follow=true` to get its rows as
+    they finish, or read JSON pages of those finished so far."""
 
     status_code = 409
     problem_type = "job-not-finished"

@@ -85,5 +85,11 @@ class ResultPage(BaseModel):
     job_id: uuid.UUID
     task: Task
     status: JobStatus
+    partial: bool = Field(
+        default=False,
+        description="True while the job is queued or running: `items` are the texts finished "
+        "so far, up to the first one not finished, and `next_cursor` is always set; read it "
+        "again for the rest.",
+    )
     items: list[ResultItem]
     next_cursor: str | None

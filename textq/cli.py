@@ -100,6 +100,12 @@ def _check_port_free(host: str, port: int) -> None:
         ) from None
 
 
+# A stopping API waits this long for answers in flight, then cuts them: an event stream or a
+# followed export lasts as long as its job, and would otherwise hold the stop until it ends
+# (their clients resume with Last-Event-ID, or export again).
+SHUTDOWN_GRACE_S = 20  # under Kubernetes' default 30 s grace, so the API still ends cleanly
+
+
 def _api_server(settings: Settings, host: str, port: int):  # type: ignore[no-untyped-def]
     import uvicorn
 
@@ -111,6 +117,7 @@ def _api_server(settings: Settings, host: str, port: int):  # type: ignore[no-un
         port=port,
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's lines go through textq's handler (JSON or text)
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     return uvicorn.Server(config)
 
@@ -139,6 +146,7 @@ def api(
         workers=workers,
         log_level=settings.log_level.lower(),
         log_config=None,  # uvicorn's lines go through textq's handler (JSON or text)
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
 
 

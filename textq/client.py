@@ -15,6 +15,7 @@ TEXTQ_API_PORT; the key to TEXTQ_API_KEY.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -31,6 +32,9 @@ from textq.server_address import default_url
 
 RETRYABLE_STATUSES = {429, 502, 503, 504}
 MAX_LONG_POLL_S = 60.0
+EVENTS_READ_TIMEOUT_S = 45.0
+RESULTS_FIRST_PAUSE_S = 0.1
+RESULTS_MAX_PAUSE_S = 2.0
 
 
 Job = JobRead
@@ -148,6 +152,21 @@ def _answer(response: httpx.Response) -> Any:
     return response.json() if response.content else None
 
 
+class _ResultsPause:
+    """How long to wait before reading a running job's next results: none while full pages
+    come, then from 0.1 s doubling to 2 s while its texts are still running."""
+
+    def __init__(self) -> None:
+        self._next_s = RESULTS_FIRST_PAUSE_S
+
+    def after(self, page: dict[str, Any], page_size: int) -> float:
+        if not page.get("partial") or len(page["items"]) >= page_size:
+            self._next_s = RESULTS_FIRST_PAUSE_S
+            return 0.0
+        pause, self._next_s = self._next_s, min(self._next_s * 2, RESULTS_MAX_PAUSE_S)
+        return pause
+
+
 def is_finished(job: Job) -> bool:
     """Say whether a job has reached a status it never leaves (but for expiring)."""
     return JobStatus(job.status) in TERMINAL_JOB_STATUSES
@@ -254,8 +273,10 @@ class Client:
         return job
 
     def results(self, job_id: str | uuid.UUID, *, page_size: int = 500) -> Iterator[dict[str, Any]]:
-        """Yield the job's results in input order, a page at a time."""
+        """Yield the job's results in input order, a page at a time; of a job still running,
+        those finished so far and then the rest as they finish, until it ends."""
         cursor: str | None = None
+        pause = _ResultsPause()
         while True:
             params: dict[str, Any] = {"limit": page_size} | ({"cursor": cursor} if cursor else {})
             page = self._request("GET", f"/v1/jobs/{job_id}/results", params=params)
@@ -263,15 +284,60 @@ class Client:
             cursor = page["next_cursor"]
             if cursor is None:
                 return
+            time.sleep(pause.after(page, page_size))
 
-    def export(self, job_id: str | uuid.UUID, *, format: str = "jsonl") -> Iterator[bytes]:
-        """Stream a finished job's results as `jsonl` or `csv` bytes (one request)."""
+    def export(
+        self, job_id: str | uuid.UUID, *, format: str = "jsonl", follow: bool = False
+    ) -> Iterator[bytes]:
+        """Stream a finished job's results as `jsonl` or `csv` bytes (one request); with
+        `follow`, a running job's rows as they finish, until it ends."""
         path = f"/v1/jobs/{job_id}/results"
-        with self._http.stream("GET", path, params={"format": format}) as response:
+        params = {"format": format} | ({"follow": "true"} if follow else {})
+        # A followed export may wait long between rows: no read timeout then.
+        timeout = httpx.Timeout(30.0, read=None) if follow else self._http.timeout
+        with self._http.stream("GET", path, params=params, timeout=timeout) as response:
             if response.status_code >= 400:
                 response.read()
                 _answer(response)
             yield from response.iter_bytes()
+
+    def events(
+        self,
+        job_id: str | uuid.UUID,
+        *,
+        results: bool = False,
+        last_event_id: str | None = None,
+    ) -> Iterator[tuple[str, dict[str, Any], str]]:
+        """Yield the job's Server-Sent Events as (name, data, id) until the stream ends.
+
+        Names: `progress` (data: `job_id`, `status`, `progress`, `queue`), `result` (data:
+        `items`, with `results=True`) and last `finished`. Pass the last id received as
+        `last_event_id` to resume after a dropped stream. Raises TextqError for a problem
+        answer (404 for an unknown job) and httpx errors for a broken connection.
+        """
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        path = f"/v1/jobs/{job_id}/events"
+        # Reads wait at most for the 15 s keep-alive comments, with room to spare.
+        timeout = httpx.Timeout(30.0, read=EVENTS_READ_TIMEOUT_S)
+        params = {"results": "true"} if results else {}
+        with self._http.stream(
+            "GET", path, params=params, headers=headers, timeout=timeout
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                _answer(response)
+            if response.status_code == 204:  # resumed after `finished`: nothing follows
+                return
+            fields: dict[str, str] = {}
+            for line in response.iter_lines():
+                if line:
+                    if not line.startswith(":"):
+                        name, _, value = line.partition(":")
+                        fields[name] = value.removeprefix(" ")
+                    continue
+                if "event" in fields and "data" in fields:
+                    yield fields["event"], json.loads(fields["data"]), fields.get("id", "")
+                fields = {}
 
     def cancel(self, job_id: str | uuid.UUID) -> Job:
         return Job.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel"))
@@ -405,7 +471,9 @@ class AsyncClient:
     async def results(
         self, job_id: str | uuid.UUID, *, page_size: int = 500
     ) -> AsyncIterator[dict[str, Any]]:
+        """Yield the job's results in input order, as `Client.results` does."""
         cursor: str | None = None
+        pause = _ResultsPause()
         while True:
             params: dict[str, Any] = {"limit": page_size} | ({"cursor": cursor} if cursor else {})
             page = await self._request("GET", f"/v1/jobs/{job_id}/results", params=params)
@@ -414,6 +482,7 @@ class AsyncClient:
             cursor = page["next_cursor"]
             if cursor is None:
                 return
+            await asyncio.sleep(pause.after(page, page_size))
 
     async def cancel(self, job_id: str | uuid.UUID) -> Job:
         return Job.model_validate(await self._request("POST", f"/v1/jobs/{job_id}/cancel"))

@@ -283,15 +283,19 @@ def results(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here, not to stdout.")
     ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", help="Of a running job: write rows as they finish, to its end."),
+    ] = False,
     url: UrlOption = None,
     api_key: KeyOption = None,
 ) -> None:
-    """Write a finished job's results as JSON lines or CSV."""
+    """Write a finished job's results as JSON lines or CSV (--follow: a running job's too)."""
     if format not in ("jsonl", "csv"):
         raise fail(f"--format must be jsonl or csv, not {format!r}")
     job_id = _job_id(job_id)
     with _client(url, api_key) as client:
-        chunks = client.export(job_id, format=format)
+        chunks = client.export(job_id, format=format, follow=follow)
         if output is None:
             written = _copy(chunks, sys.stdout.buffer.write)
             sys.stdout.flush()

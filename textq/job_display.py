@@ -8,9 +8,11 @@ results). Text that came from users or models is printed as it is, never as mark
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,8 +25,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from shared.schemas import JobInsights
-from shared.states import Task
+from shared.schemas import JobInsights, QueueRead
+from shared.schemas import Progress as JobProgress
+from shared.states import JobStatus, Task
 from textq.client import Client, Job, TextqError, is_finished
 
 POLL_S = 0.5
@@ -66,6 +69,7 @@ def watch(client: Client, job: Job) -> Job:
         TimeRemainingColumn(),
     )
     started = time.monotonic()
+    updates = follow(client, job)
     with Progress(*columns, console=stderr, transient=False) as bar:
         row = bar.add_task(job.task.value, total=job.progress.total, rate="")
         chunk_row = None
@@ -82,8 +86,47 @@ def watch(client: Client, job: Job) -> Job:
                 bar.update(chunk_row, completed=chunks.done, total=chunks.total, rate=chunk_rate)
             if is_finished(job):
                 return job
-            time.sleep(POLL_S)
+            job = next(updates)
+
+
+def follow(client: Client, job: Job) -> Iterator[Job]:
+    """Yield the job each time its figures change, until it has ended (read whole then).
+
+    Follows the job's event stream, resuming it with the last event's id if it drops; where
+    no stream can be had (an older server, a proxy in the way), polls every `POLL_S`.
+    """
+    last_id: str | None = None
+    try:
+        while not is_finished(job):
+            heard = False
+            for name, data, event_id in client.events(job.id, last_event_id=last_id):
+                last_id, heard = event_id, True
+                if name in ("progress", "finished"):
+                    job = _with_figures(job, data)
+                    if name == "progress":
+                        yield job
+            # The stream ended: at `finished`, or dropped (then resume where it stopped).
             job = client.get(job.id)
+            yield job
+            if not heard:  # a stream that ends at once is no stream: poll instead
+                break
+    except (httpx.HTTPError, TextqError, ValueError):
+        pass
+    while not is_finished(job):
+        time.sleep(POLL_S)
+        job = client.get(job.id)
+        yield job
+
+
+def _with_figures(job: Job, data: dict[str, Any]) -> Job:
+    """Return the job with an event's status, progress and queue."""
+    return job.model_copy(
+        update={
+            "status": JobStatus(data["status"]),
+            "progress": JobProgress.model_validate(data["progress"]),
+            "queue": QueueRead.model_validate(data["queue"]) if data.get("queue") else None,
+        }
+    )
 
 
 def _per_s(rate: float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -14,32 +14,18 @@ from api import cursors, exports, idempotency
 from api.body import read_job_submission, request_body_doc
 from api.deps import DatabaseDep, SettingsDep, TenantDep, WaiterDep
 from api.responses import API_KEY_SCHEMES, IDEMPOTENCY_KEY, KEYED, SUBMITTED, problems
+from api.results import read_page
 from api.submit import SubmitterDep, checked_webhook, parse_job_id, present, read_previews
 from shared import worker_registry
 from shared.db import Database
 from shared.errors import InvalidRequest, JobExpired, JobNotFinished
 from shared.jobs import cancel, reads
 from shared.jobs.queue import queue_place
-from shared.jobs.reads import (
-    StoredChunk,
-    StoredOutcome,
-    count_reduce_parts,
-    item_texts,
-    job_waited_for,
-    list_first_round_chunks,
-    list_item_outcomes,
-)
+from shared.jobs.reads import job_waited_for
 from shared.models import Job, utcnow
-from shared.result_schemas import (
-    ChunkResult,
-    ItemFailure,
-    ResultItem,
-    ResultPage,
-    SentimentResult,
-    SummaryResult,
-)
+from shared.result_schemas import ResultPage
 from shared.schemas import JobCreate, JobPage, JobRead, QueueRead
-from shared.states import TERMINAL_JOB_STATUSES, ItemStatus, JobStatus, Task
+from shared.states import TERMINAL_JOB_STATUSES, JobStatus, Task
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=API_KEY_SCHEMES)
 
@@ -148,11 +134,12 @@ async def get_job(
         job, previews = finished if finished is not None else await run_in_threadpool(read)
     presented = present(job, request, previews)
     if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
-        presented.queue = await run_in_threadpool(_queue_of, db, job, settings.sweep_interval_s)
+        presented.queue = await run_in_threadpool(queue_of, db, job, settings.sweep_interval_s)
     return presented
 
 
-def _queue_of(db: Database, job: Job, sweep_interval_s: float) -> QueueRead:
+def queue_of(db: Database, job: Job, sweep_interval_s: float) -> QueueRead:
+    """Return where an unfinished job stands in its workers' queue, with its ETA."""
     with db.read() as session:
         waited = job_waited_for(session, job)
         place = queue_place(session, waited)
@@ -222,18 +209,32 @@ def _if_finished(read: tuple[Job, dict[uuid.UUID, str]]) -> tuple[Job, dict[uuid
             },
             "description": "A page of results (JSON), or all of them streamed (JSONL, CSV).",
         },
-        **problems(*KEYED, 400, 404, 409, 410, 422, s409="The job has not finished yet."),
+        **problems(
+            *KEYED,
+            400,
+            404,
+            409,
+            410,
+            422,
+            s409="The job has not finished yet (an export without `follow=true`).",
+        ),
     },
 )
-def get_job_results(
+async def get_job_results(
     job_id: str,
     db: DatabaseDep,
     tenant_id: TenantDep,
+    waiter: WaiterDep,
     limit: int = Query(default=100, ge=1, le=MAX_PAGE),
     cursor: str | None = None,
     format: Literal["json", "jsonl", "csv"] = Query(
         default="json",
         description="json: a page (follow next_cursor); jsonl or csv: every result, streamed.",
+    ),
+    follow: bool = Query(
+        default=False,
+        description="jsonl and csv: stream the rows of a queued or running job in input order "
+        "as they finish, and end when the job ends.",
     ),
     include_chunks: bool = Query(
         default=False,
@@ -244,86 +245,51 @@ def get_job_results(
         default=False, description="JSON pages: add each text as submitted (`text`)."
     ),
 ) -> ResultPage | StreamingResponse:
-    """Return a finished job's results in input order, a page at a time or all streamed."""
+    """Return a job's results in input order, a page at a time or all streamed.
+
+    While the job is queued or running, a JSON page holds the texts finished so far (up to
+    the first one not finished) with `partial: true` and a `next_cursor` to read on from;
+    an export needs `follow=true`, and then sends rows as they finish until the job ends.
+    """
     after = cursors.read_result_cursor(cursor) if cursor else -1
-    with db.read() as session:
-        job = reads.get_job(session, tenant_id=tenant_id, job_id=parse_job_id(job_id))
-        if JobStatus(job.status) is JobStatus.EXPIRED:
-            raise JobExpired(
-                f"Job {job.id} finished at {job.finished_at:%Y-%m-%d %H:%M} UTC and its inputs "
-                "and results were purged after the retention period (TEXTQ_RETENTION_DAYS)."
-            )
-        if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
-            raise JobNotFinished(
-                f"Job {job.id} is {job.status} ({job.done_items + job.error_items} of "
-                f"{job.total_items} items finished); results are readable once it finishes."
-            )
-        if format != "json":
-            stream = exports.stream_jsonl if format == "jsonl" else exports.stream_csv
-            return StreamingResponse(
-                stream(db, job.id, Task(job.task), categories=bool(job.options.get("categories"))),
-                media_type=exports.MEDIA_TYPES[format],
-                headers={
-                    "Content-Disposition": f'attachment; filename="{job.id}-results.{format}"'
-                },
-            )
-        rows = list_item_outcomes(session, job_id=job.id, after_index=after, limit=limit + 1)
-        page, more = rows[:limit], len(rows) > limit
-        ids = [r.item_id for r in page]
-        chunks: dict[int, list[StoredChunk]] = {}
-        reduce_parts: dict[int, int] = {}
-        if include_chunks:
-            for chunk in list_first_round_chunks(session, ids):
-                chunks.setdefault(chunk.parent_id, []).append(chunk)
-            reduce_parts = count_reduce_parts(session, ids)
-        texts = item_texts(session, ids) if include_text else {}
-    return ResultPage(
-        job_id=job.id,
-        task=Task(job.task),
-        status=JobStatus(job.status),
-        items=[
-            item
-            for row in page
-            if (
-                item := _result_item(
-                    row,
-                    chunks.get(row.item_id) if include_chunks else None,
-                    reduce_parts.get(row.item_id, 0) if include_chunks else None,
-                    texts.get(row.item_id) or None,
+    parsed = parse_job_id(job_id)
+
+    def read() -> ResultPage | Job:
+        with db.read() as session:
+            job = reads.get_job(session, tenant_id=tenant_id, job_id=parsed)
+            if JobStatus(job.status) is JobStatus.EXPIRED:
+                raise JobExpired(
+                    f"Job {job.id} finished at {job.finished_at:%Y-%m-%d %H:%M} UTC and its "
+                    "inputs and results were purged after the retention period "
+                    "(TEXTQ_RETENTION_DAYS)."
                 )
+            if format != "json":
+                return job
+            return read_page(
+                session,
+                job,
+                after=after,
+                limit=limit,
+                include_chunks=include_chunks,
+                include_text=include_text,
             )
-            is not None
-        ],
-        next_cursor=cursors.result_cursor(page[-1].index) if more else None,
-    )
 
-
-def _result_item(
-    row: StoredOutcome, chunks: list[StoredChunk] | None, reduce_parts: int | None, text: str | None
-) -> ResultItem | None:
-    """Return a text's result entry; `chunks`, `reduce_parts` and `text` when asked for."""
-    parts = [_chunk_result(chunk) for chunk in chunks] if chunks is not None else None
-    named: dict[str, Any] = {"index": row.index, "custom_id": row.custom_id, "text": text}
-    if (outputs := row.outputs) is not None:
-        if "summary_text" in outputs:
-            return SummaryResult(
-                **named, chunks=parts, reduce_parts=reduce_parts if parts else None, **outputs
-            )
-        return SentimentResult(**named, chunks=parts, **outputs)
-    if row.failure is not None:
-        return ItemFailure(**named, error=row.failure)
-    return None
-
-
-def _chunk_result(chunk: StoredChunk) -> ChunkResult:
-    outputs = chunk.result if chunk.status == ItemStatus.DONE and chunk.result else {}
-    return ChunkResult(
-        index=chunk.index,
-        start=chunk.start,
-        end=chunk.end,
-        tokens=chunk.tokens,
-        error=chunk.error if chunk.status == ItemStatus.ERROR else None,
-        **outputs,
+    answer = await run_in_threadpool(read)
+    if isinstance(answer, ResultPage):
+        return answer
+    job = answer
+    if JobStatus(job.status) not in TERMINAL_JOB_STATUSES and not follow:
+        raise JobNotFinished(
+            f"Job {job.id} is {job.status} ({job.done_items + job.error_items} of "
+            f"{job.total_items} items finished); add follow=true to stream its rows as they "
+            "finish, or read format=json for those finished so far."
+        )
+    stream = exports.stream_jsonl if format == "jsonl" else exports.stream_csv
+    rows = exports.pages(db, job.id, waiter=waiter if follow else None)
+    return StreamingResponse(
+        stream(rows, Task(job.task), categories=bool(job.options.get("categories"))),
+        media_type=exports.MEDIA_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="{job.id}-results.{format}"'},
     )
 
 

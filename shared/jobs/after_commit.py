@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import event, func, select
+from sqlalchemy import ARRAY, Text, cast, event, func, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from shared import metrics
@@ -25,9 +25,12 @@ log = logging.getLogger(__name__)
 
 # Postgres channel a job's id is sent on when it finishes (API requests wait on it).
 JOB_FINISHED_CHANNEL = "textq_job_finished"
+# Postgres channel a job's id is sent on when its items' outcomes are stored (event streams).
+JOB_PROGRESS_CHANNEL = "textq_job_progress"
 
 _EFFECTS = "textq_after_commit"  # session.info: key -> effect, in the order queued
 _DOORBELL = "textq_doorbell"  # session.info: what wake-ups ring
+_ANNOUNCED = "textq_progress_announced"  # session.info: jobs this transaction announced
 
 
 class Doorbell(Protocol):
@@ -90,6 +93,33 @@ def announce_finished(session: Session, job_id: uuid.UUID) -> None:
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
+
+
+def announce_progress(session: Session, job_ids: Iterable[uuid.UUID]) -> None:
+    """Wake API event streams following these jobs once this transaction commits.
+
+    Sent in the transaction, as `announce_finished` is, at most once per job per
+    transaction however many batches it records (one statement for all new jobs).
+    On SQLite nothing is sent: streams re-read with backoff.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    announced = session.info.get(_ANNOUNCED)
+    if announced is None:
+        announced = session.info[_ANNOUNCED] = set()
+        if not event.contains(session, "after_transaction_end", _forget_announced):
+            event.listen(session, "after_transaction_end", _forget_announced)
+    fresh = sorted({str(job_id) for job_id in job_ids} - announced)
+    if not fresh:
+        return
+    announced.update(fresh)
+    ids = func.unnest(cast(fresh, ARRAY(Text))).column_valued("id")
+    session.execute(select(func.pg_notify(JOB_PROGRESS_CHANNEL, ids)))
+
+
+def _forget_announced(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_ANNOUNCED, None)
 
 
 def count_finished_job(

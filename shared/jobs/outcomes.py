@@ -12,6 +12,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from shared.jobs import documents, insights
+from shared.jobs.after_commit import announce_progress
 from shared.jobs.lifecycle import finish_complete_jobs
 from shared.jobs.result_cache import remember_results
 from shared.jobs.rows import INSERT_SLICE_ROWS, slices
@@ -95,6 +96,7 @@ def store_outcomes(session: Session, outcomes: Sequence[Outcome], refs: dict[int
     texts += _count_down_parents(session, [o for o in finished if refs[o.item_id].parent_id], refs)
     _count_texts(session, texts)
     finish_complete_jobs(session, {job_id for job_id, _ in texts})
+    announce_progress(session, {ref.job_id for ref in refs.values()})
 
 
 def _split(session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]) -> None:

@@ -15,7 +15,13 @@ from shared.errors import JobNotFound
 from shared.jobs import insights
 from shared.jobs.rows import status_values
 from shared.models import Job, JobItem
-from shared.states import TERMINAL_JOB_STATUSES, ItemStatus, JobStatus, Task
+from shared.states import (
+    TERMINAL_ITEM_STATUSES,
+    TERMINAL_JOB_STATUSES,
+    ItemStatus,
+    JobStatus,
+    Task,
+)
 
 
 def get_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
@@ -87,9 +93,19 @@ class StoredOutcome:
 
 
 def list_item_outcomes(
-    session: Session, *, job_id: uuid.UUID, after_index: int, limit: int
+    session: Session,
+    *,
+    job_id: uuid.UUID,
+    after_index: int,
+    limit: int,
+    finished_only: bool = False,
 ) -> list[StoredOutcome]:
-    """Return the index, status, result and error of a job's texts in input order."""
+    """Return the index, status, result and error of a job's texts in input order.
+
+    With `finished_only` (a job still running), stop before the first text that has not
+    finished: what is returned never changes later, so a cursor after the last one misses
+    nothing and repeats nothing. A long text finishes when its chunks are all reduced.
+    """
     rows = session.execute(
         select(
             JobItem.idx,
@@ -103,7 +119,12 @@ def list_item_outcomes(
         .order_by(JobItem.idx)
         .limit(limit)
     ).all()
-    return [StoredOutcome(*row) for row in rows]
+    outcomes = [StoredOutcome(*row) for row in rows]
+    if finished_only:
+        for position, outcome in enumerate(outcomes):
+            if ItemStatus(outcome.status) not in TERMINAL_ITEM_STATUSES:
+                return outcomes[:position]
+    return outcomes
 
 
 @dataclass(frozen=True)

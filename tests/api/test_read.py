@@ -37,11 +37,13 @@ def test_a_wrong_method_is_405_with_allow(client, method, path):
     assert response.headers["allow"]
 
 
-def test_results_of_an_unfinished_job_are_409(client):
+def test_an_export_of_an_unfinished_job_is_409_and_a_page_is_partial(client):
     job = submit(client)
-    response = client.get(f"/v1/jobs/{job['id']}/results")
+    response = client.get(f"/v1/jobs/{job['id']}/results", params={"format": "csv"})
     assert response.status_code == 409
     assert "queued" in response.json()["detail"]
+    page = client.get(f"/v1/jobs/{job['id']}/results").json()
+    assert (page["status"], page["partial"], page["items"]) == ("queued", True, [])
 
 
 def test_jobs_are_listed_newest_first_in_pages(client):

@@ -1,5 +1,6 @@
 import threading
 import time
+import uuid
 
 from api.waiting import NOTIFIED_RECHECK_S
 from shared.jobs.outcomes import record_outcomes
@@ -51,3 +52,37 @@ def test_wait_s_is_bounded(client):
     response = client.get(f"/v1/jobs/{job['id']}", params={"wait_s": 3600})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_watch_is_woken_by_progress_not_only_by_the_end(client, db, api_settings, backend):
+    """Event streams wait on a watch: a stored outcome wakes it (Postgres: the progress
+    NOTIFY of the worker's transaction), long before the slow re-check."""
+    job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": ["a", "b"]}})
+    job_id = uuid.UUID(job.json()["id"])
+    claimed = claim(db, model=api_settings.sentiment_model)
+    waiter = client.app.state.waiter
+    if backend == "postgres":
+        deadline = time.monotonic() + 10
+        while not waiter._listening.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def record_one():
+        time.sleep(0.3)
+        with db.write() as session:
+            first = [Outcome(item_id=claimed.items[0].id, result={"label": "POSITIVE"})]
+            record_outcomes(session, claim_token=claimed.token, outcomes=first)
+
+    async def watch_once() -> float:
+        with waiter.watch(job_id) as watch:
+            started = time.monotonic()
+            await watch.changed(NOTIFIED_RECHECK_S * 2)
+            return time.monotonic() - started
+
+    recorder = threading.Thread(target=record_one)
+    recorder.start()
+    took_s = client.portal.call(watch_once)
+    recorder.join()
+    if backend == "postgres":
+        assert 0.2 < took_s < NOTIFIED_RECHECK_S / 2, "woken by the progress notification"
+    else:
+        assert took_s < 0.3, "SQLite backs off from 20 ms"

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.e2e import browser
-from tests.e2e.polling import all_results, wait_for_job
+from tests.e2e.polling import all_results, wait_for_job, wait_until_partly_done
 from tests.e2e.processes import Service
 
 FEEDBACK_PARTS = {
@@ -208,6 +208,37 @@ def test_bulk_feedback_from_upload_to_download(
     downloaded = list(csv.DictReader(io.StringIO(Path(download.path()).read_text())))
     assert [row["custom_id"] for row in downloaded] == [ticket for ticket, _ in rows]
     assert {row["label"] for row in downloaded} == set(job["labels"])
+
+
+def test_the_results_table_fills_while_the_job_runs(
+    page: Any, service: Service, http: httpx.Client, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    rows = feedback_rows(20_000)
+    with feedback_csv(tmp_path / "big.csv", rows).open("rb") as file:
+        submitted = http.post(
+            "/v1/batches",
+            files={"file": ("big.csv", file)},
+            data={"task": "sentiment", "text_column": "comment", "id_column": "ticket"},
+        )
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    wait_until_partly_done(http, job_id)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    sign_in(page, service)
+    page.goto(f"/ui/#/jobs/{job_id}")
+
+    table = page.locator("#results-list tbody tr")
+    expect(table).to_have_count(20)
+    status_with_rows = page.locator("#job-status").text_content()
+    assert status_with_rows == "running", "rows are shown before the job ends"
+    assert any(f"/v1/jobs/{job_id}/events" in url for url in requested), "it follows the events"
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=300_000)
+    expect(table).to_have_count(20)
+    expect(table.locator("td:first-child")).to_have_text([str(n) for n in range(20)])
+    expect(table.nth(0)).to_contain_text(rows[0][0])
 
 
 def test_document_summary_shows_its_chunk_summaries(

@@ -4,9 +4,11 @@ import * as api from "./api.js";
 import { histogramChart, labelChart } from "./charts.js";
 import { element } from "./dom.js";
 import { ACTIVE, describeInput, fraction, progressLine, seconds, when } from "./format.js";
-import { renderExtremes, renderInsights, showResults } from "./results.js";
+import { renderExtremes, renderInsights, resultsView } from "./results.js";
 
 const POLL_MS = 1000;
+const SLOW_POLL_MS = 5000;
+const EVENT_REFRESH_MS = 500;
 const LIST_POLL_MS = 2000;
 
 const main = document.getElementById("main");
@@ -228,7 +230,6 @@ function showJob(id) {
   main.replaceChildren(document.getElementById("job-view").content.cloneNode(true));
   const find = (selector) => main.querySelector(selector);
   let job;
-  let finishedShown = false;
   let highlightsAt = 0;
 
   find("#job-cancel").addEventListener("click", async () => {
@@ -276,19 +277,56 @@ function showJob(id) {
     renderExtremes(find("#most-positive"), highlights.most_positive);
   }
 
-  return every(POLL_MS, async () => {
+  let results = null;
+  async function refresh() {
     render(await api.getJson(`v1/jobs/${id}`));
     const active = ACTIVE.has(job.status);
     if (job.task === "sentiment" && (!active || Date.now() - highlightsAt > 3000)) {
       highlightsAt = Date.now();
       await refreshHighlights();
     }
-    if (!active && !finishedShown && job.status !== "expired") {
-      finishedShown = true;
-      await showResults(find, id, job.task, showError);
+    if (job.status !== "expired") {
+      results ??= resultsView(find, id, job.task, showError);
+      await results.fill();
     }
     return active;
-  });
+  }
+
+  // The job's events say when something changed: refresh then, at most every EVENT_REFRESH_MS.
+  let pending = null;
+  let refreshedAt = 0;
+  const schedule = () => {
+    if (pending !== null) return;
+    pending = setTimeout(
+      async () => {
+        refreshedAt = Date.now();
+        try {
+          await refresh();
+        } catch (error) {
+          showError(error);
+        } finally {
+          pending = null;
+        }
+      },
+      Math.max(0, refreshedAt + EVENT_REFRESH_MS - Date.now()),
+    );
+  };
+  const controller = new AbortController();
+  // Slowly as well, for what events do not carry (insights, highlights); fast if no stream.
+  let stopPolling = every(SLOW_POLL_MS, refresh);
+  api
+    .followEvents(id, { onEvent: schedule, signal: controller.signal })
+    .then(() => controller.signal.aborted || schedule())
+    .catch(() => {
+      if (controller.signal.aborted) return;
+      stopPolling();
+      stopPolling = every(POLL_MS, refresh);
+    });
+  return () => {
+    controller.abort();
+    stopPolling();
+    clearTimeout(pending);
+  };
 }
 
 // --- routing ---------------------------------------------------------------------------------

@@ -69,26 +69,63 @@ export function renderInsights(find, insights) {
   );
 }
 
-export async function showResults(find, id, task, showError) {
+/**
+ * The results section of a job, queued, running or finished. `fill()` adds the rows finished
+ * since it last ran (in input order, as the API pages them) until the table holds `limit`
+ * rows; the page calls it whenever the job's events say something finished. "Show more"
+ * raises the limit a page at a time.
+ */
+export function resultsView(find, id, task, showError) {
   const section = find("#results");
   const more = find("#results-more");
   section.hidden = false;
   // Sentiment rows are short: a table reads best. Summaries are prose, one article each.
   const rows = task === "sentiment" ? sentimentTable(find("#results-list")) : null;
   let cursor = null;
+  let shown = 0;
+  let limit = RESULTS_PAGE;
+  let ended = false;
+  let again = false;
+  let loading = null;
   const load = async () => {
-    const query = new URLSearchParams({ limit: String(RESULTS_PAGE) });
-    if (task === "summarize") query.set("include_chunks", "true");
-    else query.set("include_text", "true");
-    if (cursor) query.set("cursor", cursor);
-    const page = await api.getJson(`v1/jobs/${id}/results?${query}`);
-    if (rows) rows.append(...page.items.map(sentimentRow));
-    else find("#results-list").append(...page.items.map(summaryEntry));
-    cursor = page.next_cursor;
-    more.hidden = !cursor;
+    while (shown < limit && !ended) {
+      const asked = limit - shown;
+      const query = new URLSearchParams({ limit: String(asked) });
+      if (task === "summarize") query.set("include_chunks", "true");
+      else query.set("include_text", "true");
+      if (cursor) query.set("cursor", cursor);
+      const page = await api.getJson(`v1/jobs/${id}/results?${query}`);
+      if (rows) rows.append(...page.items.map(sentimentRow));
+      else find("#results-list").append(...page.items.map(summaryEntry));
+      shown += page.items.length;
+      ended = page.next_cursor === null;
+      cursor = page.next_cursor ?? cursor;
+      // A running job's page stops at the first text not finished: the rest comes later.
+      if (page.partial && page.items.length < asked) break;
+    }
+    more.hidden = ended || shown < limit;
   };
-  more.addEventListener("click", () => load().catch(showError));
-  await load();
+  // One load at a time; a call during one runs once more after it, to see what it missed.
+  const fill = async () => {
+    if (loading) {
+      again = true;
+      return loading;
+    }
+    loading = (async () => {
+      do {
+        again = false;
+        await load();
+      } while (again);
+    })().finally(() => {
+      loading = null;
+    });
+    return loading;
+  };
+  more.addEventListener("click", () => {
+    limit += RESULTS_PAGE;
+    fill().catch(showError);
+  });
+  return { fill };
 }
 
 function sentimentTable(container) {

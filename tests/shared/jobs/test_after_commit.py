@@ -73,3 +73,41 @@ def test_workers_are_woken_through_the_process_doorbell_after_commit_only(db, mo
         wake_workers(session, Task.SENTIMENT)
         assert doorbell.rung == []
     assert doorbell.rung == [(Task.SENTIMENT, job_id)]
+
+
+def test_progress_is_announced_once_per_job_per_transaction_and_only_if_it_commits(db):
+    from shared.jobs.after_commit import JOB_PROGRESS_CHANNEL, announce_progress
+
+    jobs = [uuid.uuid4(), uuid.uuid4()]
+    if db.is_sqlite:  # no notifications: event streams back off instead; nothing is sent
+        with db.write() as session:
+            announce_progress(session, jobs)
+        return
+    import psycopg
+    from sqlalchemy import event
+
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        if "pg_notify" in statement:
+            statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {JOB_PROGRESS_CHANNEL}")
+        with db.write() as session:
+            # Three batches of one transaction, two of them for both jobs.
+            announce_progress(session, jobs)
+            announce_progress(session, [jobs[0]])
+            announce_progress(session, jobs)
+        assert len(statements) == 1, "one statement for the jobs, none for the repeats"
+        with pytest.raises(RuntimeError), db.write() as session:
+            announce_progress(session, [uuid.uuid4()])
+            raise RuntimeError("rolled back: no announcement")
+        with db.write() as session:
+            announce_progress(session, [jobs[1]])  # a new transaction announces again
+        heard = [n.payload for n in listener.notifies(timeout=1.0, stop_after=10)]
+    assert sorted(heard[:2]) == sorted(map(str, jobs))
+    assert heard[2:] == [str(jobs[1])]
+    event.remove(db.engine, "before_cursor_execute", count)
