@@ -15,7 +15,6 @@ import io
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
@@ -23,6 +22,7 @@ from sqlalchemy import select
 from api.waiting import JobWaiter
 from shared.db import Database
 from shared.jobs.reads import StoredOutcome, list_item_outcomes
+from shared.jobs.result_lines import CATEGORY_COLUMNS, result_record
 from shared.models import Job
 from shared.states import TERMINAL_JOB_STATUSES, JobStatus, Task
 
@@ -31,26 +31,6 @@ EXPORT_PAGE_ROWS = 5000
 FOLLOW_RECHECK_S = 2.0
 MEDIA_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 OUTPUT_COLUMNS = {Task.SENTIMENT: ["label", "score"], Task.SUMMARIZE: ["summary_text"]}
-# Sentiment jobs with categories: every line has these too (empty for a failed text).
-CATEGORY_COLUMNS = ["category", "category_score"]
-
-
-def result_record(row: StoredOutcome, task: Task, *, categories: bool = False) -> dict[str, Any]:
-    """Return one result line: index, custom id, the task's outputs, and the error (or None)."""
-    record: dict[str, Any] = {"index": row.index, "custom_id": row.custom_id}
-    outputs = row.outputs or {}
-    if task is Task.SENTIMENT:
-        record |= {
-            "label": outputs.get("label"),
-            "score": outputs.get("score"),
-            "scores": outputs.get("scores"),
-        }
-        if categories:
-            record |= {column: outputs.get(column) for column in CATEGORY_COLUMNS}
-    else:
-        record["summary_text"] = outputs.get("summary_text")
-    record["error"] = row.failure
-    return record
 
 
 def read_rows(

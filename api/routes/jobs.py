@@ -258,10 +258,14 @@ async def get_job_results(
         with db.read() as session:
             job = reads.get_job(session, tenant_id=tenant_id, job_id=parsed)
             if JobStatus(job.status) is JobStatus.EXPIRED:
+                after_what = (
+                    f"{job.expires_after_s} s, as its expires_after_s asked"
+                    if job.expires_after_s is not None
+                    else "the retention period (TEXTQ_RETENTION_DAYS)"
+                )
                 raise JobExpired(
                     f"Job {job.id} finished at {job.finished_at:%Y-%m-%d %H:%M} UTC and its "
-                    "inputs and results were purged after the retention period "
-                    "(TEXTQ_RETENTION_DAYS)."
+                    f"inputs and results were purged after {after_what}."
                 )
             if format != "json":
                 return job

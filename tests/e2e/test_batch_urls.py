@@ -105,4 +105,6 @@ def test_a_job_with_expires_after_s_is_purged_by_the_sweeper_after_it_ends(http)
 
     shown = wait_for(expired, "the job's expiry", timeout_s=30)
     assert shown["expires_at"] == job["expires_at"]
-    assert http.get(f"/v1/jobs/{job_id}/results").status_code == 410
+    gone = http.get(f"/v1/jobs/{job_id}/results")
+    assert gone.status_code == 410
+    assert "after 1 s, as its expires_after_s asked" in gone.json()["detail"]
