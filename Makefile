@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install browser prometheus jq run test lint unit bench bench-bulk faults demo-models clean
+.PHONY: install browser prometheus jq run test lint unit bench bench-bulk bench-gpu gpu-pack faults demo-models clean
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,14 @@ unit: install
 # The benchmark suite against the naive seed server (about 20 minutes on 2 cores).
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+# On a CUDA machine: the full-size models alone, then through `textq up` on the GPU (8 minutes).
+bench-gpu: install
+	$(BIN)/python -m benchmarks.gpu --device cuda:0
+
+# What that run needs on a GPU machine without network, in .gpu/: wheels, corpora, tokenizer.
+gpu-pack: install
+	$(BIN)/python -m benchmarks.gpu_pack .gpu
 
 # A 1 M-row CSV upload: ingest, every row through a worker, the export (about 6 minutes).
 bench-bulk: install

@@ -57,6 +57,7 @@ SKIPPED = {
     "example paths": 1,
     "output sample": 2,
     "needs Postgres, Redis and GPUs; the test checks each textq command's words and options": 1,
+    "needs a CUDA machine": 1,
 }
 STATUS_MARK = "readme-test-http-status:"
 MARKER = re.compile(r"<!-- readme-test: (skip|background) \((.*)\) -->")
