@@ -15,6 +15,8 @@ from shared.config import Settings
 from shared.db import Database
 from shared.migrate import upgrade
 from tests import services
+from tests.file_server import FileServer
+from tests.webhook_receiver import Receiver
 
 # Nothing a test does may reach the model hub: offline mode, and an endpoint on a closed
 # loopback port should anything ignore it.
@@ -130,3 +132,19 @@ def db(settings: Settings) -> Iterator[Database]:
     database = Database(settings.resolved_database_url, application_name="textq-tests")
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def files() -> Iterator[FileServer]:
+    """A loopback HTTP server of files to fetch and a place to PUT them (input/output URLs)."""
+    running = FileServer().start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def hooks() -> Iterator[Receiver]:
+    """A loopback webhook receiver that records what it is sent."""
+    running = Receiver().start()
+    yield running
+    running.stop()

@@ -87,18 +87,7 @@ def retry_job(
         )
     whole = [text.id for text in texts if text.id not in by_chunks]
     if whole:
-        session.execute(
-            update(JobItem)
-            .where(JobItem.id.in_(whole))
-            .values(
-                status=ItemStatus.PENDING.value,
-                error=None,
-                result=None,
-                finished_at=None,
-                claim_token=None,
-                lease_expires_at=None,
-            )
-        )
+        _back_to_pending(session, JobItem.id.in_(whole))
     values: dict[str, Any] = {
         "status": JobStatus.RUNNING.value,
         "finished_at": None,
@@ -184,9 +173,14 @@ def _repend_chunks(session: Session, job_id: uuid.UUID) -> None:
         .where(_failed_chunk(text, job_id))
         .scalar_subquery()
     )
+    _back_to_pending(session, JobItem.id.in_(chunk_ids))
+
+
+def _back_to_pending(session: Session, which: Any) -> None:
+    """Make the items `which` selects pending again, as if never run: no result, no error."""
     session.execute(
         update(JobItem)
-        .where(JobItem.id.in_(chunk_ids))
+        .where(which)
         .values(
             status=ItemStatus.PENDING.value,
             error=None,

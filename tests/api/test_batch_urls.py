@@ -8,17 +8,10 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from shared import api_keys
 from shared.models import DEFAULT_TENANT_ID
-from tests.file_server import FileServer, Served
+from tests.file_server import Served
 
 CSV = b"id,text\n1,I love it\n2,meh\n3,awful\n"
 SIGNED = "?X-Amz-Signature=abc%2Fdef&X-Amz-Expires=900"
-
-
-@pytest.fixture
-def files():
-    running = FileServer().start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

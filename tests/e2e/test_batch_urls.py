@@ -9,27 +9,12 @@ from datetime import datetime, timedelta
 import pytest
 
 from tests.e2e.polling import all_results, wait_for_job
-from tests.file_server import FileServer, Served
-from tests.webhook_receiver import Receiver
+from tests.file_server import Served
 
 pytestmark = pytest.mark.e2e
 
 ROWS = [("r1", "I love this product"), ("r2", "Terrible it broke"), ("r3", "fine")]
 SIGNED = "?X-Amz-Signature=abc%2Fdef&X-Amz-Expires=900"
-
-
-@pytest.fixture
-def files():
-    running = FileServer().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def hooks():
-    running = Receiver().start()
-    yield running
-    running.stop()
 
 
 def csv_gz() -> bytes:

@@ -71,10 +71,7 @@ class WebhookSender:
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        # Redirects are not followed: a 3xx is a failed attempt, never a second destination.
-        self.client = httpx.Client(
-            timeout=self.settings.webhook_timeout_s, follow_redirects=False, trust_env=False
-        )
+        self.client = receiver_client(self.settings)
 
     def deliver(self, event_id: str) -> str | None:
         """Attempt an event once; return its status after the attempt (None: not pending)."""
@@ -172,13 +169,34 @@ class WebhookSender:
             return webhook_events.DELIVERED, None
         if code == 410:
             return webhook_events.DISABLED, None
-        schedule = self.settings.webhook_retry_delays_s
-        if attempts >= len(schedule):
-            return webhook_events.FAILED, None
-        delay = schedule[attempts] * random.uniform(1 - JITTER, 1 + JITTER)
-        if code in RETRY_AFTER_STATUSES and answer.retry_after_s is not None:
-            delay = min(answer.retry_after_s, MAX_RETRY_AFTER_S)
-        return webhook_events.PENDING, utcnow() + timedelta(seconds=delay)
+        next_at = next_attempt_at(self.settings, code, answer.retry_after_s, attempts=attempts)
+        return (
+            (webhook_events.FAILED, None) if next_at is None else (webhook_events.PENDING, next_at)
+        )
+
+
+def receiver_client(settings: Settings) -> httpx.Client:
+    """Return the HTTP client deliveries are made with: the webhook timeout, no proxies from
+    the environment, and no redirects (a 3xx is a failed attempt, never a second place)."""
+    return httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False, trust_env=False)
+
+
+def next_attempt_at(
+    settings: Settings, status_code: int | None, retry_after: float | None, *, attempts: int
+) -> datetime | None:
+    """Return when to try a failed delivery again after `attempts` of them, None when the
+    retry schedule (TEXTQ_WEBHOOK_RETRY_SCHEDULE_S, Standard Webhooks') is spent.
+
+    Each delay is jittered by ±JITTER; a 429 or 503 with Retry-After waits what it asks
+    (up to MAX_RETRY_AFTER_S) instead.
+    """
+    schedule = settings.webhook_retry_delays_s
+    if attempts >= len(schedule):
+        return None
+    delay = schedule[attempts] * random.uniform(1 - JITTER, 1 + JITTER)
+    if status_code in RETRY_AFTER_STATUSES and retry_after is not None:
+        delay = min(retry_after, MAX_RETRY_AFTER_S)
+    return utcnow() + timedelta(seconds=delay)
 
 
 def _attempt_outcome(answer: Answer) -> str:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import gzip
 import logging
-import random
 import re
 import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import IO
 
 import httpx
@@ -28,7 +27,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.jobs import output_delivery
 from shared.jobs.result_lines import jsonl_pages
-from shared.models import Job, utcnow
+from shared.models import Job
 from shared.states import JobStatus, Task
 from shared.webhooks.targets import (
     Resolver,
@@ -39,7 +38,7 @@ from shared.webhooks.targets import (
     system_resolver,
     url_host,
 )
-from worker.webhooks.delivery import JITTER, MAX_RETRY_AFTER_S, RETRY_AFTER_STATUSES, retry_after_s
+from worker.webhooks.delivery import next_attempt_at, receiver_client, retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +65,7 @@ class OutputSender:
     client: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
-        # Redirects are not followed: a 3xx is a failed attempt, never a second destination.
-        self.client = httpx.Client(
-            timeout=self.settings.webhook_timeout_s, follow_redirects=False, trust_env=False
-        )
+        self.client = receiver_client(self.settings)
 
     def close(self) -> None:
         """Close the connections kept open to receivers."""
@@ -164,13 +160,12 @@ class OutputSender:
         code = answer.status_code
         if code is not None and 200 <= code < 300:
             return output_delivery.DELIVERED, None
-        schedule = self.settings.webhook_retry_delays_s
-        if attempts >= len(schedule):
-            return output_delivery.FAILED, None
-        delay = schedule[attempts] * random.uniform(1 - JITTER, 1 + JITTER)
-        if code in RETRY_AFTER_STATUSES and answer.retry_after_s is not None:
-            delay = min(answer.retry_after_s, MAX_RETRY_AFTER_S)
-        return output_delivery.PENDING, utcnow() + timedelta(seconds=delay)
+        next_at = next_attempt_at(self.settings, code, answer.retry_after_s, attempts=attempts)
+        return (
+            (output_delivery.FAILED, None)
+            if next_at is None
+            else (output_delivery.PENDING, next_at)
+        )
 
 
 def _chunks(body: IO[bytes]) -> Iterator[bytes]:

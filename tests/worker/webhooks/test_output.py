@@ -15,26 +15,10 @@ from shared.models import DEFAULT_TENANT_ID, Job, OutputDelivery
 from shared.states import Task
 from shared.webhooks import events as webhook_events
 from tests.factories import claim
-from tests.file_server import FileServer
-from tests.webhook_receiver import Receiver
 from worker.webhooks.delivery import Dispatcher, WebhookSender
 from worker.webhooks.output import OutputSender
 
 SIGNED = "/out/results.jsonl?X-Amz-Signature=abc%2Fdef&X-Amz-Expires=900"
-
-
-@pytest.fixture
-def files():
-    running = FileServer().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def hooks():
-    running = Receiver().start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture
