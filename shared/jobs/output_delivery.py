@@ -41,6 +41,18 @@ def add_output_delivery(session: Session, job: Job, *, url: str, gzip: bool) -> 
     job.output = _view(url=url, gzip=gzip, status=PENDING, attempts=0)
 
 
+def rearm_output_delivery(session: Session, job_id: uuid.UUID) -> None:
+    """Make a retried job's delivery due again when it ends anew, with a fresh schedule: the
+    results sent before are out of date. (No row: the job has no `output_url`.)"""
+    delivery = session.get(OutputDelivery, job_id, with_for_update=True)
+    job = session.get(Job, job_id)
+    if delivery is None or job is None:
+        return
+    delivery.status, delivery.attempts, delivery.last_error = PENDING, 0, None
+    delivery.next_attempt_at = delivery.lease_expires_at = delivery.delivered_at = None
+    job.output = _view(url=delivery.url, gzip=delivery.gzip, status=PENDING, attempts=0)
+
+
 def _view(
     *,
     url: str,

@@ -7,11 +7,13 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from shared.errors import JobNotFound, NothingToRetry
 from shared.jobs.after_commit import wake_workers
+from shared.jobs.deadlines import NOT_STARTED
+from shared.jobs.output_delivery import rearm_output_delivery
 from shared.models import Job, JobItem, utcnow
 from shared.states import RETRYABLE_JOB_STATUSES, ItemStatus, JobStatus, Task
 
@@ -64,10 +66,18 @@ def retry_job(
             JobItem.job_id == job.id,
             JobItem.parent_id.is_(None),
             JobItem.status == ItemStatus.ERROR.value,
+            # A row refused as input (blank, a repeated id) never ran and would be refused
+            # again: only texts a worker took, or that a deadline ended, run again.
+            or_(JobItem.attempts > 0, JobItem.error == NOT_STARTED),
         )
     ).all()
     if not texts:
-        raise NothingToRetry(f"Job {job.id} is {job.status} but none of its texts failed.")
+        raise NothingToRetry(
+            f"Job {job.id} is {job.status}, but its only failures are rows refused as input "
+            "(blank texts, repeated ids), which a retry would refuse again: fix those rows "
+            "and submit them as a new job.",
+            job_status=job.status,
+        )
     failed_chunks = _failed_chunks_per_text(session, job.id)
     by_chunks = {text.id for text in texts if text.id in failed_chunks}
     _repend_chunks(session, job.id)
@@ -97,6 +107,7 @@ def retry_job(
     if deadline is not None:
         values["deadline"] = deadline
     session.execute(update(Job).where(Job.id == job.id).values(**values))
+    rearm_output_delivery(session, job.id)
     wake_workers(session, Task(job.task), job_id=job.id)
     session.flush()
     session.refresh(job)
@@ -136,7 +147,8 @@ def _refuse_unless_retryable(job: Job, deadline: datetime | None) -> None:
     if deadline is None and job.deadline is not None and job.deadline <= utcnow():
         raise NothingToRetry(
             f"Job {job.id}'s deadline passed at {job.deadline:%Y-%m-%dT%H:%M:%SZ}: its texts "
-            'would not start again. Give a new one: {"deadline": "2026-12-01T17:30:00Z"}.',
+            'would not start again. Give a new one: {"deadline": "2026-12-01T17:30:00Z"} '
+            "(textq retry JOB --deadline 2026-12-01T17:30:00Z).",
             job_status=status.value,
         )
 

@@ -153,3 +153,59 @@ def test_a_job_with_insights_is_not_retried(db):
         session.execute(update(Job).where(Job.id == job.id).values(status="partial"))
     with pytest.raises(NothingToRetry, match="has insights"):
         retry(db, job)
+
+
+def refuse_as_input(db, job, text):
+    """Mark a job's item as a row refused at ingest would be: failed, never claimed."""
+    with db.write() as session:
+        session.execute(
+            update(JobItem)
+            .where(JobItem.job_id == job.id, JobItem.input_text == text)
+            .values(status="error", error="row 3: the text is blank", finished_at=utcnow())
+        )
+        session.execute(update(Job).where(Job.id == job.id).values(error_items=Job.error_items + 1))
+
+
+def test_rows_refused_as_input_are_not_run_again_only_the_texts_that_failed(db):
+    job = make_job(db, texts=["fine", "blank row", "poison"])
+    refuse_as_input(db, job, "blank row")
+    run(db, fail=lambda item: "poison" in item.text)
+    assert job_of(db, job.id).status == JobStatus.PARTIAL
+    retry(db, job)
+    by_text = {item.input_text: item for item in items_of(db, job.id)}
+    assert by_text["blank row"].status == "error"
+    assert by_text["poison"].status == "pending"
+    run(db)
+    again = job_of(db, job.id)
+    assert (again.status, again.done_items, again.error_items) == (JobStatus.PARTIAL, 2, 1)
+
+
+def test_a_job_whose_only_failures_are_refused_rows_has_nothing_to_retry(db):
+    job = make_job(db, texts=["fine", "blank row"])
+    refuse_as_input(db, job, "blank row")
+    run(db)
+    assert job_of(db, job.id).status == JobStatus.PARTIAL
+    with pytest.raises(NothingToRetry, match="refused as input"):
+        retry(db, job)
+    assert job_of(db, job.id).status == JobStatus.PARTIAL
+
+
+def test_a_retry_sends_the_results_to_the_output_url_again_when_the_job_ends_anew(db):
+    from shared.jobs import output_delivery
+
+    job = make_job(db, texts=["fine", "poison"])
+    with db.write() as session:
+        output_delivery.add_output_delivery(
+            session, session.get(Job, job.id), url="http://127.0.0.1:9/out?sig=x", gzip=False
+        )
+    run(db, fail=lambda item: "poison" in item.text)
+    with db.write() as session:
+        output_delivery.record_attempt(session, job_id=job.id, outcome="delivered", error=None)
+    retry(db, job)
+    with db.write() as session:
+        assert output_delivery.claim_due_deliveries(session, limit=5, lease_s=60) == []
+    shown = job_of(db, job.id).output
+    assert (shown["status"], shown["attempts"], shown["delivered_at"]) == ("pending", 0, None)
+    run(db)
+    with db.write() as session:
+        assert output_delivery.claim_due_deliveries(session, limit=5, lease_s=60) == [job.id]
