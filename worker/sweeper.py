@@ -19,7 +19,12 @@ from shared.jobs.claims import expire_leases
 from shared.jobs.deadlines import expire_past_deadlines
 from shared.jobs.queue import models_awaited, tasks_waiting_for_a_worker
 from shared.jobs.result_cache import forget_results_before
-from shared.jobs.retention import jobs_past_retention, mark_expired, purge_items
+from shared.jobs.retention import (
+    jobs_past_expiry,
+    jobs_past_retention,
+    mark_expired,
+    purge_items,
+)
 from shared.models import utcnow
 from shared.states import Task
 
@@ -31,8 +36,11 @@ FORGET_UNSEEN_WORKERS_AFTER_S = 24 * 3600.0
 DEADLINE_EXPIRY_SLICE = 5000
 
 
-def purge_expired_jobs(db: Database, *, default_days: int, batch_jobs: int = 100) -> int:
-    """Purge every job past retention; return how many expired.
+def purge_expired_jobs(
+    db: Database, *, default_days: int, batch_jobs: int = 100, own_expiry_only: bool = False
+) -> int:
+    """Purge every job past retention (or, `own_expiry_only`, past its own
+    `expires_after_s`); return how many expired.
 
     Items go in chunks of their own transactions, so a million-row job never holds one
     long transaction; the job is marked expired once its last chunk is gone.
@@ -40,7 +48,11 @@ def purge_expired_jobs(db: Database, *, default_days: int, batch_jobs: int = 100
     expired = 0
     while True:
         with db.read() as session:
-            due = jobs_past_retention(session, default_days=default_days, limit=batch_jobs)
+            due = (
+                jobs_past_expiry(session, limit=batch_jobs)
+                if own_expiry_only
+                else jobs_past_retention(session, default_days=default_days, limit=batch_jobs)
+            )
         for job_id in due:
             while True:
                 with db.write() as session:
@@ -93,6 +105,11 @@ class Sweeper:
             self._say_alive()
             self._forget_old_results()
             self._purge_past_retention()
+            # A job's own expiry is seconds to hours, not days: kept at every sweep (one
+            # indexed query) rather than at the hourly retention sweep.
+            purge_expired_jobs(
+                self.db, default_days=self.settings.retention_days, own_expiry_only=True
+            )
             with self.db.read() as session:
                 waiting = tasks_waiting_for_a_worker(session, self.served)
                 awaited = {task: models_awaited(session, task) for task in self.served}

@@ -118,3 +118,25 @@ def test_an_expiry_past_the_tenant_s_retention_is_refused_naming_the_most(db):
         retention.check_expiry_within_retention(
             session, tenant_id="brief-expiry", expires_after_s=86400, default_days=30
         )
+
+
+class Quiet:
+    def ring(self, task, *, job_id=None):
+        return True
+
+
+def test_every_sweep_purges_jobs_past_their_own_expiry_not_only_the_hourly_one(db, settings):
+    from worker.sweeper import Sweeper
+
+    settings = settings.model_copy(update={"retention_sweep_interval_s": 3600})
+    sweeper = Sweeper(settings=settings, db=db, doorbell=Quiet(), served={})
+    sweeper.sweep()  # the hourly retention sweep runs now, then not for an hour
+    job = finished(db, ["short-lived"], days_ago=0)
+    with db.write() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id)
+            .values(expires_after_s=1, finished_at=utcnow() - timedelta(seconds=2))
+        )
+    sweeper.sweep()
+    assert state(db, job.id) == (JobStatus.EXPIRED, 0)
