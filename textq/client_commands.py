@@ -295,13 +295,22 @@ def results(
         raise fail(f"--format must be jsonl or csv, not {format!r}")
     job_id = _job_id(job_id)
     with _client(url, api_key) as client:
-        chunks = client.export(job_id, format=format, follow=follow)
-        if output is None:
-            written = _copy(chunks, sys.stdout.buffer.write)
-            sys.stdout.flush()
-        else:
-            with output.open("wb") as handle:
-                written = _copy(chunks, handle.write)
+        try:
+            chunks = client.export(job_id, format=format, follow=follow)
+            if output is None:
+                written = _copy(chunks, sys.stdout.buffer.write)
+                sys.stdout.flush()
+            else:
+                with output.open("wb") as handle:
+                    written = _copy(chunks, handle.write)
+        except TextqError as error:
+            if error.problem.get("type") != "/problems/job-not-finished":
+                raise
+            # The API's words name its query parameters; these are the command's.
+            raise fail(
+                f"job {job_id} has not finished: add --follow to write its rows as they "
+                f"finish, or see its progress with textq status {job_id}"
+            ) from None
     if not written:
         typer.echo(f"job {job_id} has no results", err=True)
 

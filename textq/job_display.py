@@ -103,7 +103,9 @@ def follow(client: Client, job: Job) -> Iterator[Job]:
                 last_id, heard = event_id, True
                 if name in ("progress", "finished"):
                     job = _with_figures(job, data)
-                    if name == "progress":
+                    # An ended job is yielded once, read whole: events carry only its figures,
+                    # not its labels and insights.
+                    if name == "progress" and not is_finished(job):
                         yield job
             # The stream ended: at `finished`, or dropped (then resume where it stopped).
             job = client.get(job.id)

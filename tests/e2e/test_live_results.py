@@ -139,11 +139,22 @@ def test_the_python_client_and_the_cli_read_a_running_job_to_its_end(http, servi
 
     job_id = submit_rows(http, total)
     wait_until_partly_done(http, job_id)
+    env = {**os.environ, "TEXTQ_URL": service.base_url, "TEXTQ_API_KEY": key}
+    unfollowed = subprocess.run(
+        [sys.executable, "-m", "textq", "results", job_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if http.get(f"/v1/jobs/{job_id}").json()["status"] == "running":  # as it was asked
+        assert unfollowed.returncode == 1, unfollowed.stderr
+        assert "add --follow" in unfollowed.stderr and "follow=true" not in unfollowed.stderr
     written = tmp_path / "rows.csv"
     command = ["results", job_id, "--format", "csv", "--follow", "--output", str(written)]
     done = subprocess.run(
         [sys.executable, "-m", "textq", *command],
-        env={**os.environ, "TEXTQ_URL": service.base_url, "TEXTQ_API_KEY": key},
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
