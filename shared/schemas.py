@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -171,6 +173,28 @@ def _deadline_or_none(raw: Any) -> datetime | None:
     return None if raw is None else parse_deadline(raw)
 
 
+HTTP_URL_PATTERN = "^[Hh][Tt][Tt][Pp][Ss]?://"
+
+
+def _http_url(value: str) -> str:
+    if not re.match(HTTP_URL_PATTERN, value):
+        raise ValueError(
+            "must be an http:// or https:// URL (presigned S3, GCS and Azure URLs work)"
+        )
+    return value
+
+
+HttpUrlText = Annotated[str, AfterValidator(_http_url)]
+
+
+def _expiry_seconds(value: int) -> int:
+    if value < 1:
+        raise ValueError("must be a positive whole number of seconds, at most the retention")
+    return value
+
+
+ExpirySeconds = Annotated[int, AfterValidator(_expiry_seconds)]
+
 DEADLINE_DOC = (
     "An RFC 3339 time with a UTC offset (e.g. 2026-12-01T17:30:00Z): items not started by "
     "then end with the error `not started before the deadline`. Within a priority, earlier "
@@ -223,9 +247,9 @@ class JobCreate(Strict):
         description="Higher runs first. Default: 6 for up to 100 texts, 4 for larger jobs and "
         "documents (the classic endpoints use 8, file uploads 2).",
     )
-    expires_after_s: int | None = Field(
+    expires_after_s: ExpirySeconds | None = Field(
         default=None,
-        ge=1,
+        json_schema_extra={"minimum": 1},
         description="Delete the job's results this many seconds after it ends (at most the "
         "tenant's retention).",
     )
@@ -361,9 +385,9 @@ class BatchCreate(Strict):
     )
 
     task: TaskName
-    input_url: str = Field(
+    input_url: HttpUrlText = Field(
         max_length=8192,
-        pattern="^[Hh][Tt][Tt][Pp][Ss]?://",
+        json_schema_extra={"pattern": HTTP_URL_PATTERN},
         description="An http(s) URL of the CSV or JSONL file (gzip too); presigned URLs work.",
     )
     text_column: str | None = Field(default=None, max_length=200)
@@ -374,17 +398,17 @@ class BatchCreate(Strict):
     webhook_url: str | None = Field(default=None, max_length=2048)
     webhook_events: list[WebhookEventKind] | None = None
     priority: int | None = Field(default=None, ge=0, le=9)
-    output_url: str | None = Field(
+    output_url: HttpUrlText | None = Field(
         default=None,
         max_length=8192,
-        pattern="^[Hh][Tt][Tt][Pp][Ss]?://",
+        json_schema_extra={"pattern": HTTP_URL_PATTERN},
         description="Where to PUT the results as JSON Lines once the job ends (presigned PUT "
         "URLs work).",
     )
     output_gzip: bool = Field(default=False, description="PUT the results gzip-compressed.")
-    expires_after_s: int | None = Field(
+    expires_after_s: ExpirySeconds | None = Field(
         default=None,
-        ge=1,
+        json_schema_extra={"minimum": 1},
         description="Delete the job's results this many seconds after it ends (at most the "
         "tenant's retention).",
     )

@@ -36,11 +36,14 @@ METADATA_ADDRESSES = {
 
 
 class UnsafeWebhookUrl(TextqError):
-    """The webhook URL is not one textq will send to."""
+    """A URL textq would reach (a webhook, an input_url, an output_url) is not one it may.
+
+    The problem type keeps its first name, which clients already match on; the detail names
+    the field."""
 
     status_code = 422
     problem_type = "unsafe-webhook-url"
-    title = "Webhook URL refused"
+    title = "URL refused"
 
 
 def parse_networks(spec: str) -> list[IpNetwork]:

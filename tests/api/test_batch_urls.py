@@ -195,5 +195,17 @@ def test_expires_after_s_on_a_texts_job_is_checked_against_retention(client, sto
     assert stored_rows() == (0, 0)
     zero = client.post("/v1/jobs", json=texts | {"expires_after_s": 0})
     assert zero.status_code == 422
+    assert "positive whole number of seconds" in zero.json()["detail"]
     job = client.post("/v1/jobs", json=texts | {"expires_after_s": 60}).json()
     assert (job["expires_after_s"], job["expires_at"]) == (60, None)
+
+
+@pytest.mark.parametrize("field", ["input_url", "output_url"])
+def test_a_url_that_is_not_http_says_what_would_be_accepted(url_client, stored_rows, field):
+    body = {"task": "sentiment", "input_url": "https://127.0.0.1:9/f.csv"}
+    body[field] = "ftp://127.0.0.1:9/f.csv"
+    response = url_client.post("/v1/batches", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert "http:// or https:// URL" in detail and "pattern" not in detail
+    assert stored_rows() == (0, 0)
