@@ -39,6 +39,11 @@ JOB_SECONDS = Histogram(
     ["task", "phase"],
     buckets=LATENCY_BUCKETS_S,
 )
+UNANSWERED_DRAINS = Counter(
+    "textq_unanswered_drains_total",
+    "Drains a worker started itself because its task's work waited through the doorbells.",
+    ["task"],
+)
 ITEMS_PROCESSED = Counter(
     "textq_items_processed_total", "Texts and chunks a worker ran, by outcome.", ["task", "outcome"]
 )

@@ -22,6 +22,7 @@ from shared.tracing import setup_tracing
 from worker import runtime as worker_runtime
 from worker.model_registry import ResolvedModel
 from worker.sweeper import SweeperThread
+from worker.unanswered import UnansweredDrains
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,12 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
     serve_metrics(settings.worker_metrics_port, settings.metrics_host, "worker")
     worker_runtime.install(runtime)
     list_this_worker(runtime)
+    unanswered = UnansweredDrains()
     sweeper = SweeperThread(
-        settings, served={task: r.source for task, r in resolved.items()}, worker_name=runtime.name
+        settings,
+        served={task: r.source for task, r in resolved.items()},
+        worker_name=runtime.name,
+        on_unanswered=unanswered,
     )
     sweeper.start()
     from worker.celery_app import app
@@ -53,7 +58,10 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
             ],
         )
     finally:
+        # However Celery ended (a crash too), a drain the sweeper started stops after its batch.
+        worker_runtime.SHUTTING_DOWN.set()
         sweeper.stop()
+        unanswered.stop()
         try:
             with runtime.db.write() as session:
                 worker_registry.forget_worker(session, runtime.name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from shared import worker_registry
@@ -78,8 +79,12 @@ class Sweeper:
         doorbell: Doorbell,
         served: dict[Task, str],
         worker_name: str | None = None,
+        on_unanswered: Callable[[Task], None] | None = None,
     ) -> None:
         self.worker_name = worker_name
+        # Called with a task whose work waited through two sweeps' rings with nobody on it.
+        self.on_unanswered = on_unanswered
+        self._waiting_since: dict[Task, float] = {}
         self.settings = settings
         self.db = db
         self.doorbell = doorbell
@@ -115,9 +120,26 @@ class Sweeper:
                 awaited = {task: models_awaited(session, task) for task in self.served}
             for task in waiting:
                 self.doorbell.ring(task)
+            self._answer_unanswered(waiting)
             self._warn_about_unserved_models(awaited)
         except Exception as error:
             log.warning("sweep failed: %s", error, extra={"action": "sweep_failed"})
+
+    def _answer_unanswered(self, waiting: list[Task]) -> None:
+        """Hand on the tasks that stayed waiting for two sweep intervals despite the rings.
+
+        A ring is answered in milliseconds by an idle worker, and a busy one holds a live
+        lease (so its task is not waiting): work that still waits two sweeps later had its
+        doorbells lost on the way.
+        """
+        now = time.monotonic()
+        for task in list(self._waiting_since):
+            if task not in waiting:
+                del self._waiting_since[task]
+        for task in waiting:
+            since = self._waiting_since.setdefault(task, now)
+            if self.on_unanswered and now - since >= 2 * self.settings.sweep_interval_s:
+                self.on_unanswered(task)
 
     def _expire_past_deadlines(self) -> None:
         """End the pending items of jobs whose deadline passed, a slice per transaction."""
@@ -191,7 +213,12 @@ class SweeperThread:
     """Sweeps every TEXTQ_SWEEP_INTERVAL_S on a thread of the worker, with its own connections."""
 
     def __init__(
-        self, settings: Settings, *, served: dict[Task, str], worker_name: str | None = None
+        self,
+        settings: Settings,
+        *,
+        served: dict[Task, str],
+        worker_name: str | None = None,
+        on_unanswered: Callable[[Task], None] | None = None,
     ) -> None:
         self.sweeper = Sweeper(
             settings=settings,
@@ -199,6 +226,7 @@ class SweeperThread:
             doorbell=Doorbell(create_celery(settings), settings),
             served=served,
             worker_name=worker_name,
+            on_unanswered=on_unanswered,
         )
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="textq-sweeper", daemon=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
@@ -44,6 +45,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+# One drain at a time in a process, as they share the device: the doorbell's, and the one the
+# sweeper starts when doorbells go unanswered (see `drain_unanswered`).
+DRAIN_LOCK = threading.Lock()
+
+
 def add_drain_task(app: Celery) -> None:
     """Register the drain task on the worker's Celery app."""
 
@@ -51,8 +57,31 @@ def add_drain_task(app: Celery) -> None:
     def drain(task: str, **_message: object) -> int:
         # The database says what to do: the rest of the doorbell (the job id the API
         # puts in it, for people reading the broker) is accepted and not needed.
-        with log_scope(task=task, worker=worker_runtime.current().name):
-            return drain_queue(worker_runtime.current(), Task(task))
+        with DRAIN_LOCK:
+            return _drain_here(Task(task))
+
+
+def drain_unanswered(task: Task) -> int:
+    """Drain `task` without a doorbell; return how many items were recorded.
+
+    The sweeper calls this when the task's work has waited through its rings with nobody
+    working on it: a broker restarted without its queue bindings drops published doorbells
+    silently, and a consumer that never recovered from a lost connection takes none. The
+    database is the queue, so the worker looks for itself. Returns 0 at once when a drain
+    is already running in this process.
+    """
+    if not DRAIN_LOCK.acquire(blocking=False):
+        return 0
+    try:
+        return _drain_here(task)
+    finally:
+        DRAIN_LOCK.release()
+
+
+def _drain_here(task: Task) -> int:
+    runtime = worker_runtime.current()
+    with log_scope(task=task.value, worker=runtime.name):
+        return drain_queue(runtime, task)
 
 
 def drain_queue(runtime: WorkerRuntime, task: Task) -> int:

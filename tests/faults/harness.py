@@ -266,6 +266,35 @@ class FaultRun:
             f"not settled after {self.config.finish_timeout_s:.0f} s: "
             f"{open_jobs} jobs open, {owed} webhook events owed"
         )
+        # CI keeps only the test report, not the logs folder: say there what was stuck.
+        print(self._stuck_report(ids))
+
+    def _stuck_report(self, ids: list[str]) -> str:
+        """Return the open items by status and lease, and each process's last warnings."""
+        with self.db.read() as session:
+            rows = session.execute(
+                text(
+                    "SELECT i.task, i.status, count(*), min(i.lease_expires_at) < now(), "
+                    "max(i.claimed_by) FROM job_items i JOIN jobs j ON j.id = i.job_id "
+                    "WHERE i.job_id = ANY(:ids) AND i.status NOT IN ('done', 'error') "
+                    "GROUP BY i.task, i.status"
+                ),
+                {"ids": [uuid.UUID(i) for i in ids]},
+            ).all()
+        lines = ["open items (task, status, count, a lease lapsed, claimed by):"]
+        lines += [f"  {tuple(row)}" for row in rows]
+        for process in self.processes:
+            notable = [
+                line
+                for line in process.output().splitlines()
+                if '"WARNING"' in line or '"ERROR"' in line or "Traceback" in line
+            ]
+            state = process.popen.poll()
+            alive = "alive" if state is None else f"exited with {state}"
+            lines.append(f"--- {process.name} ({alive}): last warnings of {len(notable)}")
+            lines += [f"  {line[:400]}" for line in notable[-25:]]
+            lines.append(f"  (last line) {process.output().rstrip().splitlines()[-1:]}")
+        return "\n".join(lines)
 
     def verdict(self, load: LoadResult, *, faults: int | None = None) -> Verdict:
         problems = list(self.notes) + load.server_errors

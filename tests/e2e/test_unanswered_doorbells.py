@@ -1,0 +1,51 @@
+"""Doorbells nobody takes: the worker finds the waiting work itself.
+
+A worker whose broker consumer stopped taking messages (one that never recovered from a
+lost connection, say) stays alive and listed while its work waits. The work is in the
+database, and the worker's sweeper drains it once two sweeps' rings go unanswered.
+"""
+
+import httpx
+import pytest
+
+from shared.broker import create_celery
+from shared.config import Settings
+from tests.e2e.conftest import backend_env
+from tests.e2e.polling import wait_for_job
+from tests.e2e.processes import Process, free_port, start, wait_until_ready
+
+pytestmark = pytest.mark.e2e
+
+
+def test_work_whose_doorbells_nobody_takes_still_runs(tmp_path, model_dirs, request):
+    env = backend_env("postgres", tmp_path, request) | {
+        "TEXTQ_SENTIMENT_MODEL": str(model_dirs.sentiment),
+        "TEXTQ_SUMMARIZATION_MODEL": str(model_dirs.summarization),
+        "TEXTQ_EMBEDDING_MODEL": str(model_dirs.embedding),
+        "TEXTQ_WORKER_TASKS": "sentiment",
+        "TEXTQ_SWEEP_INTERVAL_S": "0.5",
+    }
+    queue = f"{env['TEXTQ_QUEUE_PREFIX']}.sentiment"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    processes: list[Process] = [
+        start("api", ["api", "--port", str(port)], env, tmp_path / "logs"),
+        start("worker", ["worker"], env, tmp_path / "logs"),
+    ]
+    try:
+        wait_until_ready(base, processes)
+        with httpx.Client(base_url=base, timeout=30) as http:
+            first = http.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "fine"}})
+            assert wait_for_job(http, first.json()["id"], timeout_s=60)["status"] == "succeeded"
+            # The worker's consumer stops taking doorbells; the process lives on.
+            control = create_celery(Settings(broker_url=env["TEXTQ_BROKER_URL"])).control
+            answers = control.cancel_consumer(queue, reply=True, timeout=10)
+            assert answers and all("ok" in answer for a in answers for answer in a.values())
+            second = http.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "good"}})
+            finished = wait_for_job(http, second.json()["id"], timeout_s=60)
+        worker_log = processes[1].output()
+        assert finished["status"] == "succeeded", worker_log
+        assert '"action": "unanswered_drain"' in worker_log
+    finally:
+        for process in processes:
+            process.stop()
