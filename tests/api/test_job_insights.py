@@ -5,6 +5,8 @@ import io
 import json
 import uuid
 
+from shared.states import Task
+
 import pytest
 
 from shared.jobs.outcomes import record_outcomes
@@ -70,6 +72,7 @@ def test_a_job_with_insights_shows_them_from_the_start(client, api_settings):
     assert stored["summarizer"] == {
         "model": api_settings.summarization_model,
         "max_chars": api_settings.insight_max_chars,
+        "name": api_settings.catalogue.default(Task.SUMMARIZE).name,
     }
 
 
