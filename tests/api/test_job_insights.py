@@ -5,13 +5,12 @@ import io
 import json
 import uuid
 
-from shared.states import Task
-
 import pytest
 
 from shared.jobs.outcomes import record_outcomes
 from shared.jobs.reads import get_job
 from shared.jobs.work import Outcome
+from shared.states import Task
 from tests.factories import claim
 
 CATEGORIES = ["billing", "shipping"]
