@@ -85,7 +85,7 @@ def _escaped(text: str) -> str:
 def test_a_bad_file_stops_the_settings_naming_the_variable(tmp_path):
     path = tmp_path / "models.toml"
     path.write_text('[sentiment.a]\nsource = "x"\n')
-    with pytest.raises(ValueError, match="(?s)models_file.*exactly one default"):
+    with pytest.raises(ValueError, match=r"(?s)models_file.*exactly one default"):
         Settings(data_dir=tmp_path, models_file=path)
     path.write_text("[sentiment.a\n")
     with pytest.raises(ValueError, match="not valid TOML"):
