@@ -279,7 +279,8 @@ def models_pull(
         "sentiment,summarize"
     ),
 ) -> None:
-    """Fetch the configured models into the local cache, so workers start without network.
+    """Fetch every catalogue model of the tasks into the local cache, so workers start
+    without network.
 
     With sentiment comes the embedding model that puts texts in categories
     (TEXTQ_EMBEDDING_MODEL), which workers load only when a job asks for categories.
@@ -293,7 +294,11 @@ def models_pull(
     except ValueError as error:
         raise fail(f"unknown task in --tasks: {error}") from None
     finders: dict[str, Callable[[], model_registry.ModelFiles | model_registry.ResolvedModel]] = {
-        task.value: functools.partial(model_registry.resolve, settings, task) for task in wanted
+        f"{entry.task.value} {entry.name}": functools.partial(
+            model_registry.resolve_entry, settings, entry
+        )
+        for task in wanted
+        for entry in settings.catalogue.of_task(task)
     }
     if Task.SENTIMENT in wanted:
         finders["embedding"] = functools.partial(model_registry.resolve_embedding, settings)

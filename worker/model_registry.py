@@ -62,17 +62,12 @@ def resolve(settings: Settings, task: Task) -> ResolvedModel:
 
 def resolve_entry(settings: Settings, entry: CatalogueModel) -> ResolvedModel:
     """Return the local files of a catalogue model, fetching them from the hub if needed."""
-    setting = (
-        MODELS_FILE_SETTING
-        if settings.models_file is not None
-        else settings.model_setting_name(entry.task)
-    )
-    files = locate(
-        entry.source,
-        revision=entry.revision,
-        what=f"{entry.task.value} model {entry.name!r}",
-        setting=setting,
-    )
+    if settings.models_file is None:  # worded as before the catalogue
+        what, setting = f"{entry.task.value} model", settings.model_setting_name(entry.task)
+    else:
+        what = f"{entry.task.value} model {entry.name!r}"
+        setting = f"the source of [{entry.task.value}.{entry.name}] in {MODELS_FILE_SETTING}"
+    files = locate(entry.source, revision=entry.revision, what=what, setting=setting)
     return ResolvedModel(
         task=entry.task,
         source=files.source,
