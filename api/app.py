@@ -24,6 +24,7 @@ from api.routes import (
     highlights,
     jobs,
     metrics,
+    models,
     problems,
     retry,
     ui,
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(highlights.router)
     app.include_router(batches.router)
+    app.include_router(models.router)
     app.include_router(webhooks.router)
     app.include_router(classic.router)
     app.include_router(health.router)

@@ -93,7 +93,8 @@ def json_body(model: type[ModelT]) -> Callable[[Request], Awaitable[ModelT]]:
 
 
 async def read_job_submission(request: Request) -> JobCreate:
-    """Read a job from a JSON body, or a `text/plain` document with `?task=` (and `options=`).
+    """Read a job from a JSON body, or a `text/plain` document with `?task=` (and `options=`,
+    `model=`).
 
     `text/plain` without `task` stays JSON: some clients label JSON that way.
     """
@@ -105,11 +106,10 @@ async def read_job_submission(request: Request) -> JobCreate:
     document = await read_text(request, max_bytes=settings.max_request_bytes)
     raw_options = request.query_params.get("options")
     options = parse_json(raw_options, what="The options parameter") if raw_options else {}
-    return parse_body(
-        JobCreate,
-        {"task": task, "input": {"document": document}, "options": options},
-        settings=settings,
-    )
+    data = {"task": task, "input": {"document": document}, "options": options}
+    if (model := request.query_params.get("model")) is not None:
+        data["model"] = model
+    return parse_body(JobCreate, data, settings=settings)
 
 
 def request_body_doc(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from api.deps import DatabaseDep, SettingsDep, TenantDep
 from api.idempotency import TTL_S, Idempotency
 from shared import worker_registry
+from shared.catalogue import CatalogueModel
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import InvalidRequest, JobNotFound, TooManyActiveJobs
@@ -64,20 +65,27 @@ class Submitter:
         priority: int = SYNC_PRIORITY,
         options_at: str = "options.",
         expires_after_s: int | None = None,
+        model_name: str | None = None,
     ) -> Submitted:
         """Store a job and its items in one transaction; its commit rings the task's doorbell.
+
+        `model_name` is the catalogue model asked for (None: the task's default); a name the
+        task does not have is a 422 listing those it has.
 
         With an idempotency key already used for the same request, return that job instead.
         `options_at` is where the request put the options, for the fields of a 422 naming
         one the model cannot honour (the classic endpoints take them at the top level).
         """
 
+        chosen = choose_model(self.settings, task, model_name)
+
         def create(session: Session) -> Job:
             job = create_job(
                 session,
                 tenant_id=self.tenant_id,
                 task=task,
-                model=self.settings.model_for(task),
+                model=chosen.source,
+                model_name=chosen.name,
                 options=options,
                 texts=texts,
                 input_kind=kind,
@@ -195,11 +203,28 @@ class Submitted:
     previews: Mapping[uuid.UUID, str]
 
 
+def choose_model(settings: Settings, task: Task, name: str | None) -> CatalogueModel:
+    """Return the catalogue model a job asks for by name (None: the task's default).
+
+    Raises InvalidRequest (422) naming the field `model` and the task's models.
+    """
+    try:
+        return settings.catalogue.choose(task, name)
+    except LookupError as error:
+        raise InvalidRequest(
+            f"model: {error}", errors=[{"field": "model", "message": str(error)}]
+        ) from None
+
+
 def summarizer_of_insights(settings: Settings) -> Summarizer:
-    """Return what summarizes the negative feedback of jobs submitted with insights."""
-    return Summarizer(
-        model=settings.model_for(Task.SUMMARIZE), max_chars=settings.insight_max_chars
-    )
+    """Return what summarizes the negative feedback of jobs submitted with insights: the
+    default summarize model of the catalogue."""
+    chosen = settings.catalogue.default(Task.SUMMARIZE)
+    if chosen is None:  # a models file without summarizers: the setting, unnamed
+        return Summarizer(
+            model=settings.model_for(Task.SUMMARIZE), max_chars=settings.insight_max_chars
+        )
+    return Summarizer(model=chosen.source, max_chars=settings.insight_max_chars, name=chosen.name)
 
 
 def get_submitter(db: DatabaseDep, settings: SettingsDep, tenant_id: TenantDep) -> Submitter:

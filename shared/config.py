@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.states import Task
+
+if TYPE_CHECKING:
+    from shared.catalogue import Catalogue
 
 DEFAULT_SENTIMENT_MODEL = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
 DEFAULT_SUMMARIZATION_MODEL = "facebook/bart-large-cnn"
@@ -37,6 +40,9 @@ class Settings(BaseSettings):
     sentiment_model_revision: str | None = None
     summarization_model: str = DEFAULT_SUMMARIZATION_MODEL
     summarization_model_revision: str | None = None
+    # A TOML file naming several models per task (shared/catalogue.py); without it the two
+    # settings above make a catalogue of one model per task.
+    models_file: Path | None = None
     # The sentence encoder that puts each text of a job with `categories` in one of them;
     # loaded by a sentiment worker only when such a job comes.
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
@@ -46,6 +52,8 @@ class Settings(BaseSettings):
     insight_max_chars: int = Field(default=20_000, ge=100, le=1_000_000)
 
     worker_tasks: str = "sentiment,summarize"
+    # Comma-separated catalogue names a worker serves (empty: every model of its tasks).
+    worker_models: str = ""
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     torch_threads: int = Field(default=0, ge=0)
@@ -124,6 +132,22 @@ class Settings(BaseSettings):
         parse_networks(value)  # a typo here must stop start-up, not every delivery
         return value
 
+    @field_validator("models_file")
+    @classmethod
+    def _catalogue(cls, value: Path | None) -> Path | None:
+        from shared.catalogue import load_file
+
+        if value is not None:
+            load_file(value)  # a bad file must stop start-up with what is wrong in it
+        return value
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """Return the named models of each task (TEXTQ_MODELS_FILE, or the two settings)."""
+        from shared.catalogue import from_settings
+
+        return from_settings(self)
+
     @field_validator("device")
     @classmethod
     def _known_device(cls, value: str) -> str:
@@ -162,7 +186,8 @@ class Settings(BaseSettings):
         return self.data_dir / "broker"
 
     def model_for(self, task: Task) -> str:
-        """Return the model id or directory configured for a task."""
+        """Return the model id or directory of TEXTQ_SENTIMENT_MODEL / _SUMMARIZATION_MODEL
+        (the catalogue's default where no models file is set; see `catalogue`)."""
         return self.sentiment_model if task is Task.SENTIMENT else self.summarization_model
 
     def revision_for(self, task: Task) -> str | None:

@@ -99,7 +99,10 @@ class Job(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     task: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
+    # The source (hub id or directory) claims match on, and the catalogue name the job chose
+    # (None on jobs from before the catalogue: any worker serving the source takes them).
     model: Mapped[str] = mapped_column(String(500))
+    model_name: Mapped[str | None] = mapped_column(String(100))
     model_revision: Mapped[str | None] = mapped_column(String(100))
     options: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     total_items: Mapped[int] = mapped_column(Integer)
@@ -390,5 +393,8 @@ class Worker(Base):
     dtype: Mapped[str] = mapped_column(String(16))
     # {task: {"model": source, "revision": revision}}
     models: Mapped[dict[str, Any]] = mapped_column(Json)
+    # Every catalogue model it serves: [{"name", "task", "model" (source), "revision",
+    # "loaded", "limits", "labels"}] (None: a worker from before the catalogue).
+    served: Mapped[list[dict[str, Any]] | None] = mapped_column(Json)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

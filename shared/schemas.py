@@ -205,6 +205,16 @@ Deadline = Annotated[
 ]
 
 
+MODEL_NAME_DOC = (
+    "The catalogue name of the model to run (`GET /v1/models` lists them); omitted: the "
+    "task's default. A name the task does not have is a 422 that lists the task's models."
+)
+
+
+def _model_name_field() -> Any:
+    return Field(default=None, min_length=1, max_length=100, description=MODEL_NAME_DOC)
+
+
 class JobRetry(Strict):
     """Body of `POST /v1/jobs/{id}/retry` (optional)."""
 
@@ -236,6 +246,7 @@ class JobCreate(Strict):
 
     task: TaskName
     input: JobInput
+    model: str | None = _model_name_field()
     options: dict[str, Any] = Field(default_factory=dict)
     webhook_url: str | None = Field(default=None, max_length=2048)
     webhook_events: list[WebhookEventKind] | None = None
@@ -392,6 +403,7 @@ class BatchCreate(Strict):
     )
     text_column: str | None = Field(default=None, max_length=200)
     id_column: str | None = Field(default=None, max_length=200)
+    model: str | None = _model_name_field()
     options: dict[str, Any] = Field(default_factory=dict)
     format: str | None = Field(default=None, max_length=20)
     encoding: str | None = Field(default=None, max_length=40)
@@ -421,6 +433,7 @@ class BatchCreate(Strict):
             "input_url": self.input_url,
             "text_column": self.text_column,
             "id_column": self.id_column,
+            "model": self.model,
             "options": json.dumps(self.options) if self.options else None,
             "format": self.format,
             "encoding": self.encoding,
@@ -453,8 +466,14 @@ class JobRead(BaseModel):
     task: Task
     status: JobStatus
     progress: Progress
-    model: str
-    model_revision: str | None
+    model: str = Field(description="The source of the model: a hub id or a directory.")
+    model_name: str | None = Field(
+        default=None,
+        description="The catalogue name of the model (none on jobs from before the catalogue).",
+    )
+    model_revision: str | None = Field(
+        description="The exact revision the job ran on (none until a worker started it)."
+    )
     options: dict[str, Any]
     input: dict[str, Any] = Field(
         description="What was submitted: `kind` (texts, document or file), and for a file its "
@@ -503,6 +522,7 @@ class ClassicTextRequest(Strict):
     """Body of the classic `/analyze` endpoint."""
 
     text: str
+    model: str | None = _model_name_field()
 
     @field_validator("text")
     @classmethod

@@ -13,13 +13,35 @@ from shared.models import Worker, utcnow
 
 
 def register_worker(
-    session: Session, *, name: str, device: str, dtype: str, models: dict[str, Any]
+    session: Session,
+    *,
+    name: str,
+    device: str,
+    dtype: str,
+    models: dict[str, Any],
+    served: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Record a worker that just started (replacing a row of an earlier one of the name)."""
+    """Record a worker that just started, or what it serves and has loaded since.
+
+    `models`: the task defaults, `{task: {"model", "revision", "limits"}}`; `served`: every
+    catalogue model it serves (see `Worker.served`).
+    """
     now = utcnow()
+    existing = session.get(Worker, name)
+    if existing is not None and served is not None and existing.served is not None:
+        # The same worker listing a model it loaded since: it keeps its start.
+        existing.models, existing.served, existing.last_seen_at = models, served, now
+        existing.device, existing.dtype = device, dtype
+        return
     session.merge(
         Worker(
-            name=name, device=device, dtype=dtype, models=models, started_at=now, last_seen_at=now
+            name=name,
+            device=device,
+            dtype=dtype,
+            models=models,
+            served=served,
+            started_at=now,
+            last_seen_at=now,
         )
     )
 
@@ -59,15 +81,27 @@ def limits_of_live_workers(
     return narrowest(limits for limits in found if limits is not None)
 
 
+def served_entries(worker: Worker) -> list[dict[str, Any]]:
+    """Return every model a worker serves, as `Worker.served` lists them (a worker from
+    before the catalogue: its `models[task]` entries, named by nothing, all loaded)."""
+    if worker.served is not None:
+        return list(worker.served)
+    return [
+        {"name": None, "task": task, "loaded": True, **entry}
+        for task, entry in (worker.models or {}).items()
+    ]
+
+
 def _live_entries(
     session: Session, *, task: str, model: str, sweep_interval_s: float
 ) -> list[dict[str, Any]]:
-    """Return the `models[task]` entries of the live workers serving `model` for `task`."""
+    """Return the entries of the live workers' models of `task` whose source is `model`."""
     return [
         entry
         for worker in list_workers(session)
-        if (entry := worker.models.get(task) or {}).get("model") == model
-        and is_live(worker, sweep_interval_s=sweep_interval_s)
+        if is_live(worker, sweep_interval_s=sweep_interval_s)
+        for entry in served_entries(worker)
+        if entry.get("task") == task and entry.get("model") == model
     ]
 
 

@@ -159,8 +159,19 @@ def worker(
         str | None,
         typer.Option(help="Comma-separated tasks to serve: sentiment,summarize."),
     ] = None,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated catalogue models to serve, e.g. sst2,twitter,bart "
+            "(TEXTQ_WORKER_MODELS; default: every model of its tasks)."
+        ),
+    ] = None,
 ) -> None:
-    """Run a worker that keeps its models warm on one device and drains its task queues."""
+    """Run a worker that keeps its models warm on one device and drains its task queues.
+
+    Each task's default model loads at start; the worker's other models load on the first
+    job for them.
+    """
     from worker.memory import limit_kernel_cache
 
     limit_kernel_cache()
@@ -168,6 +179,8 @@ def worker(
         os.environ["TEXTQ_DEVICE"] = device
     if tasks:
         os.environ["TEXTQ_WORKER_TASKS"] = tasks
+    if models:
+        os.environ["TEXTQ_WORKER_MODELS"] = models
     get_settings.cache_clear()
     settings = settings_or_fail()
     configure_logging(settings.log_level, settings.log_format)
@@ -204,8 +217,16 @@ def _preflight_models(settings: Settings, task_names: str):  # type: ignore[no-u
         tasks = [Task.parse(name.strip()) for name in task_names.split(",") if name.strip()]
     except ValueError as error:
         raise fail(f"unknown task in TEXTQ_WORKER_TASKS / --tasks: {error}") from None
+    wanted = [name.strip() for name in settings.worker_models.split(",") if name.strip()]
+    try:
+        served = settings.catalogue.served_by_worker(tasks, wanted)
+    except LookupError as error:
+        raise fail(f"TEXTQ_WORKER_MODELS / --models: {error.args[0]}") from None
     return _find_all(
-        {task: functools.partial(model_registry.resolve, settings, task) for task in tasks}
+        {
+            entry.name: functools.partial(model_registry.resolve_entry, settings, entry)
+            for entry in served
+        }
     )
 
 
@@ -258,7 +279,8 @@ def models_pull(
         "sentiment,summarize"
     ),
 ) -> None:
-    """Fetch the configured models into the local cache, so workers start without network.
+    """Fetch every catalogue model of the tasks into the local cache, so workers start
+    without network.
 
     With sentiment comes the embedding model that puts texts in categories
     (TEXTQ_EMBEDDING_MODEL), which workers load only when a job asks for categories.
@@ -272,7 +294,11 @@ def models_pull(
     except ValueError as error:
         raise fail(f"unknown task in --tasks: {error}") from None
     finders: dict[str, Callable[[], model_registry.ModelFiles | model_registry.ResolvedModel]] = {
-        task.value: functools.partial(model_registry.resolve, settings, task) for task in wanted
+        f"{entry.task.value} {entry.name}": functools.partial(
+            model_registry.resolve_entry, settings, entry
+        )
+        for task in wanted
+        for entry in settings.catalogue.of_task(task)
     }
     if Task.SENTIMENT in wanted:
         finders["embedding"] = functools.partial(model_registry.resolve_embedding, settings)
@@ -285,10 +311,11 @@ def models_pull(
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """Show the models configured here and what each running worker serves."""
+    """Show the catalogue's models (as GET /v1/models does) and what each worker serves."""
     import json
 
     from shared import worker_registry
+    from shared.catalogue_status import describe_models
     from shared.db import Database
     from shared.models import utcnow
     from shared.states import Task
@@ -302,6 +329,9 @@ def models_list(
     try:
         with db.read() as session:
             found = worker_registry.list_workers(session)
+            models = describe_models(
+                session, settings.catalogue, sweep_interval_s=settings.sweep_interval_s
+            )
     except Exception as error:
         raise fail(f"cannot read the workers from the database ({error})") from None
     finally:
@@ -313,23 +343,41 @@ def models_list(
             "device": w.device,
             "dtype": w.dtype,
             "models": w.models,
+            "served": worker_registry.served_entries(w),
             "live": worker_registry.is_live(w, sweep_interval_s=settings.sweep_interval_s, now=now),
             "last_seen_s": round((now - w.last_seen_at).total_seconds(), 1),
         }
         for w in found
     ]
     if as_json:
-        typer.echo(json.dumps({"configured": configured, "workers": workers}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "models": [model.model_dump(mode="json") for model in models],
+                    "configured": configured,
+                    "workers": workers,
+                },
+                indent=2,
+            )
+        )
         return
-    for task, model in configured.items():
-        typer.echo(f"configured {task}: {model['model']} @ {model['revision'] or 'newest'}")
+    for model in models:
+        pin = model.revision or "newest"
+        mark = "  (default)" if model.default else ""
+        typer.echo(f"{model.task.value} {model.name}: {model.source} @ {pin}{mark}")
+        for worker in model.workers:
+            state = f"loaded @ {worker.revision}" if worker.loaded else "loads on first job"
+            typer.echo(f"    {worker.name}  {worker.device} {worker.dtype}  {state}")
+        if not model.workers:
+            typer.echo("    no live worker serves it")
     if not workers:
         typer.echo("no worker has registered with this database", err=True)
     for worker in workers:
         state = "live" if worker["live"] else f"not seen for {worker['last_seen_s']:.0f} s"
         typer.echo(f"{worker['name']}  {worker['device']} {worker['dtype']}  {state}")
-        for task, model in worker["models"].items():
-            typer.echo(f"    {task}: {model['model']} @ {model['revision']}")
+        for entry in worker["served"]:
+            loaded = f"@ {entry['revision']}" if entry.get("loaded") else "(not loaded)"
+            typer.echo(f"    {entry['task']} {entry.get('name') or ''}: {entry['model']} {loaded}")
 
 
 @keys_app.command("create")

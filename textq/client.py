@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from shared.model_schemas import ModelRead
 from shared.schemas import JobRead
 from shared.states import TERMINAL_JOB_STATUSES, JobStatus
 from textq.server_address import default_url
@@ -94,6 +95,7 @@ def _job_body(
     options: dict[str, Any] | None,
     priority: int | None,
     webhook_url: str | None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     given = [
         name
@@ -104,6 +106,8 @@ def _job_body(
         raise ValueError("give exactly one of text, texts or document")
     value = {"text": text, "texts": texts, "document": document}[given[0]]
     body: dict[str, Any] = {"task": task, "input": {given[0]: value}}
+    if model:
+        body["model"] = model
     if options:
         body["options"] = options
     if priority is not None:
@@ -114,11 +118,15 @@ def _job_body(
 
 
 def _batch_form(
-    task: str, text_column: str | None, id_column: str | None, options: dict[str, Any] | None
+    task: str,
+    text_column: str | None,
+    id_column: str | None,
+    options: dict[str, Any] | None,
+    model: str | None = None,
 ) -> dict[str, str]:
-    import json
-
     form = {"task": task}
+    if model:
+        form["model"] = model
     if text_column:
         form["text_column"] = text_column
     if id_column:
@@ -227,9 +235,13 @@ class Client:
         priority: int | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        model: str | None = None,
     ) -> Job:
-        """Submit a job of one text, a list of texts, or a long document."""
-        body = _job_body(task, text, texts, document, options, priority, webhook_url)
+        """Submit a job of one text, a list of texts, or a long document.
+
+        `model` is a catalogue name (`models()` lists them); None: the task's default.
+        """
+        body = _job_body(task, text, texts, document, options, priority, webhook_url, model)
         key = idempotency_key or uuid.uuid4().hex
         data = self._request("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
         return Job.model_validate(data)
@@ -243,8 +255,10 @@ class Client:
         id_column: str | None = None,
         options: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        model: str | None = None,
     ) -> Job:
-        """Upload a CSV or JSONL file (gzip too) as one job, a row per text."""
+        """Upload a CSV or JSONL file (gzip too) as one job, a row per text (`model`: a
+        catalogue name; None: the task's default)."""
         key = idempotency_key or uuid.uuid4().hex
         file = Path(path)
         with file.open("rb") as handle:
@@ -252,10 +266,14 @@ class Client:
                 "POST",
                 "/v1/batches",
                 files={"file": (file.name, handle)},
-                data=_batch_form(task, text_column, id_column, options),
+                data=_batch_form(task, text_column, id_column, options, model),
                 headers={"Idempotency-Key": key},
             )
         return Job.model_validate(data)
+
+    def models(self) -> list[ModelRead]:
+        """Return the catalogue's models: name, task, source, revisions, serving workers."""
+        return [ModelRead.model_validate(m) for m in self._request("GET", "/v1/models")["models"]]
 
     def get(self, job_id: str | uuid.UUID, *, wait_s: float = 0) -> Job:
         params = {"wait_s": wait_s} if wait_s else {}
@@ -427,8 +445,9 @@ class AsyncClient:
         priority: int | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        model: str | None = None,
     ) -> Job:
-        body = _job_body(task, text, texts, document, options, priority, webhook_url)
+        body = _job_body(task, text, texts, document, options, priority, webhook_url, model)
         key = idempotency_key or uuid.uuid4().hex
         data = await self._request("POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
         return Job.model_validate(data)
@@ -442,6 +461,7 @@ class AsyncClient:
         id_column: str | None = None,
         options: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        model: str | None = None,
     ) -> Job:
         key = idempotency_key or uuid.uuid4().hex
         file = Path(path)
@@ -449,10 +469,15 @@ class AsyncClient:
             "POST",
             "/v1/batches",
             files={"file": (file.name, file.read_bytes())},
-            data=_batch_form(task, text_column, id_column, options),
+            data=_batch_form(task, text_column, id_column, options, model),
             headers={"Idempotency-Key": key},
         )
         return Job.model_validate(data)
+
+    async def models(self) -> list[ModelRead]:
+        """Return the catalogue's models: name, task, source, revisions, serving workers."""
+        found = await self._request("GET", "/v1/models")
+        return [ModelRead.model_validate(m) for m in found["models"]]
 
     async def get(self, job_id: str | uuid.UUID, *, wait_s: float = 0) -> Job:
         params = {"wait_s": wait_s} if wait_s else {}

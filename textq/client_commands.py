@@ -113,6 +113,8 @@ def _print_job(job: Job, as_json: bool) -> None:
         f"{progress.done + progress.errored}/{progress.total} done"
         + (f", {progress.errored} failed" if progress.errored else "")
     )
+    revision = job.model_revision or "not started"
+    typer.echo(f"model {job.model_name or job.model}: {job.model} @ {revision}")
     if (note := waiting_note(job)) is not None:
         typer.echo(note)
 
@@ -193,6 +195,12 @@ def _options(
     return options
 
 
+ModelOption = Annotated[
+    str | None,
+    typer.Option(help="The catalogue model to run (`textq models list`); default: the task's."),
+]
+
+
 @quiet_on_closed_pipe
 def submit(
     task: Annotated[str, typer.Argument(metavar="TASK", help="sentiment or summarize.")],
@@ -208,6 +216,7 @@ def submit(
         list[str], typer.Option("--option", "-O", help="A task option, name=value.")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
     priority: Annotated[int | None, typer.Option(help="0-9, higher first.")] = None,
+    model: ModelOption = None,
     category: CategoryOption = [],  # noqa: B006 (typer reads the default; it is never mutated)
     insights: InsightsOption = False,
     wait: WaitOption = False,
@@ -227,6 +236,7 @@ def submit(
             document=document,
             options=_options(option, category, insights),
             priority=priority,
+            model=model,
         )
         _ended(client, job, wait=wait, as_json=as_json)
 
@@ -237,6 +247,7 @@ def bulk(
     column: Annotated[str | None, typer.Option(help="The column holding the text.")] = None,
     id_column: Annotated[str | None, typer.Option(help="A column of your own ids.")] = None,
     task: Annotated[str, typer.Option(help="sentiment or summarize.")] = "sentiment",
+    model: ModelOption = None,
     option: Annotated[
         list[str], typer.Option("--option", "-O", help="A task option, name=value.")
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
@@ -260,6 +271,7 @@ def bulk(
             text_column=column,
             id_column=id_column,
             options=_options(option, category, insights),
+            model=model,
         )
         _ended(client, job, wait=wait, as_json=as_json)
 

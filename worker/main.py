@@ -17,7 +17,6 @@ from shared import worker_registry
 from shared.broker import run_worker
 from shared.config import Settings
 from shared.metrics import serve_metrics
-from shared.states import Task
 from shared.tracing import setup_tracing
 from worker import runtime as worker_runtime
 from worker.model_registry import ResolvedModel
@@ -27,8 +26,9 @@ from worker.unanswered import UnansweredDrains
 log = logging.getLogger(__name__)
 
 
-def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
-    """Run the worker until it is told to stop."""
+def serve(settings: Settings, resolved: dict[str, ResolvedModel]) -> None:
+    """Run the worker until it is told to stop (`resolved`: each served model's files, by
+    catalogue name)."""
     setup_tracing(settings, "textq-worker")
     runtime = worker_runtime.WorkerRuntime.start(settings, resolved)
     serve_metrics(settings.worker_metrics_port, settings.metrics_host, "worker")
@@ -37,7 +37,7 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
     unanswered = UnansweredDrains()
     sweeper = SweeperThread(
         settings,
-        served={task: r.source for task, r in resolved.items()},
+        served=[served.entry for served in runtime.served.values()],
         worker_name=runtime.name,
         on_unanswered=unanswered,
     )
@@ -51,7 +51,7 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
                 "worker",
                 f"--loglevel={settings.log_level}",
                 "--pool=solo",
-                f"--queues={','.join(settings.queue_for(task) for task in resolved)}",
+                f"--queues={','.join(settings.queue_for(task) for task in runtime.tasks())}",
                 f"--hostname={worker_runtime.worker_name(settings)}",
                 "--without-gossip",
                 "--without-mingle",
@@ -73,14 +73,5 @@ def serve(settings: Settings, resolved: dict[Task, ResolvedModel]) -> None:
 
 
 def list_this_worker(runtime: worker_runtime.WorkerRuntime) -> None:
-    """List this worker, what it serves and each model's limits (`textq models list`; the
-    API checks submitted options against the limits)."""
-    loaded = [runner.loaded for runner in runtime.runners.values()]
-    with runtime.db.write() as session:
-        worker_registry.register_worker(
-            session,
-            name=runtime.name,
-            device=str(loaded[0].device) if loaded else "none",
-            dtype=str(loaded[0].dtype).removeprefix("torch.") if loaded else "none",
-            models={m.resolved.task.value: m.registry_entry() for m in loaded},
-        )
+    """List this worker, what it serves and each loaded model's limits."""
+    runtime.list_in_registry()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shared.catalogue import MODELS_FILE_SETTING, CatalogueModel
 from shared.config import EMBEDDING_MODEL_SETTING, Settings
 from shared.model_limits import ModelLimits
 from shared.states import Task
@@ -44,17 +45,36 @@ class ResolvedModel:
     source: str
     path: Path
     revision: str
+    # The catalogue name jobs choose it by (None: resolved outside the catalogue).
+    name: str | None = None
 
 
 def resolve(settings: Settings, task: Task) -> ResolvedModel:
-    """Return the local files of the task's model, fetching them from the hub if needed."""
-    files = locate(
-        settings.model_for(task),
-        revision=settings.revision_for(task),
-        what=f"{task.value} model",
-        setting=settings.model_setting_name(task),
+    """Return the local files of the task's default model, fetching them if needed."""
+    entry = settings.catalogue.default(task)
+    if entry is None:
+        raise ModelUnavailable(
+            f"the models file {settings.models_file} names no {task.value} model; add one "
+            f"with default = true, or serve other tasks (TEXTQ_WORKER_TASKS)"
+        )
+    return resolve_entry(settings, entry)
+
+
+def resolve_entry(settings: Settings, entry: CatalogueModel) -> ResolvedModel:
+    """Return the local files of a catalogue model, fetching them from the hub if needed."""
+    if settings.models_file is None:  # worded as before the catalogue
+        what, setting = f"{entry.task.value} model", settings.model_setting_name(entry.task)
+    else:
+        what = f"{entry.task.value} model {entry.name!r}"
+        setting = f"the source of [{entry.task.value}.{entry.name}] in {MODELS_FILE_SETTING}"
+    files = locate(entry.source, revision=entry.revision, what=what, setting=setting)
+    return ResolvedModel(
+        task=entry.task,
+        source=files.source,
+        path=files.path,
+        revision=files.revision,
+        name=entry.name,
     )
-    return ResolvedModel(task=task, source=files.source, path=files.path, revision=files.revision)
 
 
 @dataclass(frozen=True)
@@ -187,12 +207,19 @@ class LoadedModel:
         )
 
     def registry_entry(self) -> dict[str, Any]:
-        """Return what the `workers` table says of this model: name, revision and limits."""
+        """Return what the `workers` table says of this model: source, revision and limits."""
         return {
             "model": self.resolved.source,
             "revision": self.resolved.revision,
             "limits": self.limits.as_json(),
         }
+
+    def labels(self) -> list[str] | None:
+        """Return a classifier's labels in the order of its outputs (None: a generator)."""
+        if self.resolved.task is not Task.SENTIMENT:
+            return None
+        id2label = getattr(self.model.config, "id2label", None) or {}
+        return [str(id2label[key]) for key in sorted(id2label)]
 
 
 def load(resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype) -> LoadedModel:

@@ -8,17 +8,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from shared import worker_registry
 from shared.broker import Doorbell, create_celery
+from shared.catalogue import CatalogueModel
 from shared.config import Settings
 from shared.db import Database
 from shared.jobs.after_commit import use_doorbell
 from shared.jobs.claims import expire_leases
 from shared.jobs.deadlines import expire_past_deadlines
-from shared.jobs.queue import models_awaited, tasks_waiting_for_a_worker
+from shared.jobs.queue import catalogue_models_awaited, tasks_waiting_for_a_worker
 from shared.jobs.result_cache import forget_results_before
 from shared.jobs.retention import (
     jobs_past_expiry,
@@ -77,7 +78,7 @@ class Sweeper:
         settings: Settings,
         db: Database,
         doorbell: Doorbell,
-        served: dict[Task, str],
+        served: Sequence[CatalogueModel],
         worker_name: str | None = None,
         on_unanswered: Callable[[Task], None] | None = None,
     ) -> None:
@@ -89,8 +90,8 @@ class Sweeper:
         self.db = db
         self.doorbell = doorbell
         use_doorbell(db.session_info, doorbell)  # work its sweeps make rings at commit
-        self.served = served
-        self._warned_at: dict[tuple[Task, str], float] = {}
+        self.served = list(served)
+        self._warned_at: dict[tuple[Task, str, str | None], float] = {}
         self._forgot_at = -CACHE_EVICTION_EVERY_S
         self._purged_at = -settings.retention_sweep_interval_s
 
@@ -117,7 +118,8 @@ class Sweeper:
             )
             with self.db.read() as session:
                 waiting = tasks_waiting_for_a_worker(session, self.served)
-                awaited = {task: models_awaited(session, task) for task in self.served}
+                tasks = dict.fromkeys(model.task for model in self.served)
+                awaited = {task: catalogue_models_awaited(session, task) for task in tasks}
             for task in waiting:
                 self.doorbell.ring(task)
             self._answer_unanswered(waiting)
@@ -184,27 +186,36 @@ class Sweeper:
         self._purged_at = now
         purge_expired_jobs(self.db, default_days=self.settings.retention_days)
 
-    def _warn_about_unserved_models(self, awaited: dict[Task, dict[str, int]]) -> None:
-        """Say when jobs wait for a model this worker does not serve (rate-limited).
+    def _warn_about_unserved_models(
+        self, awaited: dict[Task, dict[tuple[str, str | None], int]]
+    ) -> None:
+        """Say when jobs wait for a model this worker does not serve (rate-limited, per model).
 
         Without a worker for their model such jobs would wait silently forever.
         """
         now = time.monotonic()
         for task, counts in awaited.items():
-            for model, jobs in counts.items():
-                key = (task, model)
+            mine = [model for model in self.served if model.task is task]
+            for (source, name), jobs in counts.items():
+                key = (task, source, name)
                 recently = now - self._warned_at.get(key, -UNSERVED_WARNING_EVERY_S)
-                if model == self.served[task] or recently < UNSERVED_WARNING_EVERY_S:
+                served = any(
+                    model.source == source and name in (None, model.name) for model in mine
+                )
+                if served or recently < UNSERVED_WARNING_EVERY_S:
                     continue
                 self._warned_at[key] = now
                 log.warning(
-                    "%d %s jobs wait for model %r; this worker serves %r. Unless another "
-                    "worker serves that model, set %s to it",
+                    "%d %s jobs wait for model %r (%s); this worker serves %s. Unless another "
+                    "worker serves that model, serve it here (--models, %s)",
                     jobs,
                     task.value,
-                    model,
-                    self.served[task],
-                    self.settings.model_setting_name(task),
+                    name or source,
+                    source,
+                    ", ".join(repr(model.name) for model in mine),
+                    "TEXTQ_MODELS_FILE"
+                    if self.settings.models_file
+                    else self.settings.model_setting_name(task),
                     extra={"action": "model_unserved", "task": task.value},
                 )
 
@@ -216,7 +227,7 @@ class SweeperThread:
         self,
         settings: Settings,
         *,
-        served: dict[Task, str],
+        served: Sequence[CatalogueModel],
         worker_name: str | None = None,
         on_unanswered: Callable[[Task], None] | None = None,
     ) -> None:

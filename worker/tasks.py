@@ -27,7 +27,12 @@ from tenacity import (
 
 from shared import metrics
 from shared.broker import DRAIN_TASK
-from shared.jobs.claims import claim_items, higher_priority_waiting, release_claim
+from shared.jobs.claims import (
+    claim_items,
+    higher_priority_waiting,
+    release_claim,
+    work_waiting,
+)
 from shared.jobs.outcomes import record_outcomes
 from shared.jobs.reads import ended_jobs_among
 from shared.jobs.work import Claim, Outcome
@@ -38,7 +43,8 @@ from worker import runtime as worker_runtime
 from worker.engine import Runner
 from worker.leases import LeaseKeeper
 from worker.memory import give_back_freed_memory
-from worker.runtime import SHUTTING_DOWN, WorkerRuntime
+from worker.model_registry import ModelUnavailable
+from worker.runtime import SHUTTING_DOWN, ServedModel, WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +71,9 @@ def drain_unanswered(task: Task) -> int:
     """Drain `task` without a doorbell; return how many items were recorded.
 
     The sweeper calls this when the task's work has waited through its rings with nobody
-    working on it: a broker restarted without its queue bindings drops published doorbells
-    silently, and a consumer that never recovered from a lost connection takes none. The
-    database is the queue, so the worker looks for itself. Returns 0 at once when a drain
-    is already running in this process.
+    working on it: a broker consumer that never recovered from a lost connection takes no
+    doorbells while its process lives on. The database is the queue, so the worker looks
+    for itself. Returns 0 at once when a drain is already running in this process.
     """
     if not DRAIN_LOCK.acquire(blocking=False):
         return 0
@@ -88,27 +93,68 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     """Work through the task's pending items for a time slice; return how many were recorded.
 
     The database is the queue of record and the doorbell only says "look": one drain works
-    on every job's pending items, batched together. When the slice ends with work left it
-    rings again, so long backlogs never hold one broker message for hours and other queues
-    of this worker get their turn.
+    on every job's pending items, batched together. Doorbells are per task, so a drain
+    takes one claim for each model of the task this worker serves in turn, until none has
+    work: one model's backlog never starves another's. When the slice ends with work left
+    it rings again, so long backlogs never hold one broker message for hours and other
+    queues of this worker get their turn.
     """
-    runner = runtime.runners.get(task)
-    if runner is None:
+    served = [model for model in runtime.served_for(task) if model.broken is None]
+    if not served:
         log.warning("doorbell for %s, which this worker does not serve", task.value)
         return 0
-    settings = runtime.settings
-    deadline = time.monotonic() + settings.drain_slice_s
+    deadline = time.monotonic() + runtime.settings.drain_slice_s
     recorded = 0
-    while not SHUTTING_DOWN.is_set():
-        if time.monotonic() >= deadline:
-            runtime.doorbell.ring(task)
-            break
-        claimed = patiently(runtime, lambda: _claim(runtime, runner))
-        if claimed is None:
-            break
-        with span("textq.claim", task=task.value, items=len(claimed.items)):
-            recorded += _work_on(runtime, runner, claimed)
+    idle: set[str] = set()
+    while len(idle) < len(served) and not SHUTTING_DOWN.is_set():
+        for model in served:
+            if model.entry.name in idle or SHUTTING_DOWN.is_set():
+                continue
+            if time.monotonic() >= deadline:
+                runtime.doorbell.ring(task)
+                return recorded
+            runner = _runner_with_work(runtime, model)
+            claimed = (
+                patiently(runtime, functools.partial(_claim, runtime, runner)) if runner else None
+            )
+            if runner is None or claimed is None:
+                idle.add(model.entry.name)
+                continue
+            with span("textq.claim", task=task.value, items=len(claimed.items)):
+                recorded += _work_on(runtime, runner, claimed)
     return recorded
+
+
+def _runner_with_work(runtime: WorkerRuntime, model: ServedModel) -> Runner | None:
+    """Return the model's runner; a model not loaded yet is loaded only once work waits
+    for it (None: no work, or it cannot load: logged once, and its jobs wait)."""
+    if model.runner is not None:
+        return model.runner
+
+    def waiting() -> bool:
+        with runtime.db.read() as session:
+            return work_waiting(
+                session,
+                task=model.entry.task,
+                model=model.resolved.source,
+                model_name=model.entry.name,
+            )
+
+    if not patiently(runtime, waiting):
+        return None
+    try:
+        runner = runtime.load(model)
+    except ModelUnavailable as error:
+        model.broken = str(error)
+        log.error(
+            "cannot load model %r; its jobs wait for another worker: %s",
+            model.entry.name,
+            error,
+            extra={"action": "model_unavailable", "task": model.entry.task.value},
+        )
+        runner = None
+    runtime.list_in_registry()  # loaded (or broken) now, for GET /v1/models
+    return runner
 
 
 def _claim(runtime: WorkerRuntime, runner: Runner) -> Claim | None:
@@ -119,6 +165,7 @@ def _claim(runtime: WorkerRuntime, runner: Runner) -> Claim | None:
             session,
             task=runner.task,
             model=resolved.source,
+            model_name=resolved.name,
             model_revision=resolved.revision,
             worker=runtime.name,
             max_tokens=settings.max_batch_tokens * settings.claim_batches_for(runner.task),
@@ -191,7 +238,7 @@ class _ClaimWork:
                 self._writer.shutdown()
 
     def _run_batches(self) -> None:
-        plan = self.runtime.caches[self.runner.task].plan(self.claim.items)
+        plan = self.runtime.cache_of(self.runner).plan(self.claim.items)
         self.pending.extend(plan.hits)
         count_outcomes(self.runner.task, plan.hits)
         batches = self.runner.run(plan.to_run, skip=lambda item: item.job_id in self.ended_jobs)
@@ -245,6 +292,7 @@ class _ClaimWork:
                 session,
                 task=self.runner.task,
                 model=self.runner.loaded.resolved.source,
+                model_name=self.runner.loaded.resolved.name,
                 priority=self.claim.priority,
             )
         return _Recorded(stored, ended, outranked)

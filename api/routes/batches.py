@@ -24,6 +24,7 @@ from api.submit import (
     Submitter,
     SubmitterDep,
     checked_webhook,
+    choose_model,
     present,
     summarizer_of_insights,
 )
@@ -46,6 +47,8 @@ FORM_FIELDS = {
     "task": "sentiment or summarize.",
     "text_column": "CSV: the column with the text (default `text`); JSONL: the key.",
     "id_column": "CSV: the column with each row's id; JSONL: the key (default `custom_id`).",
+    "model": "The catalogue name of the model to run (default: the task's default; "
+    "`GET /v1/models` lists them).",
     "options": "The task's options as a JSON object string.",
     "format": "csv or jsonl, when the file name does not say.",
     "encoding": "The file's text encoding when it is not UTF-8 or UTF-16 with a BOM.",
@@ -266,6 +269,7 @@ def _store_file_job(
     expires_after_s: int | None,
 ) -> Job:
     """Open the file (uploaded or fetched) as a stream of rows and store it as one job."""
+    chosen = choose_model(settings, task, fields.get("model") or None)
     file_format, rows = uploads.open_upload(
         source.file,
         filename=source.filename,
@@ -291,7 +295,8 @@ def _store_file_job(
         session,
         tenant_id=tenant_id,
         task=task,
-        model=settings.model_for(task),
+        model=chosen.source,
+        model_name=chosen.name,
         options=options,
         input_meta=meta,
         rows=rows,

@@ -55,7 +55,9 @@ async def analyze(
     waiter: WaiterDep,
 ) -> Any:
     """Label one text and answer `[{"label": ..., "score": ...}]`, as the pipeline did."""
-    return await _run_and_wait(request, submitter, waiter, Task.SENTIMENT, body.text, {})
+    return await _run_and_wait(
+        request, submitter, waiter, Task.SENTIMENT, body.text, {}, model_name=body.model
+    )
 
 
 async def summarize(
@@ -66,7 +68,7 @@ async def summarize(
 ) -> Any:
     """Summarize one text and answer `[{"summary_text": ...}]`, as the pipeline did."""
     return await _run_and_wait(
-        request, submitter, waiter, Task.SUMMARIZE, body.text, body.options()
+        request, submitter, waiter, Task.SUMMARIZE, body.text, body.options(), model_name=body.model
     )
 
 
@@ -92,13 +94,18 @@ async def _run_and_wait(
     task: Task,
     text: str,
     options: dict[str, Any],
+    *,
+    model_name: str | None,
 ) -> Any:
     # Past the wait, a caller of the pipeline era has given up on its answer: a text not
     # started by then is not run. With no wait at all (0 s), every caller is told to poll.
     timeout_s = submitter.settings.sync_timeout_s
     deadline = utcnow() + timedelta(seconds=timeout_s) if timeout_s > 0 else None
     submitted = await run_in_threadpool(
-        partial(submitter.submit, options_at="", deadline=deadline), task, [text], options
+        partial(submitter.submit, options_at="", deadline=deadline, model_name=model_name),
+        task,
+        [text],
+        options,
     )
     job = submitted.job
     finished = await waiter.wait(

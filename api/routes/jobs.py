@@ -66,6 +66,7 @@ def create_job(
         webhook=checked_webhook(body.webhook(), submitter.settings),
         priority=body.effective_priority(),
         expires_after_s=body.expires_after_s,
+        model_name=body.model,
     )
     read = present(submitted.job, request, submitted.previews)
     response.headers["Location"] = read.links.self

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, select, true, update
 from sqlalchemy.orm import Session
 
 from shared.jobs.cancel import cancel_items_of_ended_jobs
@@ -41,15 +41,19 @@ def claim_items(
     max_items: int,
     lease_s: float,
     max_attempts: int = 3,
+    model_name: str | None = None,
 ) -> Claim | None:
     """Claim pending items of a task and model, across jobs, up to a token budget.
+
+    `model` is the source jobs name; with `model_name`, only jobs that chose that catalogue
+    model (or that chose none, made before the catalogue) are claimed.
 
     Only the highest priority with pending work is claimed from. Among its jobs the least
     recently served come first, each with a share of the claim, so one huge job cannot
     starve the others. On Postgres, rows other workers are claiming are skipped (SKIP
     LOCKED); on SQLite the caller's write transaction holds the database's write lock.
     """
-    waiting = _jobs_with_pending_items(task=task, model=model)
+    waiting = _jobs_with_pending_items(task=task, model=model, model_name=model_name)
     top = session.scalar(select(func.max(Job.priority)).where(waiting))
     if top is None:
         return None
@@ -169,7 +173,7 @@ def _start_jobs(
 MAX_JOBS_PER_CLAIM = 64
 
 
-def _jobs_with_pending_items(*, task: Task, model: str) -> Any:
+def _jobs_with_pending_items(*, task: Task, model: str, model_name: str | None = None) -> Any:
     """Return the condition: an active job of this task and model with items to claim.
 
     A job whose deadline passed has none: the sweeper ends its pending items.
@@ -177,16 +181,32 @@ def _jobs_with_pending_items(*, task: Task, model: str) -> Any:
     return (
         (Job.task == task.value)
         & (Job.model == model)
+        & _of_model_name(model_name)
         & Job.status.in_(status_values(ACTIVE_JOB_STATUSES))
         & before_deadline(utcnow())
         & exists().where(JobItem.job_id == Job.id, JobItem.status == ItemStatus.PENDING.value)
     )
 
 
-def higher_priority_waiting(session: Session, *, task: Task, model: str, priority: int) -> bool:
+def _of_model_name(model_name: str | None) -> Any:
+    """Return the condition: a job of this catalogue model, or of none (made before it)."""
+    if model_name is None:
+        return true()
+    return (Job.model_name == model_name) | Job.model_name.is_(None)
+
+
+def higher_priority_waiting(
+    session: Session, *, task: Task, model: str, priority: int, model_name: str | None = None
+) -> bool:
     """Return whether a job of higher priority than `priority` has items to claim."""
-    waiting = _jobs_with_pending_items(task=task, model=model)
+    waiting = _jobs_with_pending_items(task=task, model=model, model_name=model_name)
     return session.scalar(select(exists().where(waiting, Job.priority > priority))) or False
+
+
+def work_waiting(session: Session, *, task: Task, model: str, model_name: str | None) -> bool:
+    """Return whether any job of this task and catalogue model has items to claim."""
+    waiting = _jobs_with_pending_items(task=task, model=model, model_name=model_name)
+    return session.scalar(select(exists().where(waiting))) or False
 
 
 # Items of a lost claim go out again in groups this small; on their last try, alone.

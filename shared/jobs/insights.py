@@ -28,6 +28,8 @@ class Summarizer:
 
     model: str
     max_chars: int
+    # The catalogue name of `model` (absent from insights recorded before the catalogue).
+    name: str | None = None
 
 
 def initial_state(options: Mapping[str, Any], summarizer: Summarizer) -> dict[str, Any] | None:
@@ -42,7 +44,11 @@ def initial_state(options: Mapping[str, Any], summarizer: Summarizer) -> dict[st
         "negative": {},
         "summary_job_id": None,
         # Chosen when the job is submitted, like its model: not shown to clients.
-        "summarizer": {"model": summarizer.model, "max_chars": summarizer.max_chars},
+        "summarizer": {
+            "model": summarizer.model,
+            "max_chars": summarizer.max_chars,
+            "name": summarizer.name,
+        },
     }
 
 

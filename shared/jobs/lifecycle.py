@@ -103,6 +103,7 @@ def _summarize_feedback(session: Session, row: Any) -> bool:
         tenant_id=row.tenant_id,
         task=Task.SUMMARIZE,
         model=insights.summarizer_of(state).model,
+        model_name=insights.summarizer_of(state).name,
         options={},
         texts=list(feedback.values()),
         custom_ids=list(feedback),

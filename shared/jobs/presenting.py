@@ -32,6 +32,7 @@ def present_job(job: Job, base_url: str) -> JobRead:
             chunks=ChunkProgress(total=job.total_parts, done=job.done_parts),
         ),
         model=job.model,
+        model_name=job.model_name,
         model_revision=job.model_revision,
         options=job.options or {},
         input={"kind": job.input_kind, **(job.input_meta or {})},

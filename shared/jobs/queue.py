@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import exists, func, literal_column, select
 from sqlalchemy.orm import Session
 
+from shared.catalogue import CatalogueModel
 from shared.db import Database
 from shared.jobs.claims import lease_clock
 from shared.jobs.rows import status_values
@@ -110,7 +111,7 @@ def queue_depths(session: Session) -> list[tuple[str, int, datetime | None]]:
 
 
 def models_awaited(session: Session, task: Task) -> dict[str, int]:
-    """Return how many unfinished jobs of a task wait for each model."""
+    """Return how many unfinished jobs of a task wait for each model (by source)."""
     return dict(
         session.execute(
             select(Job.model, func.count())
@@ -120,33 +121,53 @@ def models_awaited(session: Session, task: Task) -> dict[str, int]:
     )
 
 
-def tasks_waiting_for_a_worker(session: Session, served: dict[Task, str]) -> list[Task]:
-    """Return the served tasks whose model has pending items and none under a live lease.
+def catalogue_models_awaited(session: Session, task: Task) -> dict[tuple[str, str | None], int]:
+    """Return how many unfinished jobs of a task wait for each (source, catalogue name)."""
+    rows = session.execute(
+        select(Job.model, Job.model_name, func.count())
+        .where(Job.task == task.value, Job.status.in_(status_values(ACTIVE_JOB_STATUSES)))
+        .group_by(Job.model, Job.model_name)
+    ).all()
+    return {(source, name): count for source, name, count in rows}
 
-    Their doorbell may have been lost (broker wiped, API died before publishing).
+
+def tasks_waiting_for_a_worker(session: Session, served: Sequence[CatalogueModel]) -> list[Task]:
+    """Return the tasks of the served models with pending items and none of that model under
+    a live lease.
+
+    Their doorbell may have been lost (broker wiped, API died before publishing), or taken
+    by a worker of the task that does not serve their model.
     """
     now = lease_clock(session)
-    waiting = []
-    for task, model in served.items():
+    waiting: list[Task] = []
+    for model in served:
+        if model.task in waiting:
+            continue
+        of_model = (
+            (Job.id == JobItem.job_id)
+            & (Job.model == model.source)
+            & ((Job.model_name == model.name) | Job.model_name.is_(None))
+        )
         pending = session.scalar(
             select(
                 exists()
-                .where(JobItem.task == task.value, JobItem.status == ItemStatus.PENDING.value)
-                .where(Job.id == JobItem.job_id, Job.model == model)
+                .where(JobItem.task == model.task.value, JobItem.status == ItemStatus.PENDING.value)
+                .where(of_model)
                 .where(Job.status.in_(status_values(ACTIVE_JOB_STATUSES)))
             )
         )
-        working = session.scalar(
+        working = pending and session.scalar(
             select(
                 exists().where(
-                    JobItem.task == task.value,
+                    JobItem.task == model.task.value,
                     JobItem.status == ItemStatus.RUNNING.value,
                     JobItem.lease_expires_at > now,
+                    of_model,
                 )
             )
         )
         if pending and not working:
-            waiting.append(task)
+            waiting.append(model.task)
     return waiting
 
 

@@ -32,6 +32,7 @@ def create_job(
     model: str,
     options: dict[str, Any],
     texts: Sequence[str],
+    model_name: str | None = None,
     input_kind: str = "texts",
     webhook: Webhook | None = None,
     priority: int = 5,
@@ -42,10 +43,11 @@ def create_job(
 ) -> Job:
     """Add a queued job and one pending item per text.
 
-    `summarizer` is what summarizes the negative feedback of a job with `insights`;
-    `expires_after_s`, seconds after its end when the job's results are purged. The start
-    of the first text is kept on the job as `input.preview`, so that answers about the job
-    never read its items for it.
+    `model` is the source of the catalogue model `model_name` (None: no catalogue name,
+    any worker serving the source may claim it). `summarizer` is what summarizes the
+    negative feedback of a job with `insights`; `expires_after_s`, seconds after its end
+    when the job's results are purged. The start of the first text is kept on the job as
+    `input.preview`, so that answers about the job never read its items for it.
     """
     first = texts[0][:PREVIEW_CHARS] if texts else ""
     job = add_job(
@@ -55,6 +57,7 @@ def create_job(
         tenant_id=tenant_id,
         task=task,
         model=model,
+        model_name=model_name,
         options=options,
         total_items=len(texts),
         input_kind=input_kind,
@@ -102,6 +105,7 @@ def add_job(
     model: str,
     options: dict[str, Any],
     total_items: int,
+    model_name: str | None = None,
     input_kind: str,
     input_meta: dict[str, Any] | None = None,
     webhook: Webhook | None = None,
@@ -124,6 +128,7 @@ def add_job(
         task=task.value,
         status=JobStatus.QUEUED.value,
         model=model,
+        model_name=model_name,
         options=options,
         total_items=total_items,
         done_items=0,

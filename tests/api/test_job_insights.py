@@ -10,6 +10,7 @@ import pytest
 from shared.jobs.outcomes import record_outcomes
 from shared.jobs.reads import get_job
 from shared.jobs.work import Outcome
+from shared.states import Task
 from tests.factories import claim
 
 CATEGORIES = ["billing", "shipping"]
@@ -70,6 +71,7 @@ def test_a_job_with_insights_shows_them_from_the_start(client, api_settings):
     assert stored["summarizer"] == {
         "model": api_settings.summarization_model,
         "max_chars": api_settings.insight_max_chars,
+        "name": api_settings.catalogue.default(Task.SUMMARIZE).name,
     }
 
 

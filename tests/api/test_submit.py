@@ -251,9 +251,9 @@ def test_a_text_with_one_visible_character_among_invisible_ones_is_accepted(clie
         ({"task": "summarize", "document": "a"}, "document", ["input.document"]),
         # Any other unknown field: the fields that would be accepted.
         (
-            {"task": "sentiment", "input": {"text": "a"}, "model": "x"},
-            "model",
-            ["task", "input", "options", "webhook_url", "priority"],
+            {"task": "sentiment", "input": {"text": "a"}, "callback": "x"},
+            "callback",
+            ["task", "input", "model", "options", "webhook_url", "priority"],
         ),
         ({"task": "sentiment", "input": {"txt": "a"}}, "input.txt", ["text", "texts", "document"]),
         ({"task": "sentiment", "input": "a"}, "input", ["texts", "text", "document"]),

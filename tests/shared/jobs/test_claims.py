@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from shared.catalogue import CatalogueModel
 from shared.jobs import claims
 from shared.jobs.claims import expire_leases, release_claim, renew_lease
 from shared.jobs.outcomes import record_outcomes
@@ -148,7 +149,10 @@ def test_a_lease_renewed_by_a_worker_whose_clock_is_behind_still_holds(db, monke
 
 
 def test_waiting_tasks_are_those_with_pending_items_and_no_live_claim(db):
-    served = {Task.SENTIMENT: "model-a", Task.SUMMARIZE: "model-a"}
+    served = [
+        CatalogueModel(name="a", task=Task.SENTIMENT, source="model-a", default=True),
+        CatalogueModel(name="a2", task=Task.SUMMARIZE, source="model-a", default=True),
+    ]
     make_job(db, texts=["a", "b"])
     make_job(db, texts=["c"], task=Task.SUMMARIZE, model="model-b")
     with db.read() as session:
