@@ -146,7 +146,7 @@ class Submitter:
                 attach_idempotency_key(
                     session, tenant_id=self.tenant_id, key=idempotency.key, job=job
                 )
-            wake_workers(session, task, job_id=job.id)
+            wake_workers(session, task, model_name=job.model_name, job_id=job.id)
             counted = JOBS_SUBMITTED.labels(task=task.value, input_kind=job.input_kind)
             run_after_commit(session, counted.inc)
             previews = read_previews(session, [job])

@@ -96,17 +96,24 @@ class Doorbell:
         self.app = app
         self.settings = settings
 
-    def ring(self, task: Task, *, job_id: uuid.UUID | None = None) -> bool:
-        """Publish a doorbell for `task`; return False (and log) if the broker is unreachable.
+    def ring(
+        self, task: Task, *, model_name: str | None = None, job_id: uuid.UUID | None = None
+    ) -> bool:
+        """Publish a doorbell for a catalogue model of `task` (None: for any model of it);
+        return False (and log) if the broker is unreachable.
 
-        A lost doorbell delays a job but never loses it: the sweeper rings again for pending
-        items that no worker is working on.
+        Only workers serving the model take its doorbell. A lost doorbell delays a job but
+        never loses it: the sweeper rings again for pending items that no worker is working on.
         """
         try:
             self.app.send_task(
                 DRAIN_TASK,
-                kwargs={"task": task.value, "job_id": str(job_id) if job_id else None},
-                queue=self.settings.queue_for(task),
+                kwargs={
+                    "task": task.value,
+                    "model": model_name,
+                    "job_id": str(job_id) if job_id else None,
+                },
+                queue=self.settings.queue_for(task, model_name),
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
             )

@@ -209,9 +209,12 @@ class Settings(BaseSettings):
         """Return the broker queue of webhook deliveries."""
         return f"{self.queue_prefix}.webhooks"
 
-    def queue_for(self, task: Task) -> str:
-        """Return the broker queue whose messages wake the workers of a task."""
-        return f"{self.queue_prefix}.{task.value}"
+    def queue_for(self, task: Task, model_name: str | None = None) -> str:
+        """Return the broker queue whose messages wake the workers of a catalogue model,
+        `<prefix>.<task>.<name>`; without a name (jobs from before the catalogue), the
+        task's queue `<prefix>.<task>`, which every worker of the task takes."""
+        queue = f"{self.queue_prefix}.{task.value}"
+        return f"{queue}.{model_name}" if model_name else queue
 
 
 @lru_cache

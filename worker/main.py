@@ -51,7 +51,7 @@ def serve(settings: Settings, resolved: dict[str, ResolvedModel]) -> None:
                 "worker",
                 f"--loglevel={settings.log_level}",
                 "--pool=solo",
-                f"--queues={','.join(settings.queue_for(task) for task in runtime.tasks())}",
+                f"--queues={','.join(runtime.queues())}",
                 f"--hostname={worker_runtime.worker_name(settings)}",
                 "--without-gossip",
                 "--without-mingle",

@@ -148,6 +148,16 @@ class WorkerRuntime:
         """Return the tasks of the served models, in the order they were asked for."""
         return list(dict.fromkeys(served.entry.task for served in self.served.values()))
 
+    def queues(self) -> list[str]:
+        """Return the broker queues this worker takes doorbells from: each served model's,
+        and its tasks' own (rung for jobs from before the catalogue)."""
+        tasks = [self.settings.queue_for(task) for task in self.tasks()]
+        models = [
+            self.settings.queue_for(served.entry.task, served.entry.name)
+            for served in self.served.values()
+        ]
+        return tasks + models
+
     def served_for(self, task: Task) -> list[ServedModel]:
         return [served for served in self.served.values() if served.entry.task is task]
 

@@ -19,7 +19,7 @@ from shared.db import Database
 from shared.jobs.after_commit import use_doorbell
 from shared.jobs.claims import expire_leases
 from shared.jobs.deadlines import expire_past_deadlines
-from shared.jobs.queue import catalogue_models_awaited, tasks_waiting_for_a_worker
+from shared.jobs.queue import catalogue_models_awaited, models_waiting_for_a_worker
 from shared.jobs.result_cache import forget_results_before
 from shared.jobs.retention import (
     jobs_past_expiry,
@@ -117,12 +117,12 @@ class Sweeper:
                 self.db, default_days=self.settings.retention_days, own_expiry_only=True
             )
             with self.db.read() as session:
-                waiting = tasks_waiting_for_a_worker(session, self.served)
+                waiting = models_waiting_for_a_worker(session, self.served)
                 tasks = dict.fromkeys(model.task for model in self.served)
                 awaited = {task: catalogue_models_awaited(session, task) for task in tasks}
-            for task in waiting:
-                self.doorbell.ring(task)
-            self._answer_unanswered(waiting)
+            for model in waiting:
+                self.doorbell.ring(model.task, model_name=model.name)
+            self._answer_unanswered(list(dict.fromkeys(model.task for model in waiting)))
             self._warn_about_unserved_models(awaited)
         except Exception as error:
             log.warning("sweep failed: %s", error, extra={"action": "sweep_failed"})

@@ -61,8 +61,9 @@ def add_drain_task(app: Celery) -> None:
 
     @app.task(name=DRAIN_TASK, ignore_result=True)
     def drain(task: str, **_message: object) -> int:
-        # The database says what to do: the rest of the doorbell (the job id the API
-        # puts in it, for people reading the broker) is accepted and not needed.
+        # The database says what to do: the rest of the doorbell (the model it was rung
+        # for and the job id, for people reading the broker) is accepted and not needed, as
+        # a drain works on every model of the task this worker serves.
         with DRAIN_LOCK:
             return _drain_here(Task(task))
 
@@ -111,7 +112,7 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
             if model.entry.name in idle or SHUTTING_DOWN.is_set():
                 continue
             if time.monotonic() >= deadline:
-                runtime.doorbell.ring(task)
+                runtime.doorbell.ring(task, model_name=model.entry.name)
                 return recorded
             runner = _runner_with_work(runtime, model)
             claimed = (

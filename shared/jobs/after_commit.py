@@ -74,15 +74,26 @@ def _drop_effects(session: Session, transaction: SessionTransaction) -> None:
         session.info.pop(_EFFECTS, None)
 
 
-def wake_workers(session: Session, task: Task, *, job_id: uuid.UUID | None = None) -> None:
-    """Have `task`'s workers woken (their doorbell rung) once this transaction commits.
+def wake_workers(
+    session: Session,
+    task: Task,
+    *,
+    model_name: str | None = None,
+    job_id: uuid.UUID | None = None,
+) -> None:
+    """Have the workers of a catalogue model of `task` woken (its doorbell rung) once this
+    transaction commits; `model_name` None wakes every worker of the task.
 
     A worker woken earlier could look before the new items exist. Without a doorbell (a
     process that does not ring) nothing rings: the sweeper rings for work left waiting.
     """
     doorbell = session.info.get(_DOORBELL)
     if doorbell is not None:
-        run_after_commit(session, lambda: doorbell.ring(task, job_id=job_id), key=("wake", task))
+        run_after_commit(
+            session,
+            lambda: doorbell.ring(task, model_name=model_name, job_id=job_id),
+            key=("wake", task, model_name),
+        )
 
 
 def announce_finished(session: Session, job_id: uuid.UUID) -> None:

@@ -111,7 +111,7 @@ def _summarize_feedback(session: Session, row: Any) -> bool:
         priority=row.priority,
     )
     store_insights(session, row.id, insights.summarizing(state, summary_job_id=str(child.id)))
-    wake_workers(session, Task.SUMMARIZE)
+    wake_workers(session, Task.SUMMARIZE, model_name=child.model_name)
     return True
 
 

@@ -131,18 +131,16 @@ def catalogue_models_awaited(session: Session, task: Task) -> dict[tuple[str, st
     return {(source, name): count for source, name, count in rows}
 
 
-def tasks_waiting_for_a_worker(session: Session, served: Sequence[CatalogueModel]) -> list[Task]:
-    """Return the tasks of the served models with pending items and none of that model under
-    a live lease.
+def models_waiting_for_a_worker(
+    session: Session, served: Sequence[CatalogueModel]
+) -> list[CatalogueModel]:
+    """Return the served models with pending items and none of theirs under a live lease.
 
-    Their doorbell may have been lost (broker wiped, API died before publishing), or taken
-    by a worker of the task that does not serve their model.
+    Their doorbell may have been lost (broker wiped, API died before publishing).
     """
     now = lease_clock(session)
-    waiting: list[Task] = []
+    waiting: list[CatalogueModel] = []
     for model in served:
-        if model.task in waiting:
-            continue
         of_model = (
             (Job.id == JobItem.job_id)
             & (Job.model == model.source)
@@ -167,7 +165,7 @@ def tasks_waiting_for_a_worker(session: Session, served: Sequence[CatalogueModel
             )
         )
         if pending and not working:
-            waiting.append(model.task)
+            waiting.append(model)
     return waiting
 
 

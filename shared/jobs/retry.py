@@ -108,7 +108,7 @@ def retry_job(
         values["deadline"] = deadline
     session.execute(update(Job).where(Job.id == job.id).values(**values))
     rearm_output_delivery(session, job.id)
-    wake_workers(session, Task(job.task), job_id=job.id)
+    wake_workers(session, Task(job.task), model_name=job.model_name, job_id=job.id)
     session.flush()
     session.refresh(job)
     return job

@@ -25,12 +25,16 @@ def test_a_job_is_accepted_with_its_location(client, api_settings):
     assert client.get(response.headers["location"]).json()["id"] == job["id"]
 
 
-def test_the_doorbell_carries_the_job_id_and_never_the_texts(client, api_settings):
+def test_the_doorbell_rings_for_the_jobs_model_with_its_id_and_never_the_texts(
+    client, api_settings
+):
     job = client.post("/v1/jobs", json=SENTIMENT).json()
     messages = published(api_settings, Task.SENTIMENT)
     assert len(messages) == 1
+    # Only workers serving the job's model take its doorbell.
+    assert messages[0]["queue"] == api_settings.queue_for(Task.SENTIMENT, job["model_name"])
     _args, kwargs, _embed = messages[0]["body"]
-    assert kwargs == {"task": "sentiment", "job_id": job["id"]}
+    assert kwargs == {"task": "sentiment", "model": job["model_name"], "job_id": job["id"]}
     assert "I love it" not in messages[0]["raw"]
 
 

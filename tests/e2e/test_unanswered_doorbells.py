@@ -25,7 +25,6 @@ def test_work_whose_doorbells_nobody_takes_still_runs(tmp_path, model_dirs, requ
         "TEXTQ_WORKER_TASKS": "sentiment",
         "TEXTQ_SWEEP_INTERVAL_S": "0.5",
     }
-    queue = f"{env['TEXTQ_QUEUE_PREFIX']}.sentiment"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     processes: list[Process] = [
@@ -39,8 +38,12 @@ def test_work_whose_doorbells_nobody_takes_still_runs(tmp_path, model_dirs, requ
             assert wait_for_job(http, first.json()["id"], timeout_s=60)["status"] == "succeeded"
             # The worker's consumer stops taking doorbells; the process lives on.
             control = create_celery(Settings(broker_url=env["TEXTQ_BROKER_URL"])).control
-            answers = control.cancel_consumer(queue, reply=True, timeout=10)
-            assert answers and all("ok" in answer for a in answers for answer in a.values())
+            listening = control.inspect(timeout=10).active_queues() or {}
+            queues = {queue["name"] for queues in listening.values() for queue in queues}
+            assert any(name.endswith(".sentiment") for name in queues), listening
+            for queue in queues:
+                answers = control.cancel_consumer(queue, reply=True, timeout=10)
+                assert answers and all("ok" in answer for a in answers for answer in a.values())
             second = http.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "good"}})
             finished = wait_for_job(http, second.json()["id"], timeout_s=60)
         worker_log = processes[1].output()

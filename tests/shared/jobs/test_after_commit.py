@@ -12,8 +12,8 @@ class RecordingDoorbell:
     def __init__(self):
         self.rung = []
 
-    def ring(self, task, *, job_id=None):
-        self.rung.append((task, job_id))
+    def ring(self, task, *, model_name=None, job_id=None):
+        self.rung.append((task, model_name, job_id))
         return True
 
 
@@ -69,10 +69,15 @@ def test_workers_are_woken_through_the_process_doorbell_after_commit_only(db, mo
         raise RuntimeError("the transaction fails")
     assert doorbell.rung == []
     with db.write() as session:
-        wake_workers(session, Task.SENTIMENT, job_id=job_id)
-        wake_workers(session, Task.SENTIMENT)
+        wake_workers(session, Task.SENTIMENT, model_name="sst2", job_id=job_id)
+        wake_workers(session, Task.SENTIMENT, model_name="sst2")
+        wake_workers(session, Task.SENTIMENT, model_name="twitter")
         assert doorbell.rung == []
-    assert doorbell.rung == [(Task.SENTIMENT, job_id)]
+    # One ring per model a transaction made work for.
+    assert doorbell.rung == [
+        (Task.SENTIMENT, "sst2", job_id),
+        (Task.SENTIMENT, "twitter", None),
+    ]
 
 
 def test_progress_is_announced_once_per_job_per_transaction_and_only_if_it_commits(db):

@@ -11,7 +11,7 @@ from shared.catalogue import CatalogueModel
 from shared.jobs import claims
 from shared.jobs.claims import expire_leases, release_claim, renew_lease
 from shared.jobs.outcomes import record_outcomes
-from shared.jobs.queue import models_awaited, tasks_waiting_for_a_worker
+from shared.jobs.queue import models_awaited, models_waiting_for_a_worker
 from shared.jobs.work import Outcome
 from shared.models import Job, JobItem
 from shared.states import ItemStatus, JobStatus, Task
@@ -148,7 +148,7 @@ def test_a_lease_renewed_by_a_worker_whose_clock_is_behind_still_holds(db, monke
         assert expire_leases(session, max_attempts=3).repended == 0
 
 
-def test_waiting_tasks_are_those_with_pending_items_and_no_live_claim(db):
+def test_waiting_models_are_those_with_pending_items_and_no_live_claim(db):
     served = [
         CatalogueModel(name="a", task=Task.SENTIMENT, source="model-a", default=True),
         CatalogueModel(name="a2", task=Task.SUMMARIZE, source="model-a", default=True),
@@ -156,11 +156,11 @@ def test_waiting_tasks_are_those_with_pending_items_and_no_live_claim(db):
     make_job(db, texts=["a", "b"])
     make_job(db, texts=["c"], task=Task.SUMMARIZE, model="model-b")
     with db.read() as session:
-        assert tasks_waiting_for_a_worker(session, served) == [Task.SENTIMENT]
+        assert models_waiting_for_a_worker(session, served) == [served[0]]
         assert models_awaited(session, Task.SUMMARIZE) == {"model-b": 1}
     claim(db, max_items=1)
     with db.read() as session:
-        assert tasks_waiting_for_a_worker(session, served) == []
+        assert models_waiting_for_a_worker(session, served) == []
 
 
 def lose_claim(db, **kwargs):

@@ -121,7 +121,7 @@ def test_an_expiry_past_the_tenant_s_retention_is_refused_naming_the_most(db):
 
 
 class Quiet:
-    def ring(self, task, *, job_id=None):
+    def ring(self, task, *, model_name=None, job_id=None):
         return True
 
 

@@ -53,7 +53,7 @@ class RecordingDoorbell:
     def __init__(self):
         self.rung = []
 
-    def ring(self, task, *, job_id=None):
+    def ring(self, task, *, model_name=None, job_id=None):
         self.rung.append(task)
         return True
 
