@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     worker_tasks: str = "sentiment,summarize"
     # Comma-separated catalogue names a worker serves (empty: every model of its tasks).
     worker_models: str = ""
+    # Memory for the models a worker keeps loaded, in GB (10^9 bytes) of parameters and
+    # buffers; past it the least recently used is evicted (worker/model_budget.py). None:
+    # no budget, every served model stays once loaded.
+    worker_memory_gb: float | None = Field(default=None, gt=0)
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     torch_threads: int = Field(default=0, ge=0)

@@ -68,6 +68,20 @@ BATCH_SECONDS = Histogram(
 MODEL_LOAD_SECONDS = Gauge(
     "textq_model_load_seconds", "Seconds the worker took to load a model.", ["task", "model"]
 )
+MODEL_LOADS = Counter(
+    "textq_model_loads_total",
+    "Models a worker loaded, by catalogue name (a reload after an eviction counts again).",
+    ["model"],
+)
+MODEL_EVICTIONS = Counter(
+    "textq_model_evictions_total",
+    "Models a worker unloaded to keep under its memory budget, by catalogue name.",
+    ["model"],
+)
+MODELS_LOADED_BYTES = Gauge(
+    "textq_models_loaded_bytes",
+    "Bytes of parameters and buffers of the models a worker holds loaded.",
+)
 WEBHOOK_ATTEMPTS = Counter(
     "textq_webhook_attempts_total",
     "Webhook delivery attempts, by what came of them.",

@@ -39,14 +39,15 @@ def tokenizer():  # type: ignore[no-untyped-def]
     return AutoTokenizer.from_pretrained(TOKENIZER_DIR)
 
 
-def build_sentiment_model(directory: Path, *, seed: int = 0) -> Path:
-    """Save a 2-layer DistilBERT sequence classifier with SST-2's labels to `directory`."""
+def build_sentiment_model(directory: Path, *, seed: int = 0, dim: int = 32) -> Path:
+    """Save a 2-layer DistilBERT sequence classifier with SST-2's labels to `directory`
+    (`dim`: its width; wider is larger, for tests of a worker's memory budget)."""
     tok = tokenizer()
     torch.manual_seed(seed)
     config = DistilBertConfig(
         vocab_size=tok.vocab_size,
-        dim=32,
-        hidden_dim=64,
+        dim=dim,
+        hidden_dim=2 * dim,
         n_layers=2,
         n_heads=2,
         max_position_embeddings=512,

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 # oneDNN keeps compiled kernels for the last N (batch, length) shapes; every batch has a new
 # shape, so the default of 1024 grows the worker by hundreds of MB for no measurable speed.
@@ -32,3 +37,15 @@ def give_back_freed_memory() -> None:
     trim = getattr(_libc, "malloc_trim", None)
     if trim is not None:
         trim(0)
+
+
+def release_model_memory(device: torch.device) -> None:
+    """Give an unloaded model's memory back: collect what still points at it in cycles,
+    return CUDA's cached blocks to the driver (other processes and `nvidia-smi` see them
+    free) and the freed heap to the OS."""
+    gc.collect()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+    give_back_freed_memory()

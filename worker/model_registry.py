@@ -222,8 +222,11 @@ class LoadedModel:
         return [str(id2label[key]) for key in sorted(id2label)]
 
 
-def load(resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype) -> LoadedModel:
-    """Load the model and tokenizer from local files onto the device, ready for inference."""
+def load(
+    resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype, announce: bool = True
+) -> LoadedModel:
+    """Load the model and tokenizer from local files onto the device, ready for inference
+    (`announce`: log the load; False for a caller that logs it with more to say)."""
     started = time.perf_counter()
     tokenizer, model, max_input_tokens = _load_pretrained(
         resolved.path,
@@ -244,9 +247,10 @@ def load(resolved: ResolvedModel, *, device: torch.device, dtype: torch.dtype) -
         load_s=time.perf_counter() - started,
         max_output_tokens=decoder_positions(model.config),
     )
-    _say_loaded(
-        resolved.task.value, resolved.source, resolved.revision, device, dtype, loaded.load_s
-    )
+    if announce:
+        _say_loaded(
+            resolved.task.value, resolved.source, resolved.revision, device, dtype, loaded.load_s
+        )
     return loaded
 
 

@@ -7,6 +7,8 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,12 +18,26 @@ from shared.catalogue import CatalogueModel
 from shared.config import Settings
 from shared.db import Database
 from shared.jobs.after_commit import use_doorbell
-from shared.metrics import MODEL_LOAD_SECONDS
+from shared.metrics import (
+    MODEL_EVICTIONS,
+    MODEL_LOAD_SECONDS,
+    MODEL_LOADS,
+    MODELS_LOADED_BYTES,
+)
+from shared.model_limits import ModelLimits
 from shared.states import Task
 from worker import model_registry
 from worker.cache import ResultCache
 from worker.categories import CategoryEncoder
 from worker.engine import BatchLimits, Runner, make_runner
+from worker.memory import release_model_memory
+from worker.model_budget import (
+    MemoryBudget,
+    ModelTooLarge,
+    describe_bytes,
+    expected_bytes,
+    resident_bytes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +73,24 @@ class ServedModel:
     cache: ResultCache | None = None
     # Why it could not be loaded, if it could not: its jobs wait for another worker.
     broken: str | None = None
+    # Learned at the first load and kept through evictions: the API checks a job's options
+    # against the limits whether or not the model is loaded at the moment.
+    limits: ModelLimits | None = None
+    labels: list[str] | None = None
+    size_bytes: int | None = None
 
     def registry_entry(self) -> dict[str, Any]:
         """Return what the `workers` table's `served` list says of this model."""
-        loaded = self.runner.loaded if self.runner is not None else None
         return {
             "name": self.entry.name,
             "task": self.entry.task.value,
             "model": self.resolved.source,
             "revision": self.resolved.revision,
             "default": self.entry.default,
-            "loaded": loaded is not None,
+            "loaded": self.runner is not None,
             "error": self.broken,
-            "limits": loaded.limits.as_json() if loaded is not None else None,
-            "labels": loaded.labels() if loaded is not None else None,
+            "limits": self.limits.as_json() if self.limits is not None else None,
+            "labels": self.labels,
         }
 
 
@@ -80,8 +100,9 @@ class WorkerRuntime:
 
     `served` holds every catalogue model the worker serves, by name; each task's default
     model is loaded at start (start-up checks and the limits the API checks options
-    against rely on it), the others on the first work for them. `runners` are the loaded
-    task defaults, by task.
+    against rely on it), the others on the first work for them. Under a memory budget
+    (TEXTQ_WORKER_MEMORY_GB) a load first evicts the least recently used models not in use,
+    defaults too. `runners` are the loaded task defaults, by task.
     """
 
     settings: Settings
@@ -93,6 +114,7 @@ class WorkerRuntime:
     encoder: CategoryEncoder | None = None
     runners: dict[Task, Runner] = field(default_factory=dict)
     served: dict[str, ServedModel] = field(default_factory=dict)
+    budget: MemoryBudget = field(default_factory=lambda: MemoryBudget(None))
     _loading: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -116,6 +138,7 @@ class WorkerRuntime:
             db=db,
             doorbell=Doorbell(create_celery(settings), settings),
             name=name,
+            budget=MemoryBudget.from_gb(settings.worker_memory_gb),
         )
         use_doorbell(db.session_info, runtime.doorbell)  # work its commits make rings
         if settings.torch_threads:
@@ -141,7 +164,11 @@ class WorkerRuntime:
             runtime.served[entry.name] = ServedModel(entry=entry, resolved=files)
         for served in runtime.served.values():
             if served.entry.default:
-                runtime.load(served)
+                try:
+                    runtime.load(served)
+                except ModelTooLarge as error:  # the worker still serves its other models
+                    served.broken = str(error)
+                    log.error(str(error), extra={"action": "model_refused"})
         return runtime
 
     def tasks(self) -> list[Task]:
@@ -162,12 +189,24 @@ class WorkerRuntime:
         return [served for served in self.served.values() if served.entry.task is task]
 
     def load(self, served: ServedModel) -> Runner:
-        """Return the model's runner, loading the model onto the device the first time."""
+        """Return the model's runner, loading the model onto the device if it is not loaded,
+        after evicting what must go to keep under the memory budget.
+
+        Raises ModelTooLarge when the model alone is larger than the whole budget, and
+        ModelUnavailable when it cannot be loaded at all.
+        """
         with self._loading:
             if served.runner is not None:
                 return served.runner
-            task = served.entry.task
-            loaded = model_registry.load(served.resolved, device=self.device, dtype=self.dtype)
+            name, task = served.entry.name, served.entry.task
+            if self.budget.limit_bytes is not None:
+                # Known from an earlier load, else read from the weights' headers.
+                need = served.size_bytes or expected_bytes(served.resolved.path, self.dtype)
+                self.budget.refuse_if_too_large(name, need)
+                self._make_room(name, need)
+            loaded = model_registry.load(
+                served.resolved, device=self.device, dtype=self.dtype, announce=False
+            )
             MODEL_LOAD_SECONDS.labels(task=task.value, model=served.resolved.source).set(
                 loaded.load_s
             )
@@ -185,9 +224,101 @@ class WorkerRuntime:
             served.cache = ResultCache(
                 self.db, loaded, enabled=self.settings.result_cache, encoder=self.encoder
             )
+            served.limits, served.labels = loaded.limits, loaded.labels()
+            served.size_bytes = resident_bytes(loaded.model)
             if served.entry.default:
                 self.runners[task] = served.runner
+            self.budget.added(name, served.size_bytes)
+            try:
+                # The headers' estimate leaves out buffers the files do not hold.
+                self.budget.refuse_if_too_large(name, served.size_bytes)
+            except ModelTooLarge:
+                self._unload(served)
+                raise
+            self._make_room(name, served.size_bytes)
+            self._say_loaded(served, loaded.load_s)
             return served.runner
+
+    @contextmanager
+    def using(self, served: ServedModel) -> Iterator[None]:
+        """Keep the model loaded while a claim runs on it; it becomes the most recently used."""
+        name = served.entry.name
+        with self._loading:
+            self.budget.pin(name)
+        try:
+            yield
+        finally:
+            with self._loading:
+                self.budget.unpin(name)
+
+    def _make_room(self, name: str, size_bytes: int) -> None:
+        for other in self.budget.to_evict(name, size_bytes):
+            self._evict(self.served[other])
+        limit = self.budget.limit_bytes
+        if limit is not None and self.budget.loaded_bytes > limit:
+            log.warning(
+                "models loaded (%s) are over the memory budget (%s): the others are in use",
+                describe_bytes(self.budget.loaded_bytes),
+                describe_bytes(limit),
+                extra={"action": "model_budget_exceeded", "model": name},
+            )
+
+    def _evict(self, served: ServedModel) -> None:
+        self._unload(served)
+        MODEL_EVICTIONS.labels(model=served.entry.name).inc()
+        log.info(
+            "evicted %s model %r (%s) to keep under the memory budget; %s of %s loaded",
+            served.entry.task.value,
+            served.entry.name,
+            describe_bytes(served.size_bytes or 0),
+            describe_bytes(self.budget.loaded_bytes),
+            describe_bytes(self.budget.limit_bytes or 0),
+            extra=self._memory_fields(served, "model_evicted"),
+        )
+
+    def _unload(self, served: ServedModel) -> None:
+        """Drop the model's runner and cache, and give its memory back."""
+        runner, served.runner, served.cache = served.runner, None, None
+        if runner is None:
+            return
+        if self.runners.get(served.entry.task) is runner:
+            del self.runners[served.entry.task]
+        self.budget.removed(served.entry.name)
+        MODELS_LOADED_BYTES.set(self.budget.loaded_bytes)
+        # Freed in place: a reference left anywhere (the drain's last runner, a logged
+        # traceback) must not keep the weights alive past their eviction.
+        runner.loaded.model.to("meta")
+        del runner
+        release_model_memory(self.device)
+
+    def _say_loaded(self, served: ServedModel, load_s: float) -> None:
+        MODEL_LOADS.labels(model=served.entry.name).inc()
+        MODELS_LOADED_BYTES.set(self.budget.loaded_bytes)
+        budget = self.budget.limit_bytes
+        log.info(
+            "loaded %s model %r (%s, revision %s) on %s as %s in %.1f s: %s; %s loaded%s",
+            served.entry.task.value,
+            served.entry.name,
+            served.resolved.source,
+            served.resolved.revision,
+            self.device,
+            str(self.dtype).removeprefix("torch."),
+            load_s,
+            describe_bytes(served.size_bytes or 0),
+            describe_bytes(self.budget.loaded_bytes),
+            f" of a {describe_bytes(budget)} budget" if budget is not None else "",
+            extra=self._memory_fields(served, "model_loaded"),
+        )
+
+    def _memory_fields(self, served: ServedModel, action: str) -> dict[str, Any]:
+        return {
+            "action": action,
+            "task": served.entry.task.value,
+            "model": served.entry.name,
+            "bytes": served.size_bytes,
+            "loaded_bytes": self.budget.loaded_bytes,
+            "budget_bytes": self.budget.limit_bytes,
+        }
 
     @property
     def caches(self) -> dict[str, ResultCache]:
@@ -204,7 +335,6 @@ class WorkerRuntime:
     def list_in_registry(self) -> None:
         """List this worker in the `workers` table with what it serves and has loaded
         (`textq models list`, `GET /v1/models`; the API checks options against the limits)."""
-        loaded = [served.runner.loaded for served in self.served.values() if served.runner]
         with self.db.write() as session:
             worker_registry.register_worker(
                 session,
@@ -213,9 +343,13 @@ class WorkerRuntime:
                 dtype=str(self.dtype).removeprefix("torch."),
                 # The task defaults, as workers before the catalogue listed them.
                 models={
-                    m.resolved.task.value: m.registry_entry()
-                    for m in loaded
-                    if m.resolved.name is None or self.served[m.resolved.name].entry.default
+                    m.entry.task.value: {
+                        "model": m.resolved.source,
+                        "revision": m.resolved.revision,
+                        "limits": m.limits.as_json(),
+                    }
+                    for m in self.served.values()
+                    if m.entry.default and m.limits is not None
                 },
                 served=[served.registry_entry() for served in self.served.values()],
             )

@@ -121,7 +121,10 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
             if runner is None or claimed is None:
                 idle.add(model.entry.name)
                 continue
-            with span("textq.claim", task=task.value, items=len(claimed.items)):
+            with (
+                runtime.using(model),
+                span("textq.claim", task=task.value, items=len(claimed.items)),
+            ):
                 recorded += _work_on(runtime, runner, claimed)
     return recorded
 
