@@ -70,8 +70,14 @@ def confidence_bin(score: float) -> str:
     return CONFIDENCE_BIN_NAMES[min(max(int(score * CONFIDENCE_BINS), 0), CONFIDENCE_BINS - 1)]
 
 
-def _edge_bin(edges: Sequence[float], names: list[str], value: float) -> str:
-    return names[bisect.bisect_right(edges, value)]
+def token_bin(tokens: int) -> str:
+    """Return the log-2 bin of a text's length in tokens, e.g. `64-128` (64 to 127)."""
+    return TOKEN_BINS[bisect.bisect_right(TOKEN_EDGES, tokens)]
+
+
+def compression_bin(ratio: float) -> str:
+    """Return the bin of summary characters / input characters, e.g. `0.1-0.15`."""
+    return COMPRESSION_BINS[bisect.bisect_right(COMPRESSION_EDGES, ratio)]
 
 
 def features_of(task: Task, outcome: Outcome) -> list[tuple[str, str]]:
@@ -90,10 +96,10 @@ def features_of(task: Task, outcome: Outcome) -> list[tuple[str, str]]:
         return [("label", label), ("confidence", confidence_bin(float(result["score"])))]
     if outcome.input_tokens is None:
         return []
-    pairs = [("input_tokens", _edge_bin(TOKEN_EDGES, TOKEN_BINS, outcome.input_tokens))]
+    pairs = [("input_tokens", token_bin(outcome.input_tokens))]
     if "summary_text" in result and outcome.input_chars:
         ratio = len(str(result["summary_text"])) / outcome.input_chars
-        pairs.append(("compression", _edge_bin(COMPRESSION_EDGES, COMPRESSION_BINS, ratio)))
+        pairs.append(("compression", compression_bin(ratio)))
     return pairs
 
 

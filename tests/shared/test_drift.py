@@ -10,11 +10,13 @@ from shared.drift import (
     MIN_WINDOW_ITEMS,
     Window,
     compare,
+    compression_bin,
     confidence_bin,
     current_window,
     features_of,
     psi,
     reference_window,
+    token_bin,
 )
 from shared.jobs.work import NewChunk, Outcome
 from shared.states import Task
@@ -97,3 +99,23 @@ def test_compare_says_why_there_is_no_psi():
     assert measured.reason is None and measured.psi is not None and measured.psi > 0.2
     assert measured.reference == {"0.9-1.0": 0.0, "a": 1.0}
     assert measured.current == {"0.9-1.0": 1.0, "a": 0.0}
+
+
+def test_token_and_compression_bins_include_their_lower_edge():
+    assert [token_bin(n) for n in (1, 15, 16, 31, 32, 8191, 8192, 10**6)] == [
+        "<16",
+        "<16",
+        "16-32",
+        "16-32",
+        "32-64",
+        "4096-8192",
+        ">=8192",
+        ">=8192",
+    ]
+    assert [compression_bin(r) for r in (0.0, 0.05, 0.99, 1.0, 3.0)] == [
+        "<0.05",
+        "0.05-0.1",
+        "0.75-1",
+        ">=1",
+        ">=1",
+    ]
