@@ -19,6 +19,7 @@ from api.ratelimit import RateLimiter
 from api.routes import (
     batches,
     classic,
+    drift,
     events,
     health,
     highlights,
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(retry.router)
     app.include_router(events.router)
     app.include_router(highlights.router)
+    app.include_router(drift.router)
     app.include_router(batches.router)
     app.include_router(models.router)
     app.include_router(webhooks.router)

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.states import Task
@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
     webhooks_metrics_port: int = Field(default=9102, ge=0, le=65535)
 
+    # The reference window drift is measured against, for every model and tenant (both or
+    # neither; ISO 8601 with a zone). Unset: each model's first 7 days of a tenant's traffic.
+    drift_reference_start: AwareDatetime | None = None
+    drift_reference_end: AwareDatetime | None = None
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
@@ -158,6 +163,17 @@ class Settings(BaseSettings):
         if value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:"):
             return value
         raise ValueError("device must be auto, cpu, cuda, cuda:N or mps")
+
+    @model_validator(mode="after")
+    def _drift_reference(self) -> Settings:
+        start, end = self.drift_reference_start, self.drift_reference_end
+        if (start is None) != (end is None):
+            raise ValueError(
+                "set both TEXTQ_DRIFT_REFERENCE_START and TEXTQ_DRIFT_REFERENCE_END, or neither"
+            )
+        if start is not None and end is not None and start >= end:
+            raise ValueError("TEXTQ_DRIFT_REFERENCE_START must be before TEXTQ_DRIFT_REFERENCE_END")
+        return self
 
     @property
     def webhook_retry_delays_s(self) -> list[float]:

@@ -115,6 +115,14 @@ class JobNotFound(TextqError):
     title = "Job not found"
 
 
+class ModelNotFound(TextqError):
+    """No model of that name: name a task (`sentiment`, `summarize`) or its configured model."""
+
+    status_code = 404
+    problem_type = "model-not-found"
+    title = "Model not found"
+
+
 class JobNotFinished(TextqError):
     """The job has not finished yet: export its results with `follow=true` to get its rows as
     they finish, or read JSON pages of those finished so far."""

@@ -398,3 +398,21 @@ class Worker(Base):
     served: Mapped[list[dict[str, Any]] | None] = mapped_column(Json)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class DriftCount(Base):
+    """How many finished texts of a model and tenant fell in a bin of a feature, per hour.
+
+    Features and bins: shared/drift.py. Rows are added to as outcomes are recorded, one
+    upsert per recorded batch (shared/jobs/drift_counts.py).
+    """
+
+    __tablename__ = "drift_counts"
+
+    # The model's catalogue name (a job from before the catalogue: its source).
+    model: Mapped[str] = mapped_column(String(500), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    feature: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    item_count: Mapped[int] = mapped_column(BigInteger)

@@ -88,7 +88,10 @@ def empty_postgres(url: str) -> None:
     db = Database(url, application_name="textq-tests")
     with db.write() as session:
         session.execute(
-            text("TRUNCATE job_items, jobs, result_cache, workers RESTART IDENTITY CASCADE")
+            text(
+                "TRUNCATE job_items, jobs, result_cache, workers, drift_counts "
+                "RESTART IDENTITY CASCADE"
+            )
         )
     db.dispose()
 

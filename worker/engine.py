@@ -191,6 +191,7 @@ class Runner:
             except Exception as error:
                 outcomes.append(_failure(item, error))
                 continue
+            tokens, chars = _measured(item, ids)
             outcomes.append(
                 Outcome(
                     item_id=item.id,
@@ -198,6 +199,8 @@ class Runner:
                         NewChunk(c.start, c.end, c.tokens, item.text[c.start : c.end])
                         for c in chunks
                     ],
+                    input_tokens=tokens,
+                    input_chars=chars,
                 )
             )
         return outcomes
@@ -324,10 +327,14 @@ class SummarizeRunner(Runner):
         summaries = self.loaded.tokenizer.batch_decode(
             output, skip_special_tokens=True, clean_up_tokenization_spaces=True
         )
-        return [
-            Outcome(item_id=item.id, result={"summary_text": summary.strip()})
-            for item, summary in zip(batch, summaries, strict=True)
-        ]
+        outcomes = []
+        for item, ids, summary in zip(batch, encoded, summaries, strict=True):
+            tokens, chars = _measured(item, ids)
+            result = {"summary_text": summary.strip()}
+            outcomes.append(
+                Outcome(item_id=item.id, result=result, input_tokens=tokens, input_chars=chars)
+            )
+        return outcomes
 
     def generation_config(self, options: dict[str, Any], *, chunk: bool = False) -> Any:
         """Return the model's generation config with the job's options laid over it."""
@@ -346,6 +353,16 @@ class SummarizeRunner(Runner):
         if error is None:
             return []
         return [Outcome(item_id=item.id, error=error) for item in group]
+
+
+def _measured(item: ClaimedItem, ids: list[int]) -> tuple[int | None, int | None]:
+    """Return a submitted text's length in tokens and characters for its outcome.
+
+    Chunks and later rounds get none: drift compares texts as clients sent them.
+    """
+    if item.is_chunk or item.level > 0:
+        return None, None
+    return len(ids), len(item.text)
 
 
 def _failure(item: ClaimedItem, error: Exception) -> Outcome:

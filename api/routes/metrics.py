@@ -7,6 +7,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from shared.drift import pinned_reference
+from shared.jobs.drift_metrics import DriftCollector
 from shared.jobs.queue import QueueCollector
 from shared.metrics import process_registry
 
@@ -14,11 +16,14 @@ router = APIRouter(tags=["health"])
 
 
 def _queue_registry(request: Request) -> CollectorRegistry:
-    """The app's own registry for the queue collector (tests build many apps per process)."""
+    """The app's own registry for the database's collectors (tests build many apps per process)."""
     registry: CollectorRegistry | None = getattr(request.app.state, "queue_registry", None)
     if registry is None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(QueueCollector(request.app.state.db))
+        settings = request.app.state.settings
+        pinned = pinned_reference(settings.drift_reference_start, settings.drift_reference_end)
+        registry.register(DriftCollector(request.app.state.db, pinned=pinned))
         request.app.state.queue_registry = registry
     return registry
 

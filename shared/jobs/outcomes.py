@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.jobs import documents, insights
 from shared.jobs.after_commit import announce_progress
+from shared.jobs.drift_counts import count_drift
 from shared.jobs.lifecycle import finish_complete_jobs
 from shared.jobs.result_cache import remember_results
 from shared.jobs.rows import INSERT_SLICE_ROWS, slices
@@ -61,21 +62,28 @@ def record_outcomes(
         )
     }
     kept = [o for o in outcomes if o.item_id in owned]
-    store_outcomes(session, kept, {o.item_id: owned[o.item_id] for o in kept})
+    finished = store_outcomes(session, kept, {o.item_id: owned[o.item_id] for o in kept})
     if cache_entries:
         remember_results(session, cache_entries)
+    # Last, so the counts' rows (shared by every recorder of the model and tenant) stay
+    # locked only until this transaction commits.
+    split = [(owned[o.item_id].job_id, o) for o in kept if o.chunks is not None]
+    count_drift(session, finished + split, now=utcnow())
     return len(kept)
 
 
-def store_outcomes(session: Session, outcomes: Sequence[Outcome], refs: dict[int, ItemRef]) -> None:
-    """Write outcomes of locked, running items, then update their texts and jobs.
+def store_outcomes(
+    session: Session, outcomes: Sequence[Outcome], refs: dict[int, ItemRef]
+) -> list[tuple[uuid.UUID, Outcome]]:
+    """Write outcomes of locked, running items, then update their texts and jobs; return
+    the outcomes of texts (not chunks) that finished, each with its job id.
 
     A split item starts waiting for its new chunks; a finished chunk counts down its text,
     and the text whose last chunk finished moves on (see `_advance`). Outcomes of texts
     (not chunks) then bump their jobs' counters, and jobs whose every text finished end.
     """
     if not outcomes:
-        return
+        return []
     now = utcnow()
     finished = [o for o in outcomes if o.chunks is None]
     if finished:
@@ -86,6 +94,7 @@ def store_outcomes(session: Session, outcomes: Sequence[Outcome], refs: dict[int
     _count_texts(session, texts)
     finish_complete_jobs(session, {job_id for job_id, _ in texts})
     announce_progress(session, {ref.job_id for ref in refs.values()})
+    return texts
 
 
 def _write_finished(session: Session, finished: Sequence[Outcome], now: datetime) -> None:

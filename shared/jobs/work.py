@@ -57,6 +57,10 @@ class Outcome:
     error: str | None = None
     from_cache: bool = False
     chunks: list[NewChunk] | None = None
+    # A submitted text the model ran (not a chunk, not a later round): its length in
+    # tokens and characters, counted for drift (shared/jobs/drift_counts.py).
+    input_tokens: int | None = None
+    input_chars: int | None = None
 
     @property
     def status(self) -> ItemStatus:

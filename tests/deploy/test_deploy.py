@@ -13,6 +13,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
+from shared.jobs.drift_metrics import DriftCollector
 from shared.jobs.queue import QueueCollector
 from tests.deploy.prometheus import CONFIG, ROOT, alert_rules, dashboard_queries
 
@@ -24,6 +25,7 @@ def exposed_names() -> dict[str, set[str]]:
     """Return each textq metric family and the sample names a scrape shows of it."""
     families = [f for f in REGISTRY.collect() if f.name.startswith("textq_")]
     families += list(QueueCollector(db=None).collect())  # type: ignore[arg-type]
+    families += list(DriftCollector(db=None).collect())  # type: ignore[arg-type]
     return {
         f.name: {f.name + suffix for suffix in SAMPLE_SUFFIXES.get(f.type, ("",))} for f in families
     }
@@ -53,6 +55,7 @@ def test_each_alert_says_how_bad_and_what_to_do():
         "TextqBacklogGrowing",
         "TextqWorkerStalled",
         "TextqWebhookEndpointFailing",
+        "TextqDriftHigh",
     }
     for rule in rules:
         assert rule["for"] and rule["labels"]["severity"] in {"warning", "critical"}

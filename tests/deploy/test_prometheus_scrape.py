@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,9 @@ import httpx
 import pytest
 import yaml
 
+from shared.db import Database
+from shared.drift import hour_of
+from shared.models import DriftCount, utcnow
 from tests.conftest import ModelDirs
 from tests.deploy.prometheus import (
     CONFIG,
@@ -73,6 +77,7 @@ def scraped(
         "TEXTQ_WORKER_METRICS_PORT": str(free_port()),
         "TEXTQ_WEBHOOKS_METRICS_PORT": str(free_port()),
     }
+    seed_drift(env["TEXTQ_DATABASE_URL"])
     api_ports = [free_port(), free_port()]
     logs = tmp / "logs"
     # One replica runs two processes, as `textq api --workers N` does in production.
@@ -101,6 +106,28 @@ def scraped(
     finally:
         codes = {p.name: p.stop() for p in reversed(processes)}
     assert codes["worker"] == 0, "\n".join(p.output() for p in processes)
+
+
+def seed_drift(url: str) -> None:
+    """Give a model a week of traffic nine days ago and a day of it now, a little shifted
+    (PSI about 0.01, below the alert), so the API has a drift gauge from its first scrape."""
+    now = utcnow()
+    rows = [(now - timedelta(days=9), "POSITIVE", 60), (now - timedelta(days=9), "NEGATIVE", 40)]
+    rows += [(now, "POSITIVE", 55), (now, "NEGATIVE", 45)]
+    db = Database(url, application_name="textq-tests")
+    with db.write() as session:
+        session.add_all(
+            DriftCount(
+                model="/models/seeded",
+                tenant_id="default",
+                hour=hour_of(moment),
+                feature="label",
+                bin=label,
+                item_count=count,
+            )
+            for moment, label, count in rows
+        )
+    db.dispose()
 
 
 def write_rules_beside(folder: Path) -> Path:
