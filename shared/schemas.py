@@ -316,10 +316,15 @@ class QueueRead(BaseModel):
     """
 
     task: Task = Field(description="The task of the items waited for.")
-    model: str = Field(description="The model of the items waited for.")
+    model: str = Field(description="The source of the model of the items waited for.")
+    model_name: str | None = Field(
+        default=None,
+        description="Its catalogue name (none for a job from before the catalogue).",
+    )
     workers: int = Field(
-        description="Live workers serving that task and model. 0: nothing runs the job "
-        "until one starts (`textq models list` shows what each worker serves)."
+        description="Live workers serving that task and catalogue model. 0: nothing runs the "
+        "job until one starts (`textq worker --models NAME`; `textq models list` shows what "
+        "each worker serves)."
     )
     items_ahead: int = Field(
         description="Items of higher priority, or of its priority and submitted earlier."

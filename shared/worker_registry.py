@@ -65,10 +65,30 @@ def list_workers(session: Session) -> list[Worker]:
 
 
 def live_workers_serving(
-    session: Session, *, task: str, model: str, sweep_interval_s: float
+    session: Session,
+    *,
+    task: str,
+    model: str,
+    sweep_interval_s: float,
+    model_name: str | None = None,
 ) -> int:
-    """Count the live workers that claim `task` items of `model` (as jobs name it)."""
-    return len(_live_entries(session, task=task, model=model, sweep_interval_s=sweep_interval_s))
+    """Count the live workers that claim `task` items of `model` (the source jobs name).
+
+    With `model_name` (the job's catalogue model), only those serving that catalogue model
+    count, as only they claim its items; a worker from before the catalogue (entries named
+    by nothing) claims by source, so it counts.
+    """
+    return sum(
+        1
+        for worker in list_workers(session)
+        if is_live(worker, sweep_interval_s=sweep_interval_s)
+        and any(
+            entry.get("task") == task
+            and entry.get("model") == model
+            and (model_name is None or entry.get("name") in (None, model_name))
+            for entry in served_entries(worker)
+        )
+    )
 
 
 def limits_of_live_workers(

@@ -47,7 +47,13 @@ def waiting_note(job: Job) -> str | None:
     """Say so when no live worker serves what an unfinished job waits for."""
     if job.queue is None or job.queue.workers:
         return None
-    return f"waiting: no worker runs {job.queue.task.value} with {job.queue.model} yet"
+    queue = job.queue
+    if queue.model_name is None:  # a job from before the catalogue: its source is all it has
+        return f"waiting: no worker runs {queue.task.value} with {queue.model} yet"
+    return (
+        f"waiting: no worker serves the {queue.task.value} model {queue.model_name} "
+        f"({queue.model}) yet"
+    )
 
 
 def watch(client: Client, job: Job) -> Job:

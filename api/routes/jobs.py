@@ -145,7 +145,11 @@ def queue_of(db: Database, job: Job, sweep_interval_s: float) -> QueueRead:
         waited = job_waited_for(session, job)
         place = queue_place(session, waited)
         workers = worker_registry.live_workers_serving(
-            session, task=waited.task, model=waited.model, sweep_interval_s=sweep_interval_s
+            session,
+            task=waited.task,
+            model=waited.model,
+            model_name=waited.model_name,
+            sweep_interval_s=sweep_interval_s,
         )
     remaining = place.items_ahead + place.items_left
     # An ETA needs a known pace and a live worker to keep it: a pace measured before the
@@ -158,6 +162,7 @@ def queue_of(db: Database, job: Job, sweep_interval_s: float) -> QueueRead:
     return QueueRead(
         task=Task(waited.task),
         model=waited.model,
+        model_name=waited.model_name,
         workers=workers,
         items_ahead=place.items_ahead,
         items_left=place.items_left,

@@ -181,14 +181,14 @@ def _jobs_with_pending_items(*, task: Task, model: str, model_name: str | None =
     return (
         (Job.task == task.value)
         & (Job.model == model)
-        & _of_model_name(model_name)
+        & of_model_name(model_name)
         & Job.status.in_(status_values(ACTIVE_JOB_STATUSES))
         & before_deadline(utcnow())
         & exists().where(JobItem.job_id == Job.id, JobItem.status == ItemStatus.PENDING.value)
     )
 
 
-def _of_model_name(model_name: str | None) -> Any:
+def of_model_name(model_name: str | None) -> Any:
     """Return the condition: a job of this catalogue model, or of none (made before it)."""
     if model_name is None:
         return true()

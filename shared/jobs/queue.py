@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from shared.catalogue import CatalogueModel
 from shared.db import Database
-from shared.jobs.claims import lease_clock
+from shared.jobs.claims import lease_clock, of_model_name
 from shared.jobs.rows import status_values
 from shared.models import Job, JobItem, utcnow
 from shared.states import ACTIVE_JOB_STATUSES, ItemStatus, Task
@@ -36,7 +36,11 @@ class QueuePlace:
 def queue_place(session: Session, job: Job) -> QueuePlace:
     """Return the items ahead of a job (higher priority, or its priority and older), its
     unfinished items, and how many items of its task and model finished per second lately
-    (0 while no pace is known)."""
+    (0 while no pace is known).
+
+    Its model is its source and catalogue name, as workers claim them: a job of another
+    catalogue model of the same source is not ahead of it.
+    """
     ahead = session.scalar(
         select(func.count())
         .select_from(JobItem)
@@ -45,6 +49,7 @@ def queue_place(session: Session, job: Job) -> QueuePlace:
             JobItem.status == ItemStatus.PENDING.value,
             JobItem.task == job.task,
             Job.model == job.model,
+            of_model_name(job.model_name),
             Job.status.in_(status_values(ACTIVE_JOB_STATUSES)),
             (Job.priority > job.priority)
             | ((Job.priority == job.priority) & (Job.created_at < job.created_at)),
@@ -77,6 +82,7 @@ def _recent_pace(session: Session, job: Job) -> float:
             JobItem.finished_at > since,
             JobItem.claimed_by.is_not(None),
             Job.model == job.model,
+            of_model_name(job.model_name),
         )
         .subquery()
     )

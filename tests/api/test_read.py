@@ -246,9 +246,12 @@ def test_the_cli_says_when_no_worker_serves_a_job(client, capsys):
 
     job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": ["a"]}}).json()
     _print_job(JobRead.model_validate(client.get(f"/v1/jobs/{job['id']}").json()), False)
-    model = client.app.state.settings.sentiment_model
+    settings = client.app.state.settings
+    name = settings.catalogue.default(Task.SENTIMENT).name
     said = capsys.readouterr().out.splitlines()
-    assert said[-1] == f"waiting: no worker runs sentiment with {model} yet"
+    assert said[-1] == (
+        f"waiting: no worker serves the sentiment model {name} ({settings.sentiment_model}) yet"
+    )
 
 
 def test_a_deleted_job_is_gone_and_an_expired_one_says_so(client, db):

@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,11 +33,37 @@ def backend_env(backend: str, tmp, request: pytest.FixtureRequest) -> dict[str, 
     return env
 
 
+@pytest.fixture(scope="module")
+def service_env() -> dict[str, str]:
+    """Settings a test module adds to its service's (override it, e.g. for a models file)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def second_sentiment_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny classifier's shape with other weights: a second sentiment model."""
+    from tests.model_factory import build_sentiment_model
+
+    return build_sentiment_model(tmp_path_factory.mktemp("second") / "sentiment", seed=1)
+
+
+def two_sentiment_models(path: Path, model_dirs: ModelDirs, second: Path) -> Path:
+    """Write a models file of two sentiment models, `sst2` (the default) and `v2`, and the
+    summarization model as `bart`; return its path."""
+    path.write_text(
+        f'[sentiment.sst2]\nsource = "{model_dirs.sentiment}"\ndefault = true\n\n'
+        f'[sentiment.v2]\nsource = "{second}"\n\n'
+        f'[summarize.bart]\nsource = "{model_dirs.summarization}"\ndefault = true\n'
+    )
+    return path
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def service(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     model_dirs: ModelDirs,
+    service_env: dict[str, str],
 ) -> Iterator[Service]:
     """`textq api` and `textq worker` as real processes, on SQLite or on Postgres + Redis."""
     tmp = tmp_path_factory.mktemp(f"e2e-{request.param}")
@@ -58,6 +85,7 @@ def service(
         "TEXTQ_WORKER_METRICS_PORT": str(free_port()),
         "TEXTQ_WEBHOOKS_METRICS_PORT": str(free_port()),
     }
+    env |= service_env
     key = create_api_key(env, tenant=E2E_TENANT)
     svc = Service(
         base_url=f"http://127.0.0.1:{port}",

@@ -3,7 +3,15 @@
 import * as api from "./api.js";
 import { histogramChart, labelChart } from "./charts.js";
 import { element } from "./dom.js";
-import { ACTIVE, describeInput, fraction, progressLine, seconds, when } from "./format.js";
+import {
+  ACTIVE,
+  describeInput,
+  fraction,
+  modelLine,
+  progressLine,
+  seconds,
+  when,
+} from "./format.js";
 import { renderExtremes, renderInsights, resultsView } from "./results.js";
 
 const POLL_MS = 1000;
@@ -105,9 +113,15 @@ document.getElementById("key-forget").addEventListener("click", () => {
 function showHome() {
   main.replaceChildren(document.getElementById("home-view").content.cloneNode(true));
   const form = main.querySelector("#submit-form");
+  let models = [];
+  let modelsTask = null;
   const syncFields = () => {
     const task = form.task.value;
     const source = form.source.value;
+    if (task !== modelsTask) {
+      modelsTask = task;
+      offerModels(form, models, task);
+    }
     for (const part of form.querySelectorAll("[data-task]")) {
       part.hidden = part.dataset.task !== task;
     }
@@ -118,6 +132,16 @@ function showHome() {
   };
   form.addEventListener("change", syncFields);
   syncFields();
+  // Without the models (no key yet, an old server) jobs get the task's default; the jobs
+  // list below says what is wrong, so the picker just stays hidden.
+  api
+    .getJson("v1/models")
+    .then((found) => {
+      models = found.models;
+      modelsTask = null;
+      syncFields();
+    })
+    .catch(() => {});
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     submit(form);
@@ -142,6 +166,22 @@ function showHome() {
     refresh();
   });
   return every(LIST_POLL_MS, refresh);
+}
+
+/** Offer the task's catalogue models in the picker, its default chosen; hide an empty one. */
+function offerModels(form, models, task) {
+  const mine = models.filter((model) => model.task === task);
+  form.model.replaceChildren(
+    ...mine.map((model) =>
+      element("option", {
+        value: model.name,
+        text: model.default ? `${model.name} (default)` : model.name,
+      }),
+    ),
+  );
+  const chosen = mine.find((model) => model.default) ?? mine[0];
+  if (chosen) form.model.value = chosen.name;
+  form.querySelector("#model-picker").hidden = mine.length === 0;
 }
 
 function renderJobs(list, jobs) {
@@ -205,19 +245,22 @@ async function submitFrom(form) {
   const task = form.task.value;
   const options = optionsFrom(form);
   const source = form.source.value;
+  // No model offered: the server picks the task's default.
+  const model = form.model.value ? { model: form.model.value } : {};
   if (source === "text") {
     const text = form.text.value;
     if (!text.trim()) throw new Error("Write a text to submit.");
-    return api.submitJob({ task, input: { text }, options });
+    return api.submitJob({ task, input: { text }, options, ...model });
   }
   const file = form.file.files[0];
   if (!file) throw new Error("Choose a file to upload.");
   if (source === "document") {
-    return api.submitJob({ task, input: { document: await file.text() }, options });
+    return api.submitJob({ task, input: { document: await file.text() }, options, ...model });
   }
   const data = new FormData();
   data.append("file", file);
   data.append("task", task);
+  if (model.model) data.append("model", model.model);
   if (form.text_column.value.trim()) data.append("text_column", form.text_column.value.trim());
   if (form.id_column.value.trim()) data.append("id_column", form.id_column.value.trim());
   data.append("options", JSON.stringify(options));
@@ -254,8 +297,8 @@ function showJob(id) {
     badge.textContent = job.status;
     badge.className = `status ${job.status}`;
     const took = job.finished_at ? ` · took ${seconds(job.created_at, job.finished_at)}` : "";
-    find("#job-facts").textContent =
-      `Job ${job.id} · ${job.model} · submitted ${when(job.created_at)}${took}`;
+    find("#job-facts").textContent = `Job ${job.id} · submitted ${when(job.created_at)}${took}`;
+    find("#job-model").textContent = modelLine(job);
     find("#job-progress").value = fraction(job);
     find("#job-progress-text").textContent = progressLine(job);
     find("#job-cancel").hidden = !active;

@@ -20,6 +20,15 @@ export function rate(perSecond) {
   return perSecond >= 10 ? perSecond.toFixed(0) : perSecond.toPrecision(2);
 }
 
+/** Return the model a job runs on: its catalogue name, source and exact revision. */
+export function modelLine(job) {
+  const model = job.model_name ? `${job.model_name} (${job.model})` : job.model;
+  const revision = job.model_revision
+    ? `revision ${job.model_revision}`
+    : "revision recorded when a worker starts it";
+  return `Model ${model} · ${revision}`;
+}
+
 export function describeInput(job) {
   const input = job.input || {};
   if (input.kind === "file") return input.filename ? `file ${input.filename}` : "file";
@@ -47,7 +56,9 @@ export function progressLine(job, now = new Date()) {
   if (p.chunks.total) line += ` · ${partsLine(job)}`;
   const queue = job.queue;
   if (queue && ACTIVE.has(job.status)) {
-    if (queue.workers === 0) line += ` · waiting: no worker runs ${queue.model} yet`;
+    if (queue.workers === 0) {
+      line += ` · waiting: no worker runs ${queue.model_name || queue.model} yet`;
+    }
     else if (!queue.items_per_s) line += " · no pace known yet";
     else {
       line += ` · ${rate(queue.items_per_s)} items/s`;
