@@ -27,6 +27,7 @@ from api.routes import (
     models,
     problems,
     retry,
+    shadow,
     ui,
     webhooks,
 )
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(highlights.router)
     app.include_router(batches.router)
     app.include_router(models.router)
+    app.include_router(shadow.router)
     app.include_router(webhooks.router)
     app.include_router(classic.router)
     app.include_router(health.router)
