@@ -2,7 +2,11 @@
 again on the candidate at the lowest priority, and the report compares the two."""
 
 import hashlib
+import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -240,3 +244,36 @@ def test_a_model_without_a_comparison_is_a_404_naming_those_with_one(
     assert "sst2 (shadow: cand)" in missing.json()["detail"]
     assert bad_window.status_code == 422
     assert empty["items_compared"] == 0 and empty["label_agreement"] is None
+
+
+def cli_shadow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run `textq models shadow` on this test's database and catalogue."""
+    where = (
+        {"TEXTQ_DATABASE_URL": settings.database_url}
+        if settings.database_url
+        else {"TEXTQ_DATA_DIR": str(settings.data_dir)}
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "textq", "models", "shadow", *args],
+        env={**os.environ, **where, "TEXTQ_MODELS_FILE": str(settings.models_file)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_command_line_reports_what_the_api_does(settings, db, model_dirs, tmp_path):
+    twin = shutil.copytree(model_dirs.sentiment, tmp_path / "twin")
+    with_shadow = catalogue(settings, tmp_path / "m.toml", model_dirs.sentiment, twin, True)
+    run_jobs(with_shadow, TEXTS)
+    found = report(with_shadow)
+
+    as_json = cli_shadow(with_shadow, "cand", "--json", "--window-h", "1")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == found
+    text = cli_shadow(with_shadow, "sst2")
+    assert text.returncode == 0, text.stderr
+    assert f"{found['items_compared']} texts compared" in text.stdout
+    assert "label agreement 100.0%" in text.stdout
+    unknown = cli_shadow(with_shadow, "nope")
+    assert unknown.returncode != 0 and "sst2 (shadow: cand)" in unknown.stderr
