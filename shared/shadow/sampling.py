@@ -115,7 +115,7 @@ def queue_shadow_work(
         groups.setdefault((row.tenant_id, repr(sorted(options.items()))), []).append(row)
     created = [_add_shadow_job(session, candidate, group) for group in groups.values()]
     if created:
-        wake_workers(session, candidate.task)
+        wake_workers(session, candidate.task, model_name=candidate.name)
     return created
 
 
