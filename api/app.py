@@ -28,6 +28,7 @@ from api.routes import (
     models,
     problems,
     retry,
+    shadow,
     ui,
     webhooks,
 )
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(drift.router)
     app.include_router(batches.router)
     app.include_router(models.router)
+    app.include_router(shadow.router)
     app.include_router(webhooks.router)
     app.include_router(classic.router)
     app.include_router(health.router)

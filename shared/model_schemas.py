@@ -47,3 +47,39 @@ class ModelList(BaseModel):
     """Body of `GET /v1/models`."""
 
     models: list[ModelRead]
+
+
+class ShadowReport(BaseModel):
+    """Body of `GET /v1/models/{name}/shadow`: a candidate against the default it shadows,
+    on the same texts, over the last `window_h` hours. Fields of the other task are null."""
+
+    task: Task
+    default: str = Field(description="The default model whose results users got.")
+    candidate: str = Field(description="The model run on a share of them (`shadow`).")
+    shadow_fraction: float = Field(description="The share of the default's texts shadowed.")
+    window_h: float
+    items_compared: int = Field(description="Texts both models finished (newest first).")
+    limited: bool = Field(
+        description="Whether the window held more texts than a report compares (the newest "
+        "2000 were)."
+    )
+    label_agreement: float | None = Field(
+        default=None, description="Sentiment: the share of texts given the same label (0-1)."
+    )
+    labels: list[str] | None = Field(default=None, description="The confusion matrix's labels.")
+    confusion: list[list[int]] | None = Field(
+        default=None,
+        description="Sentiment: texts per (default's label: row, candidate's label: column).",
+    )
+    mean_abs_delta_score: float | None = Field(
+        default=None, description="Sentiment: mean |difference| in the default label's score."
+    )
+    max_abs_delta_score: float | None = Field(
+        default=None, description="Sentiment: the largest such difference."
+    )
+    mean_rouge_l_f: float | None = Field(
+        default=None, description="Summaries: mean ROUGE-L F of the candidate's vs the default's."
+    )
+    mean_length_ratio: float | None = Field(
+        default=None, description="Summaries: mean words of the candidate's over the default's."
+    )

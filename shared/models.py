@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    false,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -123,6 +124,9 @@ class Job(Base):
     parent_job_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), index=True
     )
+    # A job textq made to run a default's items again on its shadow candidate
+    # (shared/shadow/): lowest priority, hidden from the tenant's lists, counts and metrics.
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # "texts", "document" or "file", and what a file upload said about itself.
     input_kind: Mapped[str] = mapped_column(String(16), default="texts", server_default="texts")
     input_meta: Mapped[dict[str, Any] | None] = mapped_column(Json)
@@ -210,6 +214,9 @@ class JobItem(Base):
     token_count: Mapped[int | None] = mapped_column(Integer)
     # A text past round 0: its chunks' summaries, joined, to summarize next.
     work_text: Mapped[str | None] = mapped_column(Text)
+    # An item of a shadow job: the user's item whose text it runs again (no foreign key:
+    # either side may be purged first).
+    shadow_of: Mapped[int | None] = mapped_column(BigId)
     # A waiting text: how many of its chunks have not finished.
     open_parts: Mapped[int | None] = mapped_column(Integer)
     result: Mapped[dict[str, Any] | None] = mapped_column(Json)
@@ -252,6 +259,12 @@ class JobItem(Base):
             sqlite_where=text("status = 'running'"),
         ),
         Index("ix_job_items_claim", "claim_token"),
+        Index(
+            "ix_job_items_shadow_of",
+            "shadow_of",
+            postgresql_where=text("shadow_of IS NOT NULL"),
+            sqlite_where=text("shadow_of IS NOT NULL"),
+        ),
     )
 
 

@@ -380,6 +380,37 @@ def models_list(
             typer.echo(f"    {entry['task']} {entry.get('name') or ''}: {entry['model']} {loaded}")
 
 
+@models_app.command("shadow")
+@quiet_on_closed_pipe
+def models_shadow(
+    name: Annotated[str, typer.Argument(help="A default with a shadow, or its candidate.")],
+    window_h: Annotated[float, typer.Option(min=0.01, help="Hours back to compare over.")] = 24,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Compare a default and its shadow candidate on every tenant's texts (the database's)."""
+    from shared.db import Database
+    from shared.shadow.reads import NoShadowComparison, shadow_report
+    from textq.shadow_display import print_shadow_report
+
+    settings = settings_or_fail()
+    db = Database(settings.resolved_database_url, application_name="textq-cli")
+    try:
+        with db.read() as session:
+            report = shadow_report(
+                session, settings.catalogue, name, window_h=window_h, tenant_id=None
+            )
+    except NoShadowComparison as error:
+        raise fail(error.detail) from None
+    except Exception as error:
+        raise fail(f"cannot read the comparison from the database ({error})") from None
+    finally:
+        db.dispose()
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    print_shadow_report(report)
+
+
 @keys_app.command("create")
 @quiet_on_closed_pipe
 def keys_create(

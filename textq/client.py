@@ -23,10 +23,11 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from shared.model_schemas import ModelRead
+from shared.model_schemas import ModelRead, ShadowReport
 from shared.schemas import JobRead
 from shared.states import TERMINAL_JOB_STATUSES, JobStatus
 from textq.server_address import default_url
@@ -274,6 +275,17 @@ class Client:
     def models(self) -> list[ModelRead]:
         """Return the catalogue's models: name, task, source, revisions, serving workers."""
         return [ModelRead.model_validate(m) for m in self._request("GET", "/v1/models")["models"]]
+
+    def shadow(self, name: str, *, window_h: float = 24) -> ShadowReport:
+        """Return how the default `name` and its shadow candidate (or the candidate `name`
+        and its default) compared on this key's texts over the last `window_h` hours.
+
+        Raises ApiError (404) when `name` takes part in no shadow comparison.
+        """
+        found = self._request(
+            "GET", f"/v1/models/{quote(name, safe='')}/shadow", params={"window_h": window_h}
+        )
+        return ShadowReport.model_validate(found)
 
     def get(self, job_id: str | uuid.UUID, *, wait_s: float = 0) -> Job:
         params = {"wait_s": wait_s} if wait_s else {}

@@ -37,6 +37,7 @@ from shared.jobs.outcomes import record_outcomes
 from shared.jobs.reads import ended_jobs_among
 from shared.jobs.work import Claim, Outcome
 from shared.logs import bind, log_scope
+from shared.shadow.sampling import queue_shadow_work, user_work_outranks
 from shared.states import Task
 from shared.tracing import span
 from worker import runtime as worker_runtime
@@ -289,6 +290,13 @@ class _ClaimWork:
             stored = record_outcomes(
                 session, claim_token=self.claim.token, outcomes=outcomes, cache_entries=entries
             )
+            queue_shadow_work(
+                session,
+                settings=self.runtime.settings,
+                model_name=self.runner.loaded.resolved.name,
+                claim_token=self.claim.token,
+                outcomes=outcomes,
+            )
             # Learned at each record: items of a job cancelled since the claim are skipped,
             # and work of a higher priority ends this claim (the rest goes back).
             ended = ended_jobs_among(session, self.job_ids)
@@ -298,6 +306,13 @@ class _ClaimWork:
                 model=self.runner.loaded.resolved.source,
                 model_name=self.runner.loaded.resolved.name,
                 priority=self.claim.priority,
+            ) or user_work_outranks(
+                session,
+                claim_priority=self.claim.priority,
+                served=[
+                    (m.entry.task, m.resolved.source, m.entry.name)
+                    for m in self.runtime.served.values()
+                ],
             )
         return _Recorded(stored, ended, outranked)
 

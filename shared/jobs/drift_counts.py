@@ -40,18 +40,21 @@ def count_drift(
     """
     if not measured:
         return
-    # Keyed by the catalogue name (jobs from before the catalogue: by their source).
+    # Keyed by the catalogue name (jobs from before the catalogue: by their source). Shadow
+    # jobs copy a default's texts onto its candidate: not traffic of the candidate's own.
     jobs = {
         row.id: (row.model_name or row.model, row.tenant_id, Task(row.task))
         for row in session.execute(
             select(Job.id, Job.model, Job.model_name, Job.tenant_id, Job.task).where(
-                Job.id.in_({job_id for job_id, _ in measured})
+                Job.id.in_({job_id for job_id, _ in measured}), Job.shadow.is_(False)
             )
         )
     }
     hour = hour_of(now)
     counts: Counter[CountKey] = Counter()
     for job_id, outcome in measured:
+        if job_id not in jobs:
+            continue
         model, tenant, task = jobs[job_id]
         for feature, name in features_of(task, outcome):
             counts[(model, tenant, hour, feature, name)] += 1

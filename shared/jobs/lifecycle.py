@@ -59,6 +59,7 @@ _FINISHING_COLUMNS = (
     Job.priority,
     Job.insights,
     Job.parent_job_id,
+    Job.shadow,
 )
 
 
@@ -73,8 +74,8 @@ def _finish_job(session: Session, row: Any) -> None:
     )
     queue_event(session, row, terminal_event_kind(target))
     announce_finished(session, row.id)
-    # A summary job textq made is part of its parent's run, not a job anyone submitted.
-    if row.parent_job_id is None:
+    # A summary or shadow job textq made is not a job anyone submitted.
+    if row.parent_job_id is None and not row.shadow:
         count_finished_job(session, row.task, target, row.created_at, row.started_at, now)
 
 

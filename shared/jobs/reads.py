@@ -25,8 +25,10 @@ from shared.states import (
 
 
 def get_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
-    """Return the tenant's job or raise JobNotFound."""
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    """Return the tenant's job or raise JobNotFound (shadow jobs are textq's, not theirs)."""
+    job = session.scalar(
+        select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.shadow.is_(False))
+    )
     if job is None:
         raise JobNotFound(f"No job with id {job_id}.")
     return job
@@ -53,9 +55,11 @@ def list_jobs(
     """Return the tenant's jobs newest first, starting after the (created_at, id) key.
 
     Jobs textq made for other jobs (summaries of insights) are left out; they are
-    readable by id.
+    readable by id. Shadow jobs (a candidate's runs) are not the tenant's at all.
     """
-    query = select(Job).where(Job.tenant_id == tenant_id, Job.parent_job_id.is_(None))
+    query = select(Job).where(
+        Job.tenant_id == tenant_id, Job.parent_job_id.is_(None), Job.shadow.is_(False)
+    )
     if status is not None:
         query = query.where(Job.status == status.value)
     if task is not None:

@@ -158,7 +158,8 @@ def lock_tenant_submissions(session: Session, *, tenant_id: str) -> None:
 def count_active_jobs(session: Session, *, tenant_id: str) -> int:
     """Return how many of the tenant's jobs are queued or running (this transaction's too).
 
-    Jobs textq made for other jobs (summaries of insights) are not the tenant's doing.
+    Jobs textq made for other jobs (summaries of insights, shadow runs) are not the
+    tenant's doing.
     """
     return int(
         session.scalar(
@@ -168,6 +169,7 @@ def count_active_jobs(session: Session, *, tenant_id: str) -> int:
                 Job.tenant_id == tenant_id,
                 literal_in(Job.status, ACTIVE_JOB_STATUSES),
                 Job.parent_job_id.is_(None),
+                Job.shadow.is_(False),
             )
         )
         or 0

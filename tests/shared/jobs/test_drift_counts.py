@@ -4,13 +4,13 @@ feature and bin, on both backends."""
 from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from shared.drift import hour_of
 from shared.jobs.drift_counts import count_drift
 from shared.jobs.outcomes import record_outcomes
 from shared.jobs.work import NewChunk, Outcome
-from shared.models import DriftCount, utcnow
+from shared.models import DriftCount, Job, utcnow
 from shared.states import Task
 from tests.factories import claim, make_job
 
@@ -108,3 +108,17 @@ def test_counts_are_kept_per_model_and_tenant(db):
         )
     counted = Counter({(m, t): n for (m, t, f, _), n in stored(db).items() if f == "label"})
     assert counted == {("sst2", "default"): 1, ("sst2", "acme"): 1, ("twitter", "acme"): 1}
+
+
+def test_a_shadow_jobs_texts_are_not_counted_as_the_candidates_traffic(db):
+    ours = make_job(db, texts=["a"], model="sst2", model_name="sst2")
+    shadow = make_job(db, texts=["a"], model="twitter", model_name="twitter")
+    with db.write() as session:
+        session.execute(update(Job).where(Job.id == shadow.id).values(shadow=True))
+    measured = [(job.id, sentiment(0, "POSITIVE", 0.97)) for job in (ours, shadow)]
+    with db.write() as session:
+        count_drift(session, measured, now=utcnow())
+    assert stored(db) == {
+        ("sst2", "default", "label", "POSITIVE"): 1,
+        ("sst2", "default", "confidence", "0.9-1.0"): 1,
+    }

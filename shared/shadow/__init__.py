@@ -1,0 +1,1 @@
+"""Shadow comparison: a default model's items run again on its candidate, and the report."""
