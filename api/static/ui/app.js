@@ -1,5 +1,5 @@
 // The textq page: submit jobs, follow them, read their results. Routes live in the hash:
-// #/ lists jobs, #/jobs/<id> shows one.
+// #/ lists jobs, #/jobs/<id> shows one, #/models shows the models.
 import * as api from "./api.js";
 import { histogramChart, labelChart } from "./charts.js";
 import { element } from "./dom.js";
@@ -12,6 +12,7 @@ import {
   seconds,
   when,
 } from "./format.js";
+import { showModels } from "./models.js";
 import { renderExtremes, renderInsights, resultsView } from "./results.js";
 
 const POLL_MS = 1000;
@@ -378,7 +379,9 @@ function route({ focus = true } = {}) {
   stopView();
   clearError();
   const match = location.hash.match(/^#\/jobs\/([0-9a-f-]{36})$/i);
-  stopView = match ? showJob(match[1]) : showHome();
+  if (match) stopView = showJob(match[1]);
+  else if (location.hash === "#/models") stopView = showModels(main, showError);
+  else stopView = showHome();
   // After a navigation, start reading at the new page's heading, as a page load would.
   if (focus) main.querySelector("h1")?.focus();
 }
