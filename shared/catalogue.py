@@ -27,6 +27,7 @@ from typing import Any
 from shared.config import Settings
 from shared.states import Task
 
+TASK_NAMES = frozenset(task.value for task in Task)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 MODEL_FIELDS = ("source", "revision", "default", "shadow", "shadow_fraction")
 MODELS_FILE_SETTING = "TEXTQ_MODELS_FILE"
@@ -148,7 +149,12 @@ def _built(
     if models_file is not None:
         return load_file(models_file)
     names = {task: default_name(source) for task, source, _ in settings_models}
-    if len(set(names.values())) < len(names):  # two directories of the same name
+    # Two directories of the same name, or one named after the other task (a task's name
+    # stands for its default wherever a model is named).
+    clash = {Task(n) for n in names.values() if n in TASK_NAMES} - {
+        task for task, name in names.items() if name == task.value
+    }
+    if len(set(names.values())) < len(names) or clash:
         names = {task: f"{task.value}-{name}" for task, name in names.items()}
     return Catalogue(
         (
@@ -203,6 +209,12 @@ def _model(origin: str, task: Task, name: str, fields: Any) -> CatalogueModel:
     where = f"[{task.value}.{name}]"
     if not MODEL_NAME.match(name):
         raise _bad(origin, f"{where}: a model name is 1-100 letters, digits, '.', '_' or '-'")
+    if name in TASK_NAMES:
+        raise _bad(
+            origin,
+            f"{where}: a model cannot be named like a task ({', '.join(sorted(TASK_NAMES))}), "
+            "which stands for the task's default wherever a model is named; rename it",
+        )
     if not isinstance(fields, dict):
         raise _bad(origin, f'{where} must be a table with at least source = "hub id or dir"')
     unknown = sorted(set(fields) - set(MODEL_FIELDS))
@@ -224,8 +236,6 @@ def _model(origin: str, task: Task, name: str, fields: Any) -> CatalogueModel:
     if shadow is not None and not isinstance(shadow, str):
         raise _bad(origin, f"{where}: shadow must name another {task.value} model")
     fraction = fields.get("shadow_fraction")
-    if (shadow is None) != (fraction is None):
-        raise _bad(origin, f"{where}: shadow and shadow_fraction go together; set both or neither")
     if fraction is not None and (
         isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1
     ):
@@ -273,6 +283,13 @@ def _check_catalogue(origin: str, models: list[CatalogueModel]) -> None:
                 origin,
                 f"[{model.task.value}.{model.name}]: shadow {model.shadow!r} names no other "
                 f"{model.task.value} model; it may name: {', '.join(others) or 'none (add one)'}",
+            )
+    for model in models:  # after the names a shadow may take, the likelier mistake
+        if (model.shadow is None) != (model.shadow_fraction is None):
+            raise _bad(
+                origin,
+                f"[{model.task.value}.{model.name}]: shadow and shadow_fraction go together; "
+                "set both or neither",
             )
 
 

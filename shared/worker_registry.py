@@ -76,7 +76,9 @@ def live_workers_serving(
 
     With `model_name` (the job's catalogue model), only those serving that catalogue model
     count, as only they claim its items; a worker from before the catalogue (entries named
-    by nothing) claims by source, so it counts.
+    by nothing) claims by source, so it counts. A worker that could not load the model
+    (its entry has an `error`: missing files, larger than its memory budget) runs none of
+    its items, so it does not count.
     """
     return sum(
         1
@@ -86,6 +88,7 @@ def live_workers_serving(
             entry.get("task") == task
             and entry.get("model") == model
             and (model_name is None or entry.get("name") in (None, model_name))
+            and not entry.get("error")
             for entry in served_entries(worker)
         )
     )

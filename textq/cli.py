@@ -311,7 +311,11 @@ def models_pull(
 def models_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """Show the catalogue's models (as GET /v1/models does) and what each worker serves."""
+    """Show the catalogue's models (as GET /v1/models does) and what each worker serves.
+
+    An operator's command: it reads this machine's settings and the server's database, so run
+    it where the server runs, with its environment. Clients ask GET /v1/models.
+    """
     import json
 
     from shared import worker_registry
@@ -325,6 +329,13 @@ def models_list(
         task.value: {"model": settings.model_for(task), "revision": settings.revision_for(task)}
         for task in Task
     }
+    embedded = settings.data_dir / "textq.db"
+    if settings.database_url is None and not embedded.exists():
+        # Connecting would create an empty database file where none should be.
+        raise fail(
+            f"no textq database at {embedded}: run this where the server runs, with its "
+            "TEXTQ_DATA_DIR or TEXTQ_DATABASE_URL (clients: GET /v1/models)"
+        )
     db = Database(settings.resolved_database_url, application_name="textq-cli")
     try:
         with db.read() as session:
@@ -367,6 +378,8 @@ def models_list(
         typer.echo(f"{model.task.value} {model.name}: {model.source} @ {pin}{mark}")
         for worker in model.workers:
             state = f"loaded @ {worker.revision}" if worker.loaded else "loads on first job"
+            if worker.error:
+                state = f"cannot load it: {worker.error}"
             typer.echo(f"    {worker.name}  {worker.device} {worker.dtype}  {state}")
         if not model.workers:
             typer.echo("    no live worker serves it")
@@ -377,6 +390,8 @@ def models_list(
         typer.echo(f"{worker['name']}  {worker['device']} {worker['dtype']}  {state}")
         for entry in worker["served"]:
             loaded = f"@ {entry['revision']}" if entry.get("loaded") else "(not loaded)"
+            if entry.get("error"):
+                loaded = f"(cannot load it: {entry['error']})"
             typer.echo(f"    {entry['task']} {entry.get('name') or ''}: {entry['model']} {loaded}")
 
 

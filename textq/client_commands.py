@@ -197,7 +197,9 @@ def _options(
 
 ModelOption = Annotated[
     str | None,
-    typer.Option(help="The catalogue model to run (`textq models list`); default: the task's."),
+    typer.Option(
+        help="The catalogue model to run (GET /v1/models lists them); default: the task's."
+    ),
 ]
 
 

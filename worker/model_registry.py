@@ -105,6 +105,12 @@ def locate(source: str, *, revision: str | None, what: str, setting: str) -> Mod
     if local.is_dir():
         path = local.resolve()
         found_revision = _revision_of_directory(path)
+        if revision is not None and revision != found_revision:
+            # A pin that could not be honoured would be recorded on jobs as if it had been.
+            raise ModelUnavailable(
+                f"{what} {source!r} is a local directory at revision {found_revision}, not "
+                f"{revision!r}: a revision pins hub ids; remove it, or set it to that one"
+            )
     elif local.is_absolute() or source.startswith((".", "~")):
         raise ModelUnavailable(
             f"{what} directory {source!r} does not exist; "
@@ -236,6 +242,7 @@ def load(
         what=f"{resolved.task.value} model",
         device=device,
         dtype=dtype,
+        complete=True,
     )
     loaded = LoadedModel(
         resolved=resolved,
@@ -313,9 +320,20 @@ def _max_seq_length(path: Path) -> int | None:
 
 
 def _load_pretrained(
-    path: Path, model_class: str, *, what: str, device: torch.device, dtype: torch.dtype
+    path: Path,
+    model_class: str,
+    *,
+    what: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    complete: bool = False,
 ) -> tuple[Any, Any, int]:
-    """Return tokenizer, model (safetensors only, no remote code) and the input window."""
+    """Return tokenizer, model (safetensors only, no remote code) and the input window.
+
+    `complete`: raise ModelUnavailable when the files lack weights the model class needs (a
+    summarizer's directory loaded as a classifier would get a random head and answer
+    nonsense without an error).
+    """
     import torch
     import transformers
     from transformers.utils import logging as transformers_logging
@@ -323,13 +341,24 @@ def _load_pretrained(
     transformers_logging.disable_progress_bar()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        model = getattr(transformers, model_class).from_pretrained(
-            path, use_safetensors=True, trust_remote_code=False, dtype=dtype
+        model, loading = getattr(transformers, model_class).from_pretrained(
+            path,
+            use_safetensors=True,
+            trust_remote_code=False,
+            dtype=dtype,
+            output_loading_info=True,
         )
     except Exception as error:
         raise ModelUnavailable(
             f"cannot load the {what} from {path}: {type(error).__name__}: {error}"
         ) from error
+    missing = sorted(loading.get("missing_keys") or [])
+    if complete and missing:
+        raise ModelUnavailable(
+            f"the {what} at {path} has no weights for {len(missing)} of the model's tensors "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): it is not a "
+            f"{what} checkpoint, and those weights would be random; use a model trained for it"
+        )
     model.to(device)
     model.eval()
     torch.set_grad_enabled(False)

@@ -63,6 +63,27 @@ def test_a_name_of_another_task_or_none_lists_the_tasks_models():
             },
             "shadow_fraction must be a number above 0, at most 1",
         ),
+        (
+            {"summarize": {"a": {"source": "a", "default": True, "shadow": "twiter"}}},
+            "shadow 'twiter' names no other summarize model",
+        ),
+        (
+            {"summarize": {"a": {"source": "a", "default": True, "shadow": "a"}}},
+            "shadow 'a' names no other summarize model",
+        ),
+        (
+            {
+                "summarize": {
+                    "a": {"source": "a", "default": True, "shadow": "b"},
+                    "b": {"source": "b"},
+                }
+            },
+            "shadow and shadow_fraction go together",
+        ),
+        (
+            {"summarize": {"sentiment": {"source": "a", "default": True}}},
+            "cannot be named like a task",
+        ),
         ({"summarize": {"sst2": {"source": "a", "default": True}}}, "names must be unique"),
         (
             {"summarize": {"a": {"source": "a", "default": True, "sorce": "x"}}},
@@ -99,4 +120,11 @@ def test_without_a_file_the_two_settings_make_one_default_per_task(tmp_path):
     assert catalogue.default(Task.SUMMARIZE).name == "bart-large-cnn"
     same = Settings(data_dir=tmp_path, sentiment_model="/m/model", summarization_model="/n/model")
     assert same.catalogue.names(Task.SENTIMENT) == ["sentiment-model"]
+    # A directory named after the other task would make that task's name mean two models.
+    crossed = Settings(
+        data_dir=tmp_path, sentiment_model="/m/summarize", summarization_model="/n/bart"
+    )
+    assert crossed.catalogue.names(Task.SENTIMENT) == ["sentiment-summarize"]
+    own = Settings(data_dir=tmp_path, sentiment_model="/m/sentiment", summarization_model="/n/b")
+    assert own.catalogue.names(Task.SENTIMENT) == ["sentiment"]
     assert default_name("/models/my model/") == "my-model"

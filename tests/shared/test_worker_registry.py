@@ -37,3 +37,32 @@ def test_a_restarted_name_replaces_its_row_and_the_dead_are_forgotten(db):
         worker_registry.forget_worker(session, "w")
     with db.read() as session:
         assert worker_registry.list_workers(session) == []
+
+
+def test_a_worker_that_cannot_load_a_model_does_not_count_as_serving_it(db):
+    served = [
+        {"name": "sst2", "task": "sentiment", "model": "/models/sst2", "loaded": True},
+        {
+            "name": "big",
+            "task": "sentiment",
+            "model": "/models/big",
+            "loaded": False,
+            "error": "needs 18 MB, more than this worker's whole memory budget of 3 MB",
+        },
+    ]
+    with db.write() as session:
+        worker_registry.register_worker(
+            session, name="w", device="cpu", dtype="f", models={}, served=served
+        )
+    with db.read() as session:
+        count = {
+            name: worker_registry.live_workers_serving(
+                session,
+                task="sentiment",
+                model=f"/models/{name}",
+                model_name=name,
+                sweep_interval_s=5,
+            )
+            for name in ("sst2", "big")
+        }
+    assert count == {"sst2": 1, "big": 0}

@@ -74,3 +74,21 @@ def test_precision_follows_the_device():
         assert model_registry.pick_device("auto") == cpu
         with pytest.raises(model_registry.ModelUnavailable, match="CUDA"):
             model_registry.pick_device("cuda:1")
+
+
+def test_a_revision_pin_a_local_directory_cannot_honour_is_refused(tmp_path, model_dirs):
+    settings = settings_for(
+        tmp_path, sentiment_model=str(model_dirs.sentiment), sentiment_model_revision="v9"
+    )
+    with pytest.raises(model_registry.ModelUnavailable, match="'v9'"):
+        model_registry.resolve(settings, Task.SENTIMENT)
+
+
+def test_a_summarizer_loaded_as_a_classifier_is_refused_not_given_a_random_head(
+    tmp_path, model_dirs
+):
+    wrong = model_registry.resolve(
+        settings_for(tmp_path, sentiment_model=str(model_dirs.summarization)), Task.SENTIMENT
+    )
+    with pytest.raises(model_registry.ModelUnavailable, match="would be random"):
+        model_registry.load(wrong, device=torch.device("cpu"), dtype=torch.float32)
