@@ -16,7 +16,7 @@ import logging
 from shared import worker_registry
 from shared.broker import run_worker
 from shared.config import Settings
-from shared.metrics import serve_metrics
+from shared.metrics import UNANSWERED_DRAINS, serve_metrics
 from shared.tracing import setup_tracing
 from worker import runtime as worker_runtime
 from worker.model_registry import ResolvedModel
@@ -35,6 +35,8 @@ def serve(settings: Settings, resolved: dict[str, ResolvedModel]) -> None:
     worker_runtime.install(runtime)
     list_this_worker(runtime)
     unanswered = UnansweredDrains()
+    for task in runtime.tasks():  # at 0 from the start, like every counter a panel reads
+        UNANSWERED_DRAINS.labels(task=task.value)
     sweeper = SweeperThread(
         settings,
         served=[served.entry for served in runtime.served.values()],

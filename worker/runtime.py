@@ -162,6 +162,9 @@ class WorkerRuntime:
                 files = found.get(entry.task)
             files = files or model_registry.resolve_entry(settings, entry)
             runtime.served[entry.name] = ServedModel(entry=entry, resolved=files)
+            # Exported at 0 from the start, so a query sees a model with no evictions yet
+            # rather than no series at all.
+            MODEL_EVICTIONS.labels(model=entry.name)
         for served in runtime.served.values():
             if served.entry.default:
                 try:
