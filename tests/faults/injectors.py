@@ -34,11 +34,15 @@ def plant_poisoned_model() -> None:
         healthy_forward = runner._forward
 
         def forward(
-            self: Any, batch: list[Any], encoded: list[list[int]], _healthy=healthy_forward
+            self: Any,
+            batch: list[Any],
+            encoded: list[list[int]],
+            tensors: Any,
+            _healthy=healthy_forward,
         ):
             if any(POISON in item.text for item in batch):
                 raise PoisonedInput(f"the model cannot read a text holding {POISON!r}")
-            return _healthy(self, batch, encoded)
+            return _healthy(self, batch, encoded, tensors)
 
         runner._forward = forward  # type: ignore[method-assign]
 
@@ -50,13 +54,17 @@ def plant_switchable_model(switches: Path) -> None:
         healthy_forward = runner._forward
 
         def forward(
-            self: Any, batch: list[Any], encoded: list[list[int]], _healthy=healthy_forward
+            self: Any,
+            batch: list[Any],
+            encoded: list[list[int]],
+            tensors: Any,
+            _healthy=healthy_forward,
         ):
             while (switches / "hold").exists():
                 time.sleep(0.05)
             if (switches / "poison").exists() and any(POISON in item.text for item in batch):
                 raise PoisonedInput(f"the model cannot read a text holding {POISON!r}")
-            return _healthy(self, batch, encoded)
+            return _healthy(self, batch, encoded, tensors)
 
         runner._forward = forward  # type: ignore[method-assign]
 

@@ -1,3 +1,4 @@
+import copy
 import uuid
 
 import pytest
@@ -97,7 +98,10 @@ def test_one_bad_text_fails_alone_and_its_batch_mates_succeed(model_dirs):
 
 
 class PoisonTokenizer:
-    """The real tokenizer, except that it cannot tokenize one text."""
+    """The real tokenizer, except that it cannot tokenize one text (called as a whole, not
+    through a fast tokenizer's backend)."""
+
+    is_fast = False
 
     def __init__(self, real, poison: str) -> None:
         self.real, self.poison = real, poison
@@ -110,6 +114,9 @@ class PoisonTokenizer:
     def __getattr__(self, name):
         return getattr(self.real, name)
 
+    def __deepcopy__(self, memo):
+        return PoisonTokenizer(copy.deepcopy(self.real, memo), self.poison)
+
 
 def test_a_text_the_tokenizer_rejects_fails_alone(model_dirs):
     loaded = load(model_dirs.sentiment, Task.SENTIMENT)
@@ -118,3 +125,66 @@ def test_a_text_the_tokenizer_rejects_fails_alone(model_dirs):
     outcomes = run_all(runner, items(["fine", "x", "good"]))
     assert outcomes[1].error == "ValueError: cannot tokenize this text"
     assert outcomes[0].result and outcomes[2].result
+
+
+ODD_TEXTS = [
+    "",
+    " ",
+    "Great!!! 😀😀 would buy again",
+    "配送が遅かった。でも品質は良い。",
+    "naïve café — “quoted” text\twith a tab\nand a line break",
+    "[CLS] looks like a special token [SEP] [PAD]",
+    "word " * 700,
+]
+
+
+@pytest.mark.parametrize("task", [Task.SENTIMENT, Task.SUMMARIZE])
+def test_preparing_tokenizes_as_the_tokenizer_itself_does(model_dirs, task):
+    from benchmarks import data
+
+    path = model_dirs.sentiment if task is Task.SENTIMENT else model_dirs.summarization
+    loaded = load(path, task)
+    runner = SentimentRunner(loaded, BatchLimits(max_tokens=4096, max_size=8))
+    texts = data.feedback(300) + ODD_TEXTS
+    expected = loaded.tokenizer(texts, truncation=False, padding=False, verbose=False)
+    assert runner._encode(texts) == [list(ids) for ids in expected["input_ids"]]
+    assert runner.preparing_tokenizer is not loaded.tokenizer
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_batches_are_padded_as_the_tokenizers_pad_does(model_dirs, side):
+    loaded = load(model_dirs.sentiment, Task.SENTIMENT)
+    tokenizer = copy.deepcopy(loaded.tokenizer)
+    tokenizer.padding_side = side
+    runner = SentimentRunner(
+        LoadedModel(**{**loaded.__dict__, "tokenizer": tokenizer}),
+        BatchLimits(max_tokens=4096, max_size=8),
+    )
+    encoded = runner._encode(TEXTS)
+    padded = tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
+    tensors = runner._host_tensors(encoded)
+    assert set(tensors) == {"input_ids", "attention_mask"}
+    for key, value in tensors.items():
+        assert value.dtype == padded[key].dtype
+        assert torch.equal(value, padded[key])
+
+
+def test_a_prepared_claim_skips_the_items_of_a_job_ended_since(model_dirs):
+    loaded = load(model_dirs.sentiment, Task.SENTIMENT)
+    runner = SentimentRunner(loaded, BatchLimits(max_tokens=4096, max_size=8))
+    kept, ended = items(TEXTS[:4]), items(TEXTS[:4])
+    ended = [ClaimedItem(**{**item.__dict__, "id": item.id + 10}) for item in ended]
+    prepared = runner.prepare(kept + ended)
+    both = {kept[0].job_id, ended[0].job_id}
+    assert any({item.job_id for item in batch.items} == both for batch in prepared.batches)
+    outcomes = {
+        o.item_id: o
+        for batch in runner.run_prepared(prepared, skip=lambda item: item.job_id == ended[0].job_id)
+        for o in batch
+    }
+    assert set(outcomes) == {item.id for item in kept}
+    alone = run_all(runner, kept)
+    for item in kept:  # the batch run without the skipped items gives the same scores
+        assert outcomes[item.id].result["scores"] == pytest.approx(
+            alone[item.id].result["scores"], abs=1e-5
+        )
