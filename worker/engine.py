@@ -92,6 +92,10 @@ class BatchLimits:
 class Runner:
     """Runs one task's model over claimed items, one batch at a time."""
 
+    # Whether the worker makes the next claim ready while this runner runs one (see
+    # worker/tasks.py): worth it where a batch's forward is short beside its preparation.
+    claims_ahead = True
+
     def __init__(self, loaded: LoadedModel, limits: BatchLimits) -> None:
         self.loaded = loaded
         self.limits = limits
@@ -427,6 +431,11 @@ class SentimentRunner(Runner):
 
 class SummarizeRunner(Runner):
     """Summarizes texts with a seq2seq model, on the model's own decoding settings by default."""
+
+    # Generating takes seconds a batch, preparing the next claim milliseconds: made ahead it
+    # would save nothing, and its thread would take the interpreter from the decoding loop,
+    # and hold texts of jobs cancelled or outranked meanwhile.
+    claims_ahead = False
 
     def _forward(
         self, batch: list[ClaimedItem], encoded: list[list[int]], tensors: dict[str, torch.Tensor]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import functools
 import logging
 import threading
@@ -202,6 +203,7 @@ class _Ready:
     plan: CachePlan
     prepared: Prepared
     keeper: LeaseKeeper
+    made_ahead: bool = False
 
 
 def _make_ready(runtime: WorkerRuntime, runner: Runner) -> _Ready | None:
@@ -238,7 +240,7 @@ class _Ahead:
 
     def start(self, model: ServedModel, runner: Runner) -> None:
         """Start making the model's next claim ready (if none is held already)."""
-        if self._future is not None or runner.shares_tokenizer:
+        if self._future is not None or runner.shares_tokenizer or not runner.claims_ahead:
             return
         make = functools.partial(_make_ready, self.runtime, runner)
         self._model = model
@@ -253,7 +255,8 @@ class _Ahead:
             self.drop()
             return None
         future, self._future = self._future, None
-        return future.result()
+        ready = future.result()
+        return None if ready is None else dataclasses.replace(ready, made_ahead=True)
 
     def drop(self) -> None:
         """Hand back the claim made ahead, if any, and stop the thread once it is idle."""
@@ -295,6 +298,8 @@ def _work_on(
     bind(job_ids=sorted(str(job_id) for job_id in work.job_ids))
     try:
         try:
+            if ready.made_ahead:  # a job may have been cancelled since: skip its items
+                work.ended_jobs |= patiently(runtime, work.jobs_ended)
             work.run_batches()
         finally:
             ready.keeper.stop()
@@ -375,6 +380,11 @@ class _ClaimWork:
                 break
         if self.pending:
             self.record()
+
+    def jobs_ended(self) -> set[uuid.UUID]:
+        """Return the claim's jobs that ended (were cancelled) since it was made."""
+        with self.runtime.db.read() as session:
+            return ended_jobs_among(session, self.job_ids)
 
     def _record_due(self) -> bool:
         """Whether to hand the pending outcomes to the writer now: the interval has passed

@@ -340,3 +340,28 @@ def test_a_claim_made_ahead_goes_back_when_higher_priority_work_comes(
     with db.read() as session:
         attempts = session.scalars(select(JobItem.attempts).where(JobItem.job_id == bulk.id))
         assert sorted(attempts) == [1] * 6
+
+
+def test_a_job_cancelled_while_its_next_claim_waits_ahead_runs_no_more(
+    runtime, db, settings, monkeypatch
+):
+    from shared.models import DEFAULT_TENANT_ID
+
+    job = make_job(db, texts=[f"text {n}" for n in range(4)], model=settings.sentiment_model)
+    batches = []
+
+    def cancel_once_the_next_claim_is_made(batch):
+        batches.append(len(batch))
+        if len(batches) == 1:
+            deadline = time.monotonic() + 5
+            while running_claims(db) < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert running_claims(db) == 2
+            with db.write() as session:
+                cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+
+    drain_in_claims_of_two(runtime, settings, monkeypatch, cancel_once_the_next_claim_is_made)
+    assert batches == [2]  # the claim made ahead ran nothing of the cancelled job
+    with db.read() as session:
+        statuses = sorted(session.scalars(select(JobItem.status)).all())
+    assert statuses == ["cancelled"] * 2 + ["done"] * 2
