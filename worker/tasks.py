@@ -259,7 +259,7 @@ class _Ahead:
         return None if ready is None else dataclasses.replace(ready, made_ahead=True)
 
     def drop(self) -> None:
-        """Hand back the claim made ahead, if any, and stop the thread once it is idle."""
+        """Hand back the claim made ahead, if any, once it is made."""
         future, self._future = self._future, None
         if future is not None:
             try:
@@ -272,6 +272,7 @@ class _Ahead:
                 _release(self.runtime, ready.claim)
 
     def close(self) -> None:
+        """Hand back what is held and end the thread (the drain is over)."""
         self.drop()
         self._thread.shutdown()
 
