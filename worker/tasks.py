@@ -176,7 +176,7 @@ def _runner_with_work(runtime: WorkerRuntime, model: ServedModel) -> Runner | No
     return runner
 
 
-def _claim(runtime: WorkerRuntime, runner: Runner) -> Claim | None:
+def _claim(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> Claim | None:
     settings = runtime.settings
     resolved = runner.loaded.resolved
     with runtime.db.write() as session:
@@ -191,6 +191,7 @@ def _claim(runtime: WorkerRuntime, runner: Runner) -> Claim | None:
             max_items=runner.limits.max_size * settings.claim_batches_for(runner.task),
             lease_s=settings.lease_s,
             max_attempts=settings.max_attempts,
+            with_deadlines=not ahead,
         )
 
 
@@ -206,9 +207,13 @@ class _Ready:
     made_ahead: bool = False
 
 
-def _make_ready(runtime: WorkerRuntime, runner: Runner) -> _Ready | None:
-    """Claim the model's next items and prepare them; None: nothing to claim."""
-    claim = patiently(runtime, functools.partial(_claim, runtime, runner))
+def _make_ready(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> _Ready | None:
+    """Claim the model's next items and prepare them; None: nothing to claim.
+
+    A claim made `ahead` of its run leaves out jobs with a deadline, whose texts must not
+    be held while it passes: they wait for the claim made when the model is free.
+    """
+    claim = patiently(runtime, functools.partial(_claim, runtime, runner, ahead=ahead))
     return None if claim is None else _ready(runtime, runner, claim)
 
 
@@ -242,7 +247,7 @@ class _Ahead:
         """Start making the model's next claim ready (if none is held already)."""
         if self._future is not None or runner.shares_tokenizer or not runner.claims_ahead:
             return
-        make = functools.partial(_make_ready, self.runtime, runner)
+        make = functools.partial(_make_ready, self.runtime, runner, ahead=True)
         self._model = model
         self._future = self._thread.submit(contextvars.copy_context().run, make)
 

@@ -365,3 +365,19 @@ def test_a_job_cancelled_while_its_next_claim_waits_ahead_runs_no_more(
     with db.read() as session:
         statuses = sorted(session.scalars(select(JobItem.status)).all())
     assert statuses == ["cancelled"] * 2 + ["done"] * 2
+
+
+def test_texts_of_a_job_with_a_deadline_are_not_claimed_ahead(runtime, db, settings, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    job = make_job(db, texts=[f"text {n}" for n in range(4)], model=settings.sentiment_model)
+    with db.write() as session:
+        session.get(Job, job.id).deadline = datetime.now(UTC) + timedelta(minutes=5)
+    seen = []
+
+    def count_claims(batch):
+        time.sleep(0.5)  # time for a claim ahead to be made, were it to be
+        seen.append(running_claims(db))
+
+    assert drain_in_claims_of_two(runtime, settings, monkeypatch, count_claims) == 4
+    assert seen == [1, 1]
