@@ -92,25 +92,20 @@ class BatchLimits:
 class Runner:
     """Runs one task's model over claimed items, one batch at a time."""
 
-    # Whether the worker makes the next claim ready while this runner runs one (see
-    # worker/tasks.py): worth it where a batch's forward is short beside its preparation.
-    claims_ahead = True
-
     def __init__(self, loaded: LoadedModel, limits: BatchLimits) -> None:
         self.loaded = loaded
         self.limits = limits
-        self.shares_tokenizer = False  # True: `prepare` must not run beside `run_prepared`
 
     @functools.cached_property
     def preparing_tokenizer(self) -> Any:
         """Return a copy of the model's tokenizer for `prepare`, set for whole texts (no
-        truncation, no padding) by one call, as `_encode` then calls its backend directly."""
+        truncation, no padding) by one call, as `_encode` then calls its backend directly:
+        the copy's state is ours, whatever else calls the model's own."""
         try:
             tokenizer = copy.deepcopy(self.loaded.tokenizer)
-        except Exception as error:  # shared then: prepare and run take turns (no prefetch)
-            log.warning("cannot copy the tokenizer (%s); sharing it", error)
-            self.shares_tokenizer = True
-            return self.loaded.tokenizer
+        except Exception as error:  # then set the model's own, as its own call would
+            log.warning("cannot copy the tokenizer (%s); using the model's own", error)
+            tokenizer = self.loaded.tokenizer
         tokenizer([""], truncation=False, padding=False, verbose=False)
         return tokenizer
 
@@ -139,12 +134,7 @@ class Runner:
         A text longer than the model's window is not truncated: it comes back split into
         chunks (an outcome with `chunks`), which later claims run like any other text. Texts
         that cannot run at all come back as failures. The rest are planned into batches,
-        their padded tensors built on the host.
-
-        The worker prepares the next claim on a thread of its own while the model runs this
-        one, so this uses a tokenizer of its own (`preparing_tokenizer`): Hugging Face's fast
-        tokenizers refuse ("Already borrowed") a call on one object from two threads at once.
-        Calls of `prepare` on one runner must not overlap.
+        their padded tensors built on the host. Tokenizes with `preparing_tokenizer`.
         """
         decided: list[list[Outcome]] = []
         batches: list[PlannedBatch] = []
@@ -431,11 +421,6 @@ class SentimentRunner(Runner):
 
 class SummarizeRunner(Runner):
     """Summarizes texts with a seq2seq model, on the model's own decoding settings by default."""
-
-    # Generating takes seconds a batch, preparing the next claim milliseconds: made ahead it
-    # would save nothing, and its thread would take the interpreter from the decoding loop,
-    # and hold texts of jobs cancelled or outranked meanwhile.
-    claims_ahead = False
 
     def _forward(
         self, batch: list[ClaimedItem], encoded: list[list[int]], tensors: dict[str, torch.Tensor]

@@ -25,19 +25,9 @@ class LeaseKeeper:
             target=self._renew_until_stopped, name="textq-lease", daemon=True
         )
 
-    def start(self) -> LeaseKeeper:
-        """Start renewing (a claim made ahead of its run is kept from when it is made)."""
+    def __enter__(self) -> LeaseKeeper:
         self._thread.start()
         return self
-
-    def stop(self) -> None:
-        """Stop renewing; the claim's lease runs out from its last renewal. Idempotent."""
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def __enter__(self) -> LeaseKeeper:
-        return self.start()
 
     def __exit__(
         self,
@@ -45,7 +35,8 @@ class LeaseKeeper:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self._stopped.set()
+        self._thread.join()
 
     def _renew_until_stopped(self) -> None:
         while not self._stopped.wait(self.lease_s / 3):

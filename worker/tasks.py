@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import functools
 import logging
 import threading
@@ -42,8 +41,7 @@ from shared.shadow.sampling import queue_shadow_work, user_work_outranks
 from shared.states import Task
 from shared.tracing import span
 from worker import runtime as worker_runtime
-from worker.cache import CachePlan
-from worker.engine import Prepared, Runner
+from worker.engine import Runner
 from worker.leases import LeaseKeeper
 from worker.memory import give_back_freed_memory
 from worker.model_registry import ModelUnavailable
@@ -102,10 +100,6 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     work: one model's backlog never starves another's. When the slice ends with work left
     it rings again, so long backlogs never hold one broker message for hours and other
     queues of this worker get their turn.
-
-    While one model alone has work, its next claim is made and prepared (tokenized, its
-    batches planned) on a thread while the model runs the current one, so the model does
-    not wait for the database or the tokenizer between claims.
     """
     served = [model for model in runtime.served_for(task) if model.broken is None]
     if not served:
@@ -114,33 +108,25 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     deadline = time.monotonic() + runtime.settings.drain_slice_s
     recorded = 0
     idle: set[str] = set()
-    ahead = _Ahead(runtime)
-    try:
-        while len(idle) < len(served) and not SHUTTING_DOWN.is_set():
-            for model in served:
-                if model.entry.name in idle or SHUTTING_DOWN.is_set():
-                    continue
-                if time.monotonic() >= deadline:
-                    runtime.doorbell.ring(task, model_name=model.entry.name)
-                    return recorded
-                runner = _runner_with_work(runtime, model)
-                ready = ahead.take(model) if runner else None
-                if runner is not None and ready is None:
-                    ready = _make_ready(runtime, runner)
-                if runner is None or ready is None:
-                    idle.add(model.entry.name)
-                    continue
-                # Only while this model alone has work: its next turn comes right after.
-                alone = len(idle) == len(served) - 1
-                with (
-                    runtime.using(model),
-                    span("textq.claim", task=task.value, items=len(ready.claim.items)),
-                ):
-                    if alone and deadline - time.monotonic() > AHEAD_MIN_SLICE_LEFT_S:
-                        ahead.start(model, runner)
-                    recorded += _work_on(runtime, runner, ready, ahead=ahead)
-    finally:
-        ahead.close()
+    while len(idle) < len(served) and not SHUTTING_DOWN.is_set():
+        for model in served:
+            if model.entry.name in idle or SHUTTING_DOWN.is_set():
+                continue
+            if time.monotonic() >= deadline:
+                runtime.doorbell.ring(task, model_name=model.entry.name)
+                return recorded
+            runner = _runner_with_work(runtime, model)
+            claimed = (
+                patiently(runtime, functools.partial(_claim, runtime, runner)) if runner else None
+            )
+            if runner is None or claimed is None:
+                idle.add(model.entry.name)
+                continue
+            with (
+                runtime.using(model),
+                span("textq.claim", task=task.value, items=len(claimed.items)),
+            ):
+                recorded += _work_on(runtime, runner, claimed)
     return recorded
 
 
@@ -176,7 +162,7 @@ def _runner_with_work(runtime: WorkerRuntime, model: ServedModel) -> Runner | No
     return runner
 
 
-def _claim(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> Claim | None:
+def _claim(runtime: WorkerRuntime, runner: Runner) -> Claim | None:
     settings = runtime.settings
     resolved = runner.loaded.resolved
     with runtime.db.write() as session:
@@ -191,130 +177,22 @@ def _claim(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> Cl
             max_items=runner.limits.max_size * settings.claim_batches_for(runner.task),
             lease_s=settings.lease_s,
             max_attempts=settings.max_attempts,
-            with_deadlines=not ahead,
         )
 
 
-@dataclass(frozen=True)
-class _Ready:
-    """A claim made ready to run: its result-cache plan and its prepared batches, with its
-    lease kept from the moment it was made."""
-
-    claim: Claim
-    plan: CachePlan
-    prepared: Prepared
-    keeper: LeaseKeeper
-    made_ahead: bool = False
-
-
-def _make_ready(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> _Ready | None:
-    """Claim the model's next items and prepare them; None: nothing to claim.
-
-    A claim made `ahead` of its run leaves out jobs with a deadline, whose texts must not
-    be held while it passes: they wait for the claim made when the model is free.
-    """
-    claim = patiently(runtime, functools.partial(_claim, runtime, runner, ahead=ahead))
-    return None if claim is None else _ready(runtime, runner, claim)
-
-
-def _ready(runtime: WorkerRuntime, runner: Runner, claim: Claim) -> _Ready:
-    """Keep a claim's lease and prepare its items; on failure the claim goes back."""
-    keeper = LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s).start()
-    try:
-        plan = runtime.cache_of(runner).plan(claim.items)
-        prepared = runner.prepare(plan.to_run)
-    except BaseException:
-        keeper.stop()
-        _release(runtime, claim)
-        raise
-    return _Ready(claim, plan, prepared, keeper)
-
-
-class _Ahead:
-    """The next claim of the model at work, made ready on a thread of its own.
-
-    At most one is held. One not taken (the drain ended, the claim before it was outranked
-    or failed) goes back to the queue at once, without using up an attempt.
-    """
-
-    def __init__(self, runtime: WorkerRuntime) -> None:
-        self.runtime = runtime
-        self._model: ServedModel | None = None
-        self._future: Future[_Ready | None] | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="textq-prefetch")
-
-    def start(self, model: ServedModel, runner: Runner) -> None:
-        """Start making the model's next claim ready (if none is held already)."""
-        if self._future is not None or runner.shares_tokenizer or not runner.claims_ahead:
-            return
-        make = functools.partial(_make_ready, self.runtime, runner, ahead=True)
-        self._model = model
-        self._future = self._thread.submit(contextvars.copy_context().run, make)
-
-    def take(self, model: ServedModel) -> _Ready | None:
-        """Return the claim made ready for this model, waiting for it; None if none was
-        made (nothing was left to claim, or it is another model's: that one goes back)."""
-        if self._future is None:
-            return None
-        if self._model is not model:
-            self.drop()
-            return None
-        future, self._future = self._future, None
-        ready = future.result()
-        return None if ready is None else dataclasses.replace(ready, made_ahead=True)
-
-    def drop(self) -> None:
-        """Hand back the claim made ahead, if any, once it is made."""
-        future, self._future = self._future, None
-        if future is not None:
-            try:
-                ready = future.result()
-            except Exception as error:  # its claim, if made, went back when it failed
-                log.warning("could not claim ahead: %s", error, extra={"action": "claim_ahead"})
-                ready = None
-            if ready is not None:
-                ready.keeper.stop()
-                _release(self.runtime, ready.claim)
-
-    def close(self) -> None:
-        """Hand back what is held and end the thread (the drain is over)."""
-        self.drop()
-        self._thread.shutdown()
-
-
-# The next claim is made ahead only while this much of the drain's slice is left: one made
-# at the slice's end would go straight back.
-AHEAD_MIN_SLICE_LEFT_S = 1.0
-
-
-def _work_on(
-    runtime: WorkerRuntime, runner: Runner, ready: _Ready, *, ahead: _Ahead | None = None
-) -> int:
+def _work_on(runtime: WorkerRuntime, runner: Runner, claim: Claim) -> int:
     """Run a claim's batches, recording outcomes every TEXTQ_RECORD_INTERVAL_S.
 
     Recording after each batch would cost a transaction per batch of a few short texts;
     recording only at the end would hold results (and progress) back for the whole claim.
-    A next claim being made ready (`ahead`) goes back if this one fails, or ends because
-    work of a higher priority waits: it may have been made before that work came.
     """
-    claim = ready.claim
-    work = _ClaimWork(runtime, runner, ready)
+    work = _ClaimWork(runtime, runner, claim)
     started = time.perf_counter()
     # The claim's jobs go on every line logged while it runs.
     bind(job_ids=sorted(str(job_id) for job_id in work.job_ids))
     try:
-        try:
-            if ready.made_ahead:  # a job may have been cancelled since: skip its items
-                work.ended_jobs |= patiently(runtime, work.jobs_ended)
+        with LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s):
             work.run_batches()
-        finally:
-            ready.keeper.stop()
-        if work.outranked and ahead is not None:
-            ahead.drop()
-    except BaseException:
-        if ahead is not None:
-            ahead.drop()
-        raise
     finally:
         # Whatever stopped us (shutdown, a database blip), the rest goes back now rather
         # than when the lease lapses, and without using up an attempt.
@@ -336,15 +214,12 @@ class _ClaimWork:
 
     Outcomes are written by a thread of the claim's own while the model runs the next
     batches, so the model does not wait for the database (on a GPU the forward is the short
-    part). One write is in flight at a time, and outcomes are stored in the order they came:
-    while a write lasts, the next one gathers what the model finishes meanwhile (at most
-    the claim's outcomes are held in memory).
+    part). One write is in flight at a time: outcomes are stored in the order they came and
+    at most two records' worth is held in memory.
     """
 
-    def __init__(self, runtime: WorkerRuntime, runner: Runner, ready: _Ready) -> None:
-        self.runtime, self.runner, self.claim = runtime, runner, ready.claim
-        self.plan, self.prepared = ready.plan, ready.prepared
-        claim = ready.claim
+    def __init__(self, runtime: WorkerRuntime, runner: Runner, claim: Claim) -> None:
+        self.runtime, self.runner, self.claim = runtime, runner, claim
         self.job_ids = {item.job_id for item in claim.items}
         self.pending: list[Outcome] = []
         self.to_cache: dict[str, dict[str, Any]] = {}
@@ -368,12 +243,10 @@ class _ClaimWork:
                 self._writer.shutdown()
 
     def _run_batches(self) -> None:
-        plan = self.plan
+        plan = self.runtime.cache_of(self.runner).plan(self.claim.items)
         self.pending.extend(plan.hits)
         count_outcomes(self.runner.task, plan.hits)
-        batches = self.runner.run_prepared(
-            self.prepared, skip=lambda item: item.job_id in self.ended_jobs
-        )
+        batches = self.runner.run(plan.to_run, skip=lambda item: item.job_id in self.ended_jobs)
         for outcomes in batches:
             completed, entries = plan.complete(outcomes)
             count_outcomes(self.runner.task, outcomes)
@@ -387,17 +260,7 @@ class _ClaimWork:
         if self.pending:
             self.record()
 
-    def jobs_ended(self) -> set[uuid.UUID]:
-        """Return the claim's jobs that ended (were cancelled) since it was made."""
-        with self.runtime.db.read() as session:
-            return ended_jobs_among(session, self.job_ids)
-
     def _record_due(self) -> bool:
-        """Whether to hand the pending outcomes to the writer now: the interval has passed
-        and the write before has ended. While it has not, outcomes keep gathering for the
-        next write instead of the model waiting for the database."""
-        if self._writing is not None and not self._writing.done():
-            return False
         return time.monotonic() - self.last_record >= self.runtime.settings.record_interval_s
 
     def record(self) -> None:

@@ -42,7 +42,6 @@ def claim_items(
     lease_s: float,
     max_attempts: int = 3,
     model_name: str | None = None,
-    with_deadlines: bool = True,
 ) -> Claim | None:
     """Claim pending items of a task and model, across jobs, up to a token budget.
 
@@ -51,14 +50,10 @@ def claim_items(
 
     Only the highest priority with pending work is claimed from. Among its jobs the least
     recently served come first, each with a share of the claim, so one huge job cannot
-    starve the others. Without `with_deadlines`, jobs with a deadline are left out: a claim
-    made ahead of its run must not hold texts while their deadline passes. On Postgres,
-    rows other workers are claiming are skipped (SKIP LOCKED); on SQLite the caller's write
-    transaction holds the database's write lock.
+    starve the others. On Postgres, rows other workers are claiming are skipped (SKIP
+    LOCKED); on SQLite the caller's write transaction holds the database's write lock.
     """
     waiting = _jobs_with_pending_items(task=task, model=model, model_name=model_name)
-    if not with_deadlines:
-        waiting = waiting & Job.deadline.is_(None)
     top = session.scalar(select(func.max(Job.priority)).where(waiting))
     if top is None:
         return None

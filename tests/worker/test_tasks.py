@@ -1,6 +1,3 @@
-import threading
-import time
-
 import pytest
 from sqlalchemy import func, select
 
@@ -15,11 +12,6 @@ from worker import tasks
 from worker.tasks import _work_on, drain_queue
 
 STORY = "The parcel arrived late and the box was damaged."
-
-
-def work_on(runtime, runner, claim):
-    """Run one claim as a drain does: its lease kept, its items prepared first."""
-    return _work_on(runtime, runner, tasks._ready(runtime, runner, claim))
 
 
 def jobs_of(db, task):
@@ -69,7 +61,7 @@ def test_shutdown_finishes_the_batch_and_hands_back_the_rest(runtime, db, settin
     claimed = claim(db, model=settings.sentiment_model)
     worker_runtime.SHUTTING_DOWN.set()
     try:
-        assert work_on(runtime, runner, claimed) == 2
+        assert _work_on(runtime, runner, claimed) == 2
     finally:
         worker_runtime.SHUTTING_DOWN.clear()
     with db.read() as session:
@@ -88,7 +80,7 @@ def test_a_claim_interrupted_by_an_error_goes_back_at_once(runtime, db, settings
     claimed = claim(db, model=settings.sentiment_model)
     runner = runtime.runners[Task.SENTIMENT]
     with pytest.raises(ConnectionError):
-        work_on(runtime, runner, claimed)
+        _work_on(runtime, runner, claimed)
     with db.read() as session:
         rows = session.execute(select(JobItem.status, JobItem.attempts)).all()
     assert set(rows) == {("pending", 0)}
@@ -172,29 +164,15 @@ def work_on_six_texts_in_batches_of_two(runtime, db, settings, monkeypatch, duri
     runtime.settings = settings.model_copy(update={"record_interval_s": 0.0})
     forward = runner._forward
     batches = []
-    written = threading.Event()
-    write = tasks._ClaimWork._write
-
-    def write_and_tell(self, *args):
-        try:
-            return write(self, *args)
-        finally:
-            written.set()
 
     def forward_and_interfere(batch, encoded, tensors):
         batches.append(len(batch))
         if len(batches) == 1:
             during_first_batch(job)
-        else:
-            # The first record is written beside this batch; done by its end, as on a
-            # database faster than the model, so the next record takes in what it learned.
-            assert written.wait(10)
-            time.sleep(0.05)
         return forward(batch, encoded, tensors)
 
-    monkeypatch.setattr(tasks._ClaimWork, "_write", write_and_tell)
     monkeypatch.setattr(runner, "_forward", forward_and_interfere)
-    recorded = work_on(runtime, runner, claim(db, model=settings.sentiment_model))
+    recorded = _work_on(runtime, runner, claim(db, model=settings.sentiment_model))
     return job, batches, recorded
 
 
@@ -241,6 +219,8 @@ def test_a_claim_gives_way_to_higher_priority_work_after_its_current_batch(
 def test_the_model_runs_the_next_batch_while_the_last_ones_are_written(
     runtime, db, settings, monkeypatch
 ):
+    import threading
+    import time
 
     from tests.factories import claim
 
@@ -268,116 +248,7 @@ def test_the_model_runs_the_next_batch_while_the_last_ones_are_written(
 
     monkeypatch.setattr(tasks, "record_outcomes", slow_record)
     monkeypatch.setattr(runner, "_forward", watched_forward)
-    assert work_on(runtime, runner, claim(db, model=settings.sentiment_model)) == 6
+    assert _work_on(runtime, runner, claim(db, model=settings.sentiment_model)) == 6
     assert overlapped == [False, True, True]
     with db.read() as session:
         assert session.get(Job, job.id).status == JobStatus.SUCCEEDED
-
-
-def drain_in_claims_of_two(runtime, settings, monkeypatch, during_forward):
-    """Drain with claims of one batch of two texts, calling `during_forward(batch)` in each
-    forward; return the drain's count."""
-    runner = runtime.runners[Task.SENTIMENT]
-    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
-    runtime.settings = settings.model_copy(update={"claim_batches": 1})
-    forward = runner._forward
-
-    def watched_forward(batch, encoded, tensors):
-        during_forward(batch)
-        return forward(batch, encoded, tensors)
-
-    monkeypatch.setattr(runner, "_forward", watched_forward)
-    return drain_queue(runtime, Task.SENTIMENT)
-
-
-def running_claims(db):
-    with db.read() as session:
-        return session.scalar(
-            select(func.count(func.distinct(JobItem.claim_token))).where(
-                JobItem.status == "running"
-            )
-        )
-
-
-def test_the_next_claim_is_made_ready_while_the_model_runs_this_one(
-    runtime, db, settings, monkeypatch
-):
-
-    job = make_job(db, texts=[f"text {n}" for n in range(6)], model=settings.sentiment_model)
-    seen = []
-
-    def count_claims(batch):
-        # The claim ahead is made on another thread: give it a moment.
-        deadline = time.monotonic() + 5
-        while running_claims(db) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        seen.append(running_claims(db))
-
-    assert drain_in_claims_of_two(runtime, settings, monkeypatch, count_claims) == 6
-    # Two claims held while the first two batches run; the third is the last.
-    assert seen == [2, 2, 1]
-    with db.read() as session:
-        assert session.get(Job, job.id).status == JobStatus.SUCCEEDED
-        attempts = session.scalars(select(JobItem.attempts)).all()
-    assert attempts == [1] * 6
-
-
-def test_a_claim_made_ahead_goes_back_when_higher_priority_work_comes(
-    runtime, db, settings, monkeypatch
-):
-    bulk = make_job(db, texts=[f"text {n}" for n in range(6)], model=settings.sentiment_model)
-    order = []
-
-    def urgent_work_arrives(batch):
-        order.append([item.job_id for item in batch])
-        if len(order) == 1:
-            make_job(db, texts=["now"], model=settings.sentiment_model, priority=9)
-
-    assert drain_in_claims_of_two(runtime, settings, monkeypatch, urgent_work_arrives) == 7
-    # The claim made ahead of the bulk job went back unused: the urgent text ran next,
-    # and no item used up an attempt on the way.
-    assert bulk.id not in order[1]
-    with db.read() as session:
-        attempts = session.scalars(select(JobItem.attempts).where(JobItem.job_id == bulk.id))
-        assert sorted(attempts) == [1] * 6
-
-
-def test_a_job_cancelled_while_its_next_claim_waits_ahead_runs_no_more(
-    runtime, db, settings, monkeypatch
-):
-    from shared.models import DEFAULT_TENANT_ID
-
-    job = make_job(db, texts=[f"text {n}" for n in range(4)], model=settings.sentiment_model)
-    batches = []
-
-    def cancel_once_the_next_claim_is_made(batch):
-        batches.append(len(batch))
-        if len(batches) == 1:
-            deadline = time.monotonic() + 5
-            while running_claims(db) < 2 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert running_claims(db) == 2
-            with db.write() as session:
-                cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
-
-    drain_in_claims_of_two(runtime, settings, monkeypatch, cancel_once_the_next_claim_is_made)
-    assert batches == [2]  # the claim made ahead ran nothing of the cancelled job
-    with db.read() as session:
-        statuses = sorted(session.scalars(select(JobItem.status)).all())
-    assert statuses == ["cancelled"] * 2 + ["done"] * 2
-
-
-def test_texts_of_a_job_with_a_deadline_are_not_claimed_ahead(runtime, db, settings, monkeypatch):
-    from datetime import UTC, datetime, timedelta
-
-    job = make_job(db, texts=[f"text {n}" for n in range(4)], model=settings.sentiment_model)
-    with db.write() as session:
-        session.get(Job, job.id).deadline = datetime.now(UTC) + timedelta(minutes=5)
-    seen = []
-
-    def count_claims(batch):
-        time.sleep(0.5)  # time for a claim ahead to be made, were it to be
-        seen.append(running_claims(db))
-
-    assert drain_in_claims_of_two(runtime, settings, monkeypatch, count_claims) == 4
-    assert seen == [1, 1]
