@@ -68,7 +68,7 @@ class PlannedBatch:
 
     items: list[ClaimedItem]
     ids: list[list[int]]
-    tensors: dict[str, torch.Tensor] | None
+    tensors: dict[str, torch.Tensor] | None  # None: padded when the batch runs
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,11 @@ class Runner:
             ):
                 batch = [group[p] for p in positions]
                 ids = [encoded[item.id] for item in batch]
-                batches.append(PlannedBatch(batch, ids, self._host_tensors(ids)))
+                try:
+                    tensors: dict[str, torch.Tensor] | None = self._host_tensors(ids)
+                except Exception:  # padded again when the batch runs, where its items fail
+                    tensors = None
+                batches.append(PlannedBatch(batch, ids, tensors))
         return Prepared(decided, batches)
 
     def run_prepared(
@@ -178,7 +182,7 @@ class Runner:
             if any(skip(item) for item in batch):
                 kept = [n for n, item in enumerate(batch) if not skip(item)]
                 batch, ids = [batch[n] for n in kept], [ids[n] for n in kept]
-                tensors = self._host_tensors(ids) if batch else None
+                tensors = None  # padded again, without the skipped items
             if not batch:
                 continue
             started = time.perf_counter()

@@ -188,3 +188,16 @@ def test_a_prepared_claim_skips_the_items_of_a_job_ended_since(model_dirs):
         assert outcomes[item.id].result["scores"] == pytest.approx(
             alone[item.id].result["scores"], abs=1e-5
         )
+
+
+def test_a_tokenizer_that_cannot_pad_fails_the_items_not_the_run(model_dirs):
+    loaded = load(model_dirs.sentiment, Task.SENTIMENT)
+    tokenizer = copy.deepcopy(loaded.tokenizer)
+    tokenizer.pad_token = None
+    runner = SentimentRunner(
+        LoadedModel(**{**loaded.__dict__, "tokenizer": tokenizer}),
+        BatchLimits(max_tokens=4096, max_size=8),
+    )
+    outcomes = run_all(runner, items(TEXTS[:3]))
+    assert sorted(outcomes) == [0, 1, 2]
+    assert all(o.error and "pad" in o.error for o in outcomes.values())
