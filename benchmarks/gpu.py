@@ -94,7 +94,9 @@ def models(smoke: bool) -> dict[str, Path]:
 def model_alone(
     model_dirs: dict[str, Path], device_name: str, texts: list[str], articles: list[str]
 ) -> dict[str, Any]:
-    """Time textq's runners alone (no database, no HTTP) on the texts and the articles."""
+    """Time textq's runners alone (no database, no HTTP) on the texts and the articles, and
+    the chunks of those longer than the model's window."""
+    from benchmarks.modelonly import chunk_items
     from shared.config import Settings
     from shared.jobs.work import ClaimedItem
     from shared.states import Task
@@ -124,9 +126,13 @@ def model_alone(
         for _ in runner.run(items[: size * 2]):  # warm up: kernels, allocator
             pass
         synchronize(device)
+        # The chunks of texts longer than the window run too, as the worker runs them.
+        chunks = chunk_items(items, [o for group in runner.prepare(items).decided for o in group])
         with GpuSampler(device_name) as gpu:
             started = time.perf_counter()
             for _ in runner.run(items):
+                pass
+            for _ in runner.run(chunks):
                 pass
             synchronize(device)
             elapsed = time.perf_counter() - started
