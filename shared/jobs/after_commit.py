@@ -96,14 +96,17 @@ def wake_workers(
         )
 
 
-def announce_finished(session: Session, job_id: uuid.UUID) -> None:
-    """Wake API requests waiting on a job once this transaction commits.
+def announce_finished(session: Session, *job_ids: uuid.UUID) -> None:
+    """Wake API requests waiting on these jobs once this transaction commits.
 
     On Postgres a NOTIFY is itself held until commit and dropped on rollback, so it is sent
-    in the transaction, as one more statement of it; on SQLite waiters re-read with backoff.
+    in the transaction, as one more statement of it (one for all the jobs); on SQLite
+    waiters re-read with backoff.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, str(job_id))))
+    if not job_ids or session.get_bind().dialect.name != "postgresql":
+        return
+    ids = func.unnest(cast([str(job_id) for job_id in job_ids], ARRAY(Text))).column_valued("id")
+    session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, ids)))
 
 
 def announce_progress(session: Session, job_ids: Iterable[uuid.UUID]) -> None:

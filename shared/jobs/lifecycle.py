@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import select, update
@@ -35,11 +35,12 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
         .order_by(Job.id)
         .with_for_update()
     ).all()
+    ending = [
+        row for row in complete if row.insights is None or not _waits_for_summaries(session, row)
+    ]
+    _finish_jobs(session, ending)
     finished = []
-    for row in complete:
-        if row.insights is not None and _waits_for_summaries(session, row):
-            continue
-        _finish_job(session, row)
+    for row in ending:
         finished.append(row.id)
         if row.parent_job_id is not None:
             finished += hand_summaries_to_parent(session, row.id, row.parent_job_id)
@@ -63,20 +64,33 @@ _FINISHING_COLUMNS = (
 )
 
 
-def _finish_job(session: Session, row: Any) -> None:
-    """End a locked job whose items all finished: status, event, announcement, metrics."""
+def _finish_jobs(session: Session, rows: Sequence[Any]) -> None:
+    """End locked jobs whose items all finished: status, events, announcement, metrics.
+
+    A statement per terminal status and one announcement for them all, however many jobs
+    (one-text jobs end many to a record).
+    """
+    if not rows:
+        return
     now = utcnow()
-    target = outcome_status(done=row.done_items, errored=row.error_items)
-    session.execute(
-        update(Job)
-        .where(Job.id == row.id, Job.status.in_(status_values(job_sources(target))))
-        .values(status=target.value, finished_at=now)
-    )
-    queue_event(session, row, terminal_event_kind(target))
-    announce_finished(session, row.id)
-    # A summary or shadow job textq made is not a job anyone submitted.
-    if row.parent_job_id is None and not row.shadow:
-        count_finished_job(session, row.task, target, row.created_at, row.started_at, now)
+    targets = {row.id: outcome_status(done=row.done_items, errored=row.error_items) for row in rows}
+    for target in sorted(set(targets.values()), key=lambda status: status.value):
+        session.execute(
+            update(Job)
+            .where(
+                Job.id.in_([job_id for job_id, status in targets.items() if status is target]),
+                Job.status.in_(status_values(job_sources(target))),
+            )
+            .values(status=target.value, finished_at=now)
+        )
+    for row in rows:
+        queue_event(session, row, terminal_event_kind(targets[row.id]))
+        # A summary or shadow job textq made is not a job anyone submitted.
+        if row.parent_job_id is None and not row.shadow:
+            count_finished_job(
+                session, row.task, targets[row.id], row.created_at, row.started_at, now
+            )
+    announce_finished(session, *[row.id for row in rows])
 
 
 def _waits_for_summaries(session: Session, row: Any) -> bool:

@@ -284,7 +284,12 @@ def _advance(session: Session, parent_id: int) -> Outcome | None:
 
 
 def _count_texts(session: Session, finished: Sequence[tuple[uuid.UUID, Outcome]]) -> None:
-    """Add finished texts to their jobs' done, errored, cached and per-label counts."""
+    """Add finished texts to their jobs' done, errored, cached and per-label counts.
+
+    Two statements for every job of the record, not two per job: one reads and locks the
+    jobs' rows (in id order, as every recorder locks them), one writes each job's new
+    counts. Locked, the rows cannot change in between, so the counts are written whole.
+    """
     done = Counter(job_id for job_id, o in finished if o.status is ItemStatus.DONE)
     errored = Counter(job_id for job_id, o in finished if o.status is ItemStatus.ERROR)
     cached = Counter(job_id for job_id, o in finished if o.from_cache)
@@ -294,46 +299,55 @@ def _count_texts(session: Session, finished: Sequence[tuple[uuid.UUID, Outcome]]
         if o.result is not None and "label" in o.result:
             labels.setdefault(job_id, Counter())[str(o.result["label"])] += 1
             labelled.setdefault(job_id, []).append(o.result)
-    for job_id in sorted(set(done) | set(errored)):
-        values: dict[str, Any] = {
-            "done_items": Job.done_items + done[job_id],
-            "error_items": Job.error_items + errored[job_id],
-            "cached_items": Job.cached_items + cached[job_id],
+    job_ids = sorted(set(done) | set(errored))
+    if not job_ids:
+        return
+    jobs = session.execute(
+        select(*_COUNTED_COLUMNS).where(Job.id.in_(job_ids)).order_by(Job.id).with_for_update()
+    ).all()
+    rows = []
+    for job in jobs:
+        row: dict[str, Any] = {
+            "id": job.id,
+            "done_items": job.done_items + done[job.id],
+            "error_items": job.error_items + errored[job.id],
+            "cached_items": job.cached_items + cached[job.id],
         }
-        if job_id in labels:
-            # The job's row is locked by this transaction from here on, so the
-            # read-modify-write of the counts cannot interleave with another recorder's.
-            current, state = session.execute(
-                select(Job.label_counts, Job.insights).where(Job.id == job_id).with_for_update()
-            ).one()
-            merged = Counter(current or {})
-            merged.update(labels[job_id])
-            values["label_counts"] = dict(sorted(merged.items()))
-            if state is not None:
-                values["insights"] = insights.with_counts(state, labelled[job_id])
-        counts = session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(**values)
-            .returning(
-                Job.id,
-                Job.tenant_id,
-                Job.webhook_url,
-                Job.webhook_events,
-                Job.done_items,
-                Job.error_items,
-                Job.total_items,
-            )
-        ).one()
-        _queue_progress_event(session, counts, done[job_id] + errored[job_id])
+        if job.id in labels:
+            merged = Counter(job.label_counts or {})
+            merged.update(labels[job.id])
+            row["label_counts"] = dict(sorted(merged.items()))
+            if job.insights is not None:
+                row["insights"] = insights.with_counts(job.insights, labelled[job.id])
+        rows.append(row)
+    # By primary key, grouped by the columns each row sets: an executemany per group.
+    session.execute(update(Job), rows)
+    for job, row in zip(jobs, rows, strict=True):
+        _queue_progress_event(
+            session, job, row["done_items"] + row["error_items"], done[job.id] + errored[job.id]
+        )
+
+
+_COUNTED_COLUMNS = (
+    Job.id,
+    Job.tenant_id,
+    Job.webhook_url,
+    Job.webhook_events,
+    Job.done_items,
+    Job.error_items,
+    Job.cached_items,
+    Job.total_items,
+    Job.label_counts,
+    Job.insights,
+)
 
 
 PROGRESS_EVENT_STEPS = 10
 
 
-def _queue_progress_event(session: Session, job: Any, just_finished: int) -> None:
-    """Announce progress each time a job passes another tenth of its items (not the last)."""
-    finished = job.done_items + job.error_items
+def _queue_progress_event(session: Session, job: Any, finished: int, just_finished: int) -> None:
+    """Announce progress each time a job passes another tenth of its items (not the last);
+    `finished`: the job's texts finished, with the `just_finished` now counted."""
     if not job.webhook_url or finished >= job.total_items:
         return
     step_before = (finished - just_finished) * PROGRESS_EVENT_STEPS // job.total_items

@@ -3,12 +3,12 @@
 import itertools
 import threading
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from shared.jobs.outcomes import record_outcomes
 from shared.jobs.reads import list_first_round_chunks, list_item_outcomes
 from shared.jobs.work import Claim, NewChunk, Outcome
-from shared.models import Job, JobItem
+from shared.models import Job, JobItem, WebhookEvent
 from shared.states import ItemStatus, JobStatus, Task
 from tests.factories import claim, make_job
 
@@ -157,3 +157,50 @@ def test_the_last_chunks_finishing_at_once_advance_their_text_exactly_once(db):
             select(JobItem.id).where(JobItem.status == ItemStatus.PENDING.value)
         ).all()
     assert pending == [text.id]
+
+
+def test_one_record_counts_and_ends_each_of_many_jobs_by_its_own_outcomes(db):
+    hook = "http://127.0.0.1:9/hook"
+    good, bad, mixed, shared = (make_job(db, texts=[f"one {n}"]) for n in range(4))
+    many = make_job(db, texts=["a", "b", "c"])
+    with db.write() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_([bad.id, many.id]))
+            .values(webhook_url=hook, webhook_events=["progress", "completed", "failed"])
+        )
+        # A job that already holds counts from an earlier record keeps them.
+        session.execute(update(Job).where(Job.id == shared.id).values(label_counts={"NEG": 4}))
+    held = claim(db)
+    by_text = {i.text: i for i in held.items}
+    label = {"label": "POS", "score": 0.9}
+    outcomes = [
+        Outcome(by_text["one 0"].id, result=label),
+        Outcome(by_text["one 1"].id, error="boom"),
+        Outcome(by_text["one 2"].id, result={"label": "NEG", "score": 0.8}),
+        Outcome(by_text["one 3"].id, result=label),
+        Outcome(by_text["a"].id, result=label),
+        Outcome(by_text["b"].id, result={"label": "NEG", "score": 0.7}),
+    ]
+    assert record(db, held, outcomes) == 6
+
+    def state(job):
+        row = job_of(db, job.id)
+        return row.status, row.done_items, row.error_items, row.label_counts
+
+    assert state(good) == (JobStatus.SUCCEEDED, 1, 0, {"POS": 1})
+    assert state(bad) == (JobStatus.FAILED, 0, 1, {})
+    assert state(mixed) == (JobStatus.SUCCEEDED, 1, 0, {"NEG": 1})
+    assert state(shared) == (JobStatus.SUCCEEDED, 1, 0, {"NEG": 4, "POS": 1})
+    assert state(many) == (JobStatus.RUNNING, 2, 0, {"NEG": 1, "POS": 1})
+    assert all(job_of(db, j.id).finished_at is not None for j in (good, bad, mixed, shared))
+    assert record(db, held, [Outcome(by_text["c"].id, result=label)]) == 1
+    assert state(many) == (JobStatus.SUCCEEDED, 3, 0, {"NEG": 1, "POS": 2})
+    with db.read() as session:
+        events = session.execute(
+            select(WebhookEvent.job_id, WebhookEvent.type).order_by(WebhookEvent.created_at)
+        ).all()
+    # Each job's own events: the failure, and the 3-text job's progress then its end.
+    assert sorted((job_id, kind) for job_id, kind in events) == sorted(
+        [(bad.id, "job.failed"), (many.id, "job.progress"), (many.id, "job.completed")]
+    )
