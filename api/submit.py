@@ -227,7 +227,8 @@ def summarizer_of_insights(settings: Settings) -> Summarizer:
     return Summarizer(model=chosen.source, max_chars=settings.insight_max_chars, name=chosen.name)
 
 
-def get_submitter(db: DatabaseDep, settings: SettingsDep, tenant_id: TenantDep) -> Submitter:
+async def get_submitter(db: DatabaseDep, settings: SettingsDep, tenant_id: TenantDep) -> Submitter:
+    """Return the request's submitter (async: it only builds an object, see api/deps.py)."""
     return Submitter(db=db, settings=settings, tenant_id=tenant_id)
 
 
