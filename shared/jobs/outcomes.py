@@ -286,8 +286,8 @@ def _advance(session: Session, parent_id: int) -> Outcome | None:
 def _count_texts(session: Session, finished: Sequence[tuple[uuid.UUID, Outcome]]) -> None:
     """Add finished texts to their jobs' done, errored, cached and per-label counts.
 
-    Two statements for every job of the record, not two per job: one reads and locks the
-    jobs' rows (in id order, as every recorder locks them), one writes each job's new
+    Two statements for all the record's jobs, not two per job: one reads and locks their
+    rows (in id order, as every recorder locks them), one executemany writes each job's new
     counts. Locked, the rows cannot change in between, so the counts are written whole.
     """
     done = Counter(job_id for job_id, o in finished if o.status is ItemStatus.DONE)
