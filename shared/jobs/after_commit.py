@@ -103,10 +103,8 @@ def announce_finished(session: Session, *job_ids: uuid.UUID) -> None:
     in the transaction, as one more statement of it (one for all the jobs); on SQLite
     waiters re-read with backoff.
     """
-    if not job_ids or session.get_bind().dialect.name != "postgresql":
-        return
-    ids = func.unnest(cast([str(job_id) for job_id in job_ids], ARRAY(Text))).column_valued("id")
-    session.execute(select(func.pg_notify(JOB_FINISHED_CHANNEL, ids)))
+    if job_ids and session.get_bind().dialect.name == "postgresql":
+        _notify_each(session, JOB_FINISHED_CHANNEL, [str(job_id) for job_id in job_ids])
 
 
 def announce_progress(session: Session, job_ids: Iterable[uuid.UUID]) -> None:
@@ -127,8 +125,13 @@ def announce_progress(session: Session, job_ids: Iterable[uuid.UUID]) -> None:
     if not fresh:
         return
     announced.update(fresh)
-    ids = func.unnest(cast(fresh, ARRAY(Text))).column_valued("id")
-    session.execute(select(func.pg_notify(JOB_PROGRESS_CHANNEL, ids)))
+    _notify_each(session, JOB_PROGRESS_CHANNEL, fresh)
+
+
+def _notify_each(session: Session, channel: str, payloads: list[str]) -> None:
+    """NOTIFY `channel` once per payload, all in one statement."""
+    ids = func.unnest(cast(payloads, ARRAY(Text))).column_valued("id")
+    session.execute(select(func.pg_notify(channel, ids)))
 
 
 def _forget_announced(session: Session, transaction: SessionTransaction) -> None:

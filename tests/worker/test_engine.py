@@ -151,15 +151,22 @@ def test_preparing_tokenizes_as_the_tokenizer_itself_does(model_dirs, task):
     assert runner.preparing_tokenizer is not loaded.tokenizer
 
 
-@pytest.mark.parametrize("side", ["right", "left"])
-def test_batches_are_padded_as_the_tokenizers_pad_does(model_dirs, side):
+def runner_with_tokenizer(model_dirs, **settings):
+    """A sentiment runner whose tokenizer is a copy of the model's with `settings` set."""
     loaded = load(model_dirs.sentiment, Task.SENTIMENT)
     tokenizer = copy.deepcopy(loaded.tokenizer)
-    tokenizer.padding_side = side
-    runner = SentimentRunner(
+    for name, value in settings.items():
+        setattr(tokenizer, name, value)
+    return SentimentRunner(
         LoadedModel(**{**loaded.__dict__, "tokenizer": tokenizer}),
         BatchLimits(max_tokens=4096, max_size=8),
     )
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_batches_are_padded_as_the_tokenizers_pad_does(model_dirs, side):
+    runner = runner_with_tokenizer(model_dirs, padding_side=side)
+    tokenizer = runner.loaded.tokenizer
     encoded = runner._encode(TEXTS)
     padded = tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
     tensors = runner._host_tensors(encoded)
@@ -191,13 +198,7 @@ def test_a_prepared_claim_skips_the_items_of_a_job_ended_since(model_dirs):
 
 
 def test_a_tokenizer_that_cannot_pad_fails_the_items_not_the_run(model_dirs):
-    loaded = load(model_dirs.sentiment, Task.SENTIMENT)
-    tokenizer = copy.deepcopy(loaded.tokenizer)
-    tokenizer.pad_token = None
-    runner = SentimentRunner(
-        LoadedModel(**{**loaded.__dict__, "tokenizer": tokenizer}),
-        BatchLimits(max_tokens=4096, max_size=8),
-    )
+    runner = runner_with_tokenizer(model_dirs, pad_token=None)
     outcomes = run_all(runner, items(TEXTS[:3]))
     assert sorted(outcomes) == [0, 1, 2]
     assert all(o.error and "pad" in o.error for o in outcomes.values())
