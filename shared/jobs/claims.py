@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, select, true, update
+from sqlalchemy import case, exists, func, select, true, update
 from sqlalchemy.orm import Session
 
 from shared.jobs.cancel import cancel_items_of_ended_jobs
@@ -54,12 +54,11 @@ def claim_items(
     LOCKED); on SQLite the caller's write transaction holds the database's write lock.
     """
     waiting = _jobs_with_pending_items(task=task, model=model, model_name=model_name)
-    top = session.scalar(select(func.max(Job.priority)).where(waiting))
-    if top is None:
+    jobs = _jobs_to_serve(session, waiting)
+    if not jobs:
         return None
-    candidates = _lock_candidates(
-        session, task=task, jobs=_jobs_to_serve(session, waiting, top), max_items=max_items
-    )
+    top = jobs[0].priority
+    candidates = _lock_candidates(session, task=task, jobs=jobs, max_items=max_items)
     if not candidates:
         return None
     chosen = _claimable(candidates, max_tokens, max_attempts=max_attempts)
@@ -84,13 +83,19 @@ def claim_items(
     )
 
 
-def _jobs_to_serve(session: Session, waiting: Any, priority: int) -> Sequence[Any]:
-    """Return the waiting jobs of this priority (id, deadline): those with a deadline first,
-    the earliest first; then the least recently served."""
-    return session.execute(
-        select(Job.id, Job.deadline)
-        .where(waiting, Job.priority == priority)
+def _jobs_to_serve(session: Session, waiting: Any) -> Sequence[Any]:
+    """Return the waiting jobs of the highest priority that has any (id, deadline,
+    priority): those with a deadline first, the earliest first; then the least recently
+    served. Empty when no job waits.
+
+    One query finds the priority and its jobs: ordered by priority first, the rows of the
+    top priority come first, and those of lower ones are dropped here.
+    """
+    rows = session.execute(
+        select(Job.id, Job.deadline, Job.priority)
+        .where(waiting)
         .order_by(
+            Job.priority.desc(),
             Job.deadline.asc().nulls_last(),
             Job.last_claimed_at.asc().nulls_first(),
             Job.created_at,
@@ -98,6 +103,7 @@ def _jobs_to_serve(session: Session, waiting: Any, priority: int) -> Sequence[An
         )
         .limit(MAX_JOBS_PER_CLAIM)
     ).all()
+    return [row for row in rows if row.priority == rows[0].priority]
 
 
 def _lock_candidates(
@@ -159,15 +165,24 @@ def _lease(
 def _start_jobs(
     session: Session, job_ids: list[uuid.UUID], model_revision: str
 ) -> dict[uuid.UUID, dict[str, Any]]:
-    """Start the claimed items' jobs (if queued), note them served now; return their options."""
+    """Start the claimed items' jobs (if queued), note them served now; return their options.
+
+    One statement for all of them: a claim of many one-text jobs is on every small job's path.
+    """
     now = utcnow()
-    session.execute(
+    starting = Job.status.in_(status_values(job_sources(JobStatus.RUNNING)))
+    started = session.execute(
         update(Job)
-        .where(Job.id.in_(job_ids), Job.status.in_(status_values(job_sources(JobStatus.RUNNING))))
-        .values(status=JobStatus.RUNNING.value, started_at=now, model_revision=model_revision)
+        .where(Job.id.in_(job_ids))
+        .values(
+            status=case((starting, JobStatus.RUNNING.value), else_=Job.status),
+            started_at=case((starting, now), else_=Job.started_at),
+            model_revision=case((starting, model_revision), else_=Job.model_revision),
+            last_claimed_at=now,
+        )
+        .returning(Job.id, Job.options)
     )
-    session.execute(update(Job).where(Job.id.in_(job_ids)).values(last_claimed_at=now))
-    return dict(session.execute(select(Job.id, Job.options).where(Job.id.in_(job_ids))).all())
+    return {row.id: row.options for row in started}
 
 
 MAX_JOBS_PER_CLAIM = 64
