@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,6 +80,21 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database file migrated once for the run, for tests to copy (`sqlite_copy`):
+    running the migrations takes a few hundred milliseconds, a copy of the file almost none."""
+    path = tmp_path_factory.mktemp("sqlite") / "textq.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+def sqlite_copy(request: pytest.FixtureRequest, path: Path) -> None:
+    """Put a copy of the run's migrated SQLite database at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> str:
     services.redis_client()
     return services.REDIS_URL
@@ -117,8 +133,7 @@ def settings(
         "auth": "off",
     }
     if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'data' / 'textq.db'}"
-        upgrade(url)
+        sqlite_copy(request, tmp_path / "data" / "textq.db")
         yield Settings(**common)
         return
     postgres = request.getfixturevalue("postgres_url")

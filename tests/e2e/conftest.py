@@ -1,7 +1,7 @@
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -9,14 +9,21 @@ import pytest
 
 from shared.migrate import upgrade
 from tests import services
-from tests.conftest import BACKENDS, ModelDirs
+from tests.conftest import BACKENDS, ModelDirs, sqlite_copy
 from tests.e2e.polling import wait_for_job
 from tests.e2e.processes import Service, free_port, start, wait_until_ready
 
 E2E_TENANT = "e2e"
 
 
-def backend_env(backend: str, tmp, request: pytest.FixtureRequest) -> dict[str, str]:
+def backend_env(
+    backend: str,
+    tmp,
+    request: pytest.FixtureRequest,
+    finalize: Callable[[Callable[[], None]], None] | None = None,
+) -> dict[str, str]:
+    """Return the env of a service on `backend`: on Postgres, in a database of its own,
+    dropped by `finalize` (by default when `request`'s scope ends)."""
     env = {
         "TEXTQ_DATA_DIR": str(tmp / "data"),
         "TEXTQ_QUEUE_PREFIX": f"textq-e2e-{tmp.name}",
@@ -24,12 +31,12 @@ def backend_env(backend: str, tmp, request: pytest.FixtureRequest) -> dict[str, 
     }
     if backend == "postgres":
         url = services.create_postgres_database()
-        request.addfinalizer(lambda: services.drop_postgres_database(url))
+        (finalize or request.addfinalizer)(lambda: services.drop_postgres_database(url))
         request.getfixturevalue("redis_url")
         env |= {"TEXTQ_DATABASE_URL": url, "TEXTQ_BROKER_URL": services.REDIS_URL}
         upgrade(url)
     else:
-        upgrade(f"sqlite:///{tmp / 'data' / 'textq.db'}")
+        sqlite_copy(request, tmp / "data" / "textq.db")
     return env
 
 
@@ -58,17 +65,96 @@ def two_sentiment_models(path: Path, model_dirs: ModelDirs, second: Path) -> Pat
     return path
 
 
+class ServicePool:
+    """The services of modules that run on the default settings, kept from the first such
+    module to the last e2e test, one per backend and set of models: starting an API, a
+    worker and the webhooks process costs tens of seconds, and these modules only add jobs
+    of their own (texts no other test sends) and compare what they read with what they read
+    before."""
+
+    def __init__(self) -> None:
+        self.running: dict[tuple[str, ModelDirs], Service] = {}
+        self.exit_codes: list[dict[str, int]] = []
+        self.cleanups: list[Callable[[], None]] = []  # run once the services have stopped
+
+    def get(
+        self,
+        key: tuple[str, ModelDirs],
+        start_service: Callable[[Callable[[Callable[[], None]], None]], Service],
+    ) -> Service:
+        """Return the running service of this backend and these models, starting it the
+        first time with `start_service(finalize)`; what it passes `finalize` runs after the
+        pool stops."""
+        if key not in self.running:
+            self.running[key] = start_service(self.cleanups.append)
+        return self.running[key]
+
+    def stop(self) -> None:
+        """Stop every kept service, noting how each process exited, then clean up."""
+        while self.running:
+            _, svc = self.running.popitem()
+            self.exit_codes.append(stop_service(svc))
+        while self.cleanups:
+            self.cleanups.pop()()
+
+
+POOL = ServicePool()
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the kept services after the last e2e test, so the tests after it run without
+    their idle sweepers."""
+    if nextitem is None or Path(__file__).parent not in Path(nextitem.path).parents:
+        POOL.stop()
+
+
+@pytest.fixture(scope="session")
+def service_pool() -> Iterator[ServicePool]:
+    yield POOL
+    POOL.stop()
+    for codes in POOL.exit_codes:
+        assert codes["worker"] == 0, codes
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def service(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     model_dirs: ModelDirs,
     service_env: dict[str, str],
+    service_pool: ServicePool,
 ) -> Iterator[Service]:
-    """`textq api` and `textq worker` as real processes, on SQLite or on Postgres + Redis."""
+    """`textq api` and `textq worker` as real processes, on SQLite or on Postgres + Redis.
+
+    Modules on the default settings share one per backend and set of models
+    (`ServicePool`); a module that adds settings (`service_env`) gets its own, stopped
+    after it.
+    """
+
+    def start_service(finalize: Callable[[Callable[[], None]], None]) -> Service:
+        return start_e2e_service(request, tmp_path_factory, model_dirs, service_env, finalize)
+
+    if not service_env:
+        yield service_pool.get((request.param, model_dirs), start_service)
+        return
+    svc = start_service(request.addfinalizer)
+    yield svc
+    codes = stop_service(svc)
+    assert codes["worker"] == 0, svc.logs_text()
+
+
+def start_e2e_service(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    model_dirs: ModelDirs,
+    service_env: dict[str, str],
+    finalize: Callable[[Callable[[], None]], None],
+) -> Service:
+    """Start an API, a worker and the webhooks process on `request.param`'s backend;
+    `finalize` is given what must run once they have stopped."""
     tmp = tmp_path_factory.mktemp(f"e2e-{request.param}")
     port = free_port()
-    env = backend_env(request.param, tmp, request) | {
+    env = backend_env(request.param, tmp, request, finalize) | {
         "TEXTQ_SENTIMENT_MODEL": str(model_dirs.sentiment),
         "TEXTQ_SUMMARIZATION_MODEL": str(model_dirs.summarization),
         "TEXTQ_EMBEDDING_MODEL": str(model_dirs.embedding),
@@ -98,9 +184,12 @@ def service(
     svc.processes.append(start("webhooks", ["webhooks"], env, svc.logs))
     wait_until_ready(svc.base_url, svc.processes)
     warm_up(svc)
-    yield svc
-    codes = {p.name: p.stop() for p in reversed(svc.processes)}
-    assert codes["worker"] == 0, svc.logs_text()
+    return svc
+
+
+def stop_service(svc: Service) -> dict[str, int]:
+    """Stop the service's processes, last started first; return each one's exit status."""
+    return {p.name: p.stop() for p in reversed(svc.processes)}
 
 
 def create_api_key(env: dict[str, str], *, tenant: str) -> str:

@@ -6,6 +6,7 @@ some rows done and others not, so what is read is a part, not the whole.
 
 import json
 import time
+import uuid
 
 import httpx
 import pytest
@@ -16,9 +17,13 @@ pytestmark = pytest.mark.e2e
 
 
 def submit_rows(http: httpx.Client, rows: int) -> str:
-    """Upload a CSV of `rows` short reviews as a sentiment job; return its id."""
+    """Upload a CSV of `rows` short reviews as a sentiment job; return its id.
+
+    The texts are new to the service, so none comes from the result cache and the job runs
+    long enough to be read while it runs."""
+    run = uuid.uuid4().hex[:8]
     lines = ["ticket,comment"] + [
-        f"T-{n:05d},review {n}: good value and kind support" for n in range(rows)
+        f"T-{n:05d},review {n} of {run}: good value and kind support" for n in range(rows)
     ]
     response = http.post(
         "/v1/batches",

@@ -66,8 +66,10 @@ def test_the_api_a_worker_and_the_webhooks_process_expose_what_they_did(service,
     assert grew("textq_jobs_finished_total", task="sentiment", status="succeeded") == 1
     for phase in ("queue_wait", "run", "end_to_end"):
         assert grew("textq_job_seconds_count", task="sentiment", phase=phase) == 1
+    # The warm-up loaded a model of each task; earlier tests on this service may load more.
     loads = [k for k in worker if k.startswith("textq_model_load_seconds{")]
-    assert len(loads) == 2 and all(worker[k] > 0 for k in loads)
+    assert all(worker[k] > 0 for k in loads)
+    assert {k.split("task=")[1].rstrip("}") for k in loads} >= {"sentiment", "summarize"}
 
     webhooks = scrape(webhooks_url)
     assert value(webhooks, "textq_webhook_attempts_total", outcome="2xx") >= 1
