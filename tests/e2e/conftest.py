@@ -2,7 +2,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,52 +68,80 @@ def two_sentiment_models(path: Path, model_dirs: ModelDirs, second: Path) -> Pat
 
 
 class ServicePool:
-    """The services of modules that run on the default settings, kept from the first such
-    module to the last e2e test, one per backend and set of models: starting an API, a
-    worker and the webhooks process costs tens of seconds, and these modules only add jobs
-    of their own (texts no other test sends) and compare what they read with what they read
-    before."""
+    """The services of modules that run on the default settings, one per backend and set
+    of models, kept while a module still to run needs it: starting an API, a worker and
+    the webhooks process costs tens of seconds, and these modules only add jobs of their
+    own (texts no other test sends) and compare what they read with what they read before.
+    An idle worker still sweeps twice a second, so none is kept past its last user.
+    """
 
     def __init__(self) -> None:
-        self.running: dict[tuple[str, ModelDirs], Service] = {}
+        self.running: dict[tuple[str, ModelDirs], _Kept] = {}
         self.exit_codes: list[dict[str, int]] = []
-        self.cleanups: list[Callable[[], None]] = []  # run once the services have stopped
 
     def get(
         self,
         key: tuple[str, ModelDirs],
+        user: str,
         start_service: Callable[[Callable[[Callable[[], None]], None]], Service],
     ) -> Service:
-        """Return the running service of this backend and these models, starting it the
-        first time with `start_service(finalize)`; what it passes `finalize` runs after the
-        pool stops."""
+        """Return the running service of this backend and these models for `user` (what
+        `pool_user` says of the asking test), starting it the first time with
+        `start_service(finalize)`; what it passes `finalize` runs after it stops."""
         if key not in self.running:
-            self.running[key] = start_service(self.cleanups.append)
-        return self.running[key]
+            cleanups: list[Callable[[], None]] = []
+            self.running[key] = _Kept(start_service(cleanups.append), cleanups, set())
+        kept = self.running[key]
+        kept.users.add(user)
+        return kept.service
 
-    def stop(self) -> None:
-        """Stop every kept service, noting how each process exited, then clean up."""
-        while self.running:
-            _, svc = self.running.popitem()
-            self.exit_codes.append(stop_service(svc))
-        while self.cleanups:
-            self.cleanups.pop()()
+    def stop_unless_used_by(self, users: set[str]) -> None:
+        """Stop every kept service none of `users` has used, noting how each process
+        exited, then clean up after it."""
+        for key in [key for key, kept in self.running.items() if not kept.users & users]:
+            kept = self.running.pop(key)
+            self.exit_codes.append(stop_service(kept.service))
+            while kept.cleanups:
+                kept.cleanups.pop()()
+
+
+@dataclass
+class _Kept:
+    service: Service
+    cleanups: list[Callable[[], None]]
+    users: set[str]
 
 
 POOL = ServicePool()
 
 
+def pool_user(item: pytest.Item) -> str | None:
+    """Return who a test is to the pool (`module_pool_user`), or None for a test that
+    starts its services itself (or none)."""
+    module = getattr(item, "module", None)
+    if "service" not in getattr(item, "fixturenames", ()) or hasattr(module, "service_env"):
+        return None
+    return module_pool_user(module)
+
+
+def module_pool_user(module: Any) -> str:
+    """Return "default" for a test module on the default models, or the module's name for
+    one with models of its own (its `model_dirs` fixture)."""
+    return str(module.__name__) if hasattr(module, "model_dirs") else "default"
+
+
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """Stop the kept services after the last e2e test, so the tests after it run without
-    their idle sweepers."""
-    if nextitem is None or Path(__file__).parent not in Path(nextitem.path).parents:
-        POOL.stop()
+    """Between modules, stop the kept services no test still to run will use."""
+    if nextitem is not None and getattr(nextitem, "module", None) is getattr(item, "module", None):
+        return
+    still = item.session.items[item.session.items.index(nextitem) :] if nextitem else []
+    POOL.stop_unless_used_by({user for later in still if (user := pool_user(later))})
 
 
 @pytest.fixture(scope="session")
 def service_pool() -> Iterator[ServicePool]:
     yield POOL
-    POOL.stop()
+    POOL.stop_unless_used_by(set())
     for codes in POOL.exit_codes:
         assert codes["worker"] == 0, codes
 
@@ -135,7 +165,8 @@ def service(
         return start_e2e_service(request, tmp_path_factory, model_dirs, service_env, finalize)
 
     if not service_env:
-        yield service_pool.get((request.param, model_dirs), start_service)
+        user = module_pool_user(request.module)
+        yield service_pool.get((request.param, model_dirs), user, start_service)
         return
     svc = start_service(request.addfinalizer)
     yield svc

@@ -38,11 +38,20 @@ def test_work_whose_doorbells_nobody_takes_still_runs(tmp_path, model_dirs, requ
             assert wait_for_job(http, first.json()["id"], timeout_s=60)["status"] == "succeeded"
             # The worker's consumer stops taking doorbells; the process lives on.
             control = create_celery(Settings(broker_url=env["TEXTQ_BROKER_URL"])).control
+            # Only this test's worker: others of the run may share the Redis server.
             listening = control.inspect(timeout=10).active_queues() or {}
-            queues = {queue["name"] for queues in listening.values() for queue in queues}
+            ours = {
+                name: {queue["name"] for queue in queues}
+                for name, queues in listening.items()
+                if any(queue["name"].startswith(env["TEXTQ_QUEUE_PREFIX"]) for queue in queues)
+            }
+            assert len(ours) == 1, listening
+            ((worker_name, queues),) = ours.items()
             assert any(name.endswith(".sentiment") for name in queues), listening
             for queue in queues:
-                answers = control.cancel_consumer(queue, reply=True, timeout=10)
+                answers = control.cancel_consumer(
+                    queue, reply=True, timeout=10, destination=[worker_name]
+                )
                 assert answers and all("ok" in answer for a in answers for answer in a.values())
             second = http.post("/v1/jobs", json={"task": "sentiment", "input": {"text": "good"}})
             finished = wait_for_job(http, second.json()["id"], timeout_s=60)
