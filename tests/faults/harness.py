@@ -50,6 +50,10 @@ class Fault:
     events: set[str] = field(default_factory=set)  # webhook events owed when it was restored
 
 
+# The name of the test-report property that carries a fault run's (fault, Verdict fields).
+VERDICT_PROPERTY = "fault verdict"
+
+
 @dataclass
 class Verdict:
     scenario: str

@@ -5,19 +5,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import ModelDirs
-from tests.faults.harness import RunConfig, Verdict
+from tests.faults.harness import VERDICT_PROPERTY, RunConfig
 from tests.faults.scenarios import SCENARIOS, Scenario, run_scenario
 from tests.faults.servers import PrivatePostgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-# Each fault's row, printed as a table at the end of the run (see conftest.py).
-VERDICTS: list[tuple[str, Verdict]] = []
 JOBS = 200
 DURATION_S = 20
 
@@ -36,6 +35,7 @@ def test_every_accepted_job_finishes_exactly_once(
     postgres: PrivatePostgres,
     model_dirs: ModelDirs,
     tmp_path,
+    record_property,
 ):
     config = RunConfig(
         jobs=JOBS,
@@ -46,7 +46,8 @@ def test_every_accepted_job_finishes_exactly_once(
         webhook_down_s=15,
     )
     verdict = run_scenario(scenario, config, postgres)
-    VERDICTS.append((scenario.fault, verdict))
+    # Each fault's row, printed as a table at the end of the run (tests/conftest.py).
+    record_property(VERDICT_PROPERTY, (scenario.fault, dataclasses.asdict(verdict)))
     assert verdict.problems == []
     assert verdict.jobs >= JOBS
     assert verdict.faults >= 1, "the fault never struck"
