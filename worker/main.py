@@ -54,7 +54,7 @@ def serve(settings: Settings, resolved: dict[str, ResolvedModel]) -> None:
                 f"--loglevel={settings.log_level}",
                 "--pool=solo",
                 f"--queues={','.join(runtime.queues())}",
-                f"--hostname={worker_runtime.worker_name(settings)}",
+                f"--hostname={worker_runtime.celery_node_name(settings)}",
                 "--without-gossip",
                 "--without-mingle",
             ],

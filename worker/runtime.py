@@ -63,6 +63,16 @@ def worker_name(settings: Settings) -> str:
     return f"textq-worker-{device}@{socket.gethostname()}"
 
 
+def celery_node_name(settings: Settings) -> str:
+    """Return this process's Celery node name, e.g. `textq-worker-cuda0-4242@host`.
+
+    The pid keeps it unique where two workers share a host and a device name: Celery's
+    control commands answer, and are addressed, by node name.
+    """
+    name, _, host = worker_name(settings).partition("@")
+    return f"{name}-{os.getpid()}@{host}"
+
+
 @dataclass
 class ServedModel:
     """One catalogue model a worker serves: its files, and once loaded its runner and cache."""

@@ -7,6 +7,7 @@ of their own with a thread pool, never on a model worker or in an API request.
 
 from __future__ import annotations
 
+import os
 import socket
 
 from shared.broker import WEBHOOK_TASK, run_worker
@@ -43,7 +44,8 @@ def serve_webhooks(settings: Settings) -> None:
                 "--pool=threads",
                 f"--concurrency={settings.webhook_concurrency}",
                 f"--queues={settings.webhook_queue}",
-                f"--hostname=textq-webhooks@{socket.gethostname()}",
+                # The pid: unique where two share a host (see worker.runtime.celery_node_name).
+                f"--hostname=textq-webhooks-{os.getpid()}@{socket.gethostname()}",
                 "--without-gossip",
                 "--without-mingle",
             ],
