@@ -20,12 +20,13 @@ run: install
 	$(BIN)/textq up
 
 # The test files spread over this many processes (pytest-xdist), a whole file to each at a
-# time so that a module's services start once; most tests wait on processes they started.
+# time so that a module's services start once, in the order tests/conftest.py sorts them (not
+# by their number of tests); most tests wait on processes they started.
 # TEST_PROCESSES=0 runs them all in this one.
 TEST_PROCESSES ?= 2
 
 test: install lint browser prometheus jq
-	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 # $(call debian_tool,COMMANDS,PACKAGE,TESTS): the tests drive a few Debian programs for real.
 # As root on Debian, install PACKAGE with apt unless all of COMMANDS are on PATH; elsewhere say

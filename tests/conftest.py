@@ -41,8 +41,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put the tests of `LONGEST_FIRST`'s directories first, keeping the order within each."""
 
     def rank(item: pytest.Item) -> int:
-        parts = item.path.relative_to(Path(__file__).parent).parts
-        return LONGEST_FIRST.index(parts[0]) if parts[0] in LONGEST_FIRST else len(LONGEST_FIRST)
+        here = Path(__file__).parent
+        top = item.path.relative_to(here).parts[0] if item.path.is_relative_to(here) else ""
+        return LONGEST_FIRST.index(top) if top in LONGEST_FIRST else len(LONGEST_FIRST)
 
     items.sort(key=rank)
 
@@ -190,10 +191,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests.faults.harness import VERDICT_PROPERTY, Verdict
 
     verdicts = [
-        (fault, Verdict(**fields))
+        (value[0], Verdict(**value[1]))
         for outcome in ("passed", "failed")
         for report in terminalreporter.stats.get(outcome, [])
-        for name, (fault, fields) in getattr(report, "user_properties", [])
+        for name, value in getattr(report, "user_properties", [])
         if name == VERDICT_PROPERTY
     ]
     if verdicts:

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ def backend_env(
     dropped by `finalize` (by default when `request`'s scope ends)."""
     env = {
         "TEXTQ_DATA_DIR": str(tmp / "data"),
-        "TEXTQ_QUEUE_PREFIX": f"textq-e2e-{tmp.name}",
+        # Unique on the shared Redis: each pytest-xdist process numbers its temp dirs alike.
+        "TEXTQ_QUEUE_PREFIX": f"textq-e2e-{tmp.name}-{uuid.uuid4().hex[:8]}",
         "TEXTQ_AUTH": "off",
     }
     if backend == "postgres":

@@ -29,6 +29,12 @@ def test_a_running_job_is_cancelled_and_keeps_what_was_computed(http):
     cancelled = http.post(f"/v1/jobs/{job['id']}/cancel")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["status"] == "cancelled"
+    skipped_at_cancel = {
+        r["index"]
+        for r in all_results(http, job["id"])
+        if r.get("error") == "cancelled before it ran"
+    }
+    assert skipped_at_cancel
 
     # The batch that was running finishes, however long a busy machine takes over it: then
     # every text is summarized or skipped, and nothing moves any more.
@@ -45,6 +51,8 @@ def test_a_running_job_is_cancelled_and_keeps_what_was_computed(http):
     time.sleep(2)
     assert http.get(f"/v1/jobs/{job['id']}").json() == settled
     assert all_results(http, job["id"]) == results
+    # Only the texts running at the cancel were finished: none of those it skipped ran.
+    assert skipped_at_cancel <= {r["index"] for r in skipped}
     assert settled["status"] == "cancelled"
     done = settled["progress"]["done"]
     assert 0 < done < 400
