@@ -68,6 +68,8 @@ def in_process_limit(model_dir: Path, texts: list[str]) -> dict[str, Any]:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # Only a fast tokenizer returns the overflowing windows as rows of their own.
+    assert tokenizer.is_fast, f"{model_dir} has no fast tokenizer"
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the worker under test runs (TEXTQ_TORCH_THREADS=1)
