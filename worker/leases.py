@@ -25,9 +25,18 @@ class LeaseKeeper:
             target=self._renew_until_stopped, name="textq-lease", daemon=True
         )
 
-    def __enter__(self) -> LeaseKeeper:
+    def start(self) -> LeaseKeeper:
+        """Start renewing; returns self."""
         self._thread.start()
         return self
+
+    def stop(self) -> None:
+        """Stop renewing, once the renewal in flight (if any) has ended."""
+        self._stopped.set()
+        self._thread.join()
+
+    def __enter__(self) -> LeaseKeeper:
+        return self.start()
 
     def __exit__(
         self,
@@ -35,8 +44,7 @@ class LeaseKeeper:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stopped.set()
-        self._thread.join()
+        self.stop()
 
     def _renew_until_stopped(self) -> None:
         while not self._stopped.wait(self.lease_s / 3):

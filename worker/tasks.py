@@ -41,7 +41,8 @@ from shared.shadow.sampling import queue_shadow_work, user_work_outranks
 from shared.states import Task
 from shared.tracing import span
 from worker import runtime as worker_runtime
-from worker.engine import Runner
+from worker.cache import CachePlan
+from worker.engine import Prepared, Runner
 from worker.leases import LeaseKeeper
 from worker.memory import give_back_freed_memory
 from worker.model_registry import ModelUnavailable
@@ -108,25 +109,31 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     deadline = time.monotonic() + runtime.settings.drain_slice_s
     recorded = 0
     idle: set[str] = set()
-    while len(idle) < len(served) and not SHUTTING_DOWN.is_set():
-        for model in served:
-            if model.entry.name in idle or SHUTTING_DOWN.is_set():
-                continue
-            if time.monotonic() >= deadline:
-                runtime.doorbell.ring(task, model_name=model.entry.name)
-                return recorded
-            runner = _runner_with_work(runtime, model)
-            claimed = (
-                patiently(runtime, functools.partial(_claim, runtime, runner)) if runner else None
-            )
-            if runner is None or claimed is None:
-                idle.add(model.entry.name)
-                continue
-            with (
-                runtime.using(model),
-                span("textq.claim", task=task.value, items=len(claimed.items)),
-            ):
-                recorded += _work_on(runtime, runner, claimed)
+    claims = {model.entry.name: _Claims(runtime) for model in served}
+    try:
+        while len(idle) < len(served) and not SHUTTING_DOWN.is_set():
+            for model in served:
+                if model.entry.name in idle or SHUTTING_DOWN.is_set():
+                    continue
+                if time.monotonic() >= deadline:
+                    runtime.doorbell.ring(task, model_name=model.entry.name)
+                    return recorded
+                runner = _runner_with_work(runtime, model)
+                taken = claims[model.entry.name].take(runner) if runner else None
+                if runner is None or taken is None:
+                    idle.add(model.entry.name)
+                    continue
+                # The next claim is this model's when every other is idle: take it ahead.
+                others_idle = all(m.entry.name in idle for m in served if m is not model)
+                ahead = claims[model.entry.name] if taken.claim.full and others_idle else None
+                with (
+                    runtime.using(model),
+                    span("textq.claim", task=task.value, items=len(taken.claim.items)),
+                ):
+                    recorded += _work_on(runtime, runner, taken.claim, taken=taken, ahead=ahead)
+    finally:
+        for pending in claims.values():
+            pending.close()
     return recorded
 
 
@@ -180,20 +187,37 @@ def _claim(runtime: WorkerRuntime, runner: Runner) -> Claim | None:
         )
 
 
-def _work_on(runtime: WorkerRuntime, runner: Runner, claim: Claim) -> int:
+def _work_on(
+    runtime: WorkerRuntime,
+    runner: Runner,
+    claim: Claim,
+    *,
+    taken: _Taken | None = None,
+    ahead: _Claims | None = None,
+) -> int:
     """Run a claim's batches, recording outcomes every TEXTQ_RECORD_INTERVAL_S.
 
     Recording after each batch would cost a transaction per batch of a few short texts;
     recording only at the end would hold results (and progress) back for the whole claim.
+    `taken`: the claim already made ready, its lease kept (`_take`). `ahead`: where to take
+    the model's next claim while this one runs; handed back if this one ends outranked.
     """
-    work = _ClaimWork(runtime, runner, claim)
+    work = _ClaimWork(runtime, runner, claim, taken.ready if taken else None)
     started = time.perf_counter()
     # The claim's jobs go on every line logged while it runs.
     bind(job_ids=sorted(str(job_id) for job_id in work.job_ids))
+    lease = taken.lease if taken else _lease_of(runtime, claim)
     try:
-        with LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s):
-            work.run_batches()
+        if ahead is not None:
+            ahead.take_ahead(runner)
+        work.run_batches()
     finally:
+        lease.stop()
+        if ahead is not None and SHUTTING_DOWN.is_set():
+            ahead.drop()
+        elif ahead is not None and work.outranked:
+            # Higher-priority work is claimed next, unless the claim ahead already holds it.
+            ahead.drop(below=claim.priority + 1)
         # Whatever stopped us (shutdown, a database blip), the rest goes back now rather
         # than when the lease lapses, and without using up an attempt.
         if work.recorded < len(claim.items):
@@ -209,6 +233,107 @@ def _work_on(runtime: WorkerRuntime, runner: Runner, claim: Claim) -> int:
     return work.recorded
 
 
+def _lease_of(runtime: WorkerRuntime, claim: Claim) -> LeaseKeeper:
+    return LeaseKeeper(runtime.db, claim.token, lease_s=runtime.settings.lease_s).start()
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A claim made ready for the model: what the result cache answers, and the rest
+    tokenized and planned into batches (`Runner.prepare`)."""
+
+    plan: CachePlan
+    prepared: Prepared
+
+
+def _make_ready(runtime: WorkerRuntime, runner: Runner, claim: Claim) -> _Ready:
+    plan = runtime.cache_of(runner).plan(claim.items)
+    return _Ready(plan, runner.prepare(plan.to_run))
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """A claim made ready to run, its lease kept from the moment it was taken."""
+
+    claim: Claim
+    ready: _Ready
+    lease: LeaseKeeper
+
+
+def _take(runtime: WorkerRuntime, runner: Runner) -> _Taken | None:
+    """Claim the runner's next items and make them ready (None: no work waits)."""
+    claim = patiently(runtime, functools.partial(_claim, runtime, runner))
+    if claim is None:
+        return None
+    lease = _lease_of(runtime, claim)
+    try:
+        return _Taken(claim, _make_ready(runtime, runner, claim), lease)
+    except BaseException:
+        lease.stop()
+        _release(runtime, claim)
+        raise
+
+
+class _Claims:
+    """One model's claims in a drain; the next taken on a thread while the current runs.
+
+    With a fast model the claim query and the tokenizer are much of a worker's time (a
+    quarter with the near-free model of `benchmarks/pipeline.py`). Both wait outside the
+    GIL (the database's socket, the Rust tokenizer), so on a thread of their own they
+    overlap the model instead of following it. Taken ahead only behind a claim that filled
+    its budget (a backlog), so small jobs that arrive one by one are still claimed
+    together, as late as possible; and only when the model's next turn comes at once.
+    """
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+        self._thread: ThreadPoolExecutor | None = None
+        self._next: Future[_Taken | None] | None = None
+
+    def take(self, runner: Runner) -> _Taken | None:
+        """Return the claim taken ahead, if any; else claim now (None: no work waits)."""
+        if self._next is None:
+            return _take(self.runtime, runner)
+        future, self._next = self._next, None
+        return future.result()
+
+    def take_ahead(self, runner: Runner) -> None:
+        """Start taking the next claim on this model's thread."""
+        if self._next is not None:
+            return
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="textq-claim")
+        # Its log lines and spans belong to this drain, as the claim before's do.
+        run = contextvars.copy_context().run
+        self._next = self._thread.submit(run, _take, self.runtime, runner)
+
+    def ahead(self) -> _Taken | None:
+        """Wait for the claim being taken ahead and return it, still ahead (None: none
+        taken, or no work waited)."""
+        return None if self._next is None else self._next.result()
+
+    def drop(self, *, below: int | None = None) -> None:
+        """Hand back the claim taken ahead, unrun, without using up an attempt (with
+        `below`: only if its priority is below that)."""
+        try:
+            taken = self.ahead()
+        except Exception as error:  # its lease lapses, and the sweeper hands it back
+            self._next = None
+            log.warning("could not take a claim ahead: %s", error, extra={"action": "release"})
+            return
+        if taken is None or (below is not None and taken.claim.priority >= below):
+            return
+        self._next = None
+        taken.lease.stop()
+        _release(self.runtime, taken.claim)
+
+    def close(self) -> None:
+        """Hand back what was taken ahead, and end the thread."""
+        self.drop()
+        if self._thread is not None:
+            self._thread.shutdown()
+
+
 class _ClaimWork:
     """One claim's run: outcomes waiting to be recorded, and what each record learned.
 
@@ -218,8 +343,11 @@ class _ClaimWork:
     at most two records' worth is held in memory.
     """
 
-    def __init__(self, runtime: WorkerRuntime, runner: Runner, claim: Claim) -> None:
+    def __init__(
+        self, runtime: WorkerRuntime, runner: Runner, claim: Claim, ready: _Ready | None = None
+    ) -> None:
         self.runtime, self.runner, self.claim = runtime, runner, claim
+        self.ready = ready
         self.job_ids = {item.job_id for item in claim.items}
         self.pending: list[Outcome] = []
         self.to_cache: dict[str, dict[str, Any]] = {}
@@ -243,10 +371,13 @@ class _ClaimWork:
                 self._writer.shutdown()
 
     def _run_batches(self) -> None:
-        plan = self.runtime.cache_of(self.runner).plan(self.claim.items)
+        ready = self.ready or _make_ready(self.runtime, self.runner, self.claim)
+        plan = ready.plan
         self.pending.extend(plan.hits)
         count_outcomes(self.runner.task, plan.hits)
-        batches = self.runner.run(plan.to_run, skip=lambda item: item.job_id in self.ended_jobs)
+        batches = self.runner.run_prepared(
+            ready.prepared, skip=lambda item: item.job_id in self.ended_jobs
+        )
         for outcomes in batches:
             completed, entries = plan.complete(outcomes)
             count_outcomes(self.runner.task, outcomes)

@@ -68,6 +68,7 @@ def claim_items(
     return Claim(
         token=token,
         priority=top,
+        full=len(candidates) >= max_items or len(chosen) < len(candidates),
         items=[
             ClaimedItem(
                 id=row.id,

@@ -36,6 +36,8 @@ class Claim:
     token: uuid.UUID
     items: list[ClaimedItem]
     priority: int = 5
+    # It took all its budget allowed (items or tokens): more work is likely waiting.
+    full: bool = False
 
 
 @dataclass(frozen=True)

@@ -252,3 +252,92 @@ def test_the_model_runs_the_next_batch_while_the_last_ones_are_written(
     assert overlapped == [False, True, True]
     with db.read() as session:
         assert session.get(Job, job.id).status == JobStatus.SUCCEEDED
+
+
+def claims_of_four(runtime, settings):
+    """The runtime set to claim 4 texts at a time (2 batches of 2), and its claims."""
+    runner = runtime.runners[Task.SENTIMENT]
+    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
+    runtime.settings = settings.model_copy(update={"claim_batches": 2})
+    return runner, tasks._Claims(runtime)
+
+
+def item_rows(db, job):
+    with db.read() as session:
+        return session.execute(
+            select(JobItem.idx, JobItem.status, JobItem.attempts, JobItem.claim_token)
+            .where(JobItem.job_id == job.id)
+            .order_by(JobItem.idx)
+        ).all()
+
+
+def test_the_next_claim_is_taken_ahead_and_handed_back_unrun(runtime, db, settings):
+    job = make_job(db, texts=[f"text {n}" for n in range(9)], model=settings.sentiment_model)
+    runner, claims = claims_of_four(runtime, settings)
+    first = claims.take(runner)
+    assert first.claim.full and len(first.claim.items) == 4
+    claims.take_ahead(runner)
+    ahead = claims.ahead()
+    assert ahead.claim.full and ahead.claim.token != first.claim.token
+    assert ahead.ready.prepared.batches  # tokenized and planned on its thread
+    running = {row.idx: row for row in item_rows(db, job) if row.status == "running"}
+    assert len(running) == 8
+    assert {row.claim_token for row in running.values()} == {
+        first.claim.token,
+        ahead.claim.token,
+    }
+    first.lease.stop()
+    claims.close()  # the claim ahead goes back without using up an attempt
+    rows = item_rows(db, job)
+    assert [(r.status, r.attempts) for r in rows if r.claim_token == first.claim.token] == [
+        ("running", 1)
+    ] * 4
+    assert (
+        sorted((r.status, r.attempts) for r in rows if r.claim_token != first.claim.token)
+        == [("pending", 0)] * 5
+    )
+    last = tasks._Claims(runtime)
+    assert last.take(runner).claim.full
+    assert not last.take(runner).claim.full  # the one text left: no backlog behind it
+    last.close()
+
+
+def test_a_backlog_drains_with_claims_taken_ahead_each_text_run_once(runtime, db, settings):
+    job = make_job(db, texts=[f"text {n}" for n in range(11)], model=settings.sentiment_model)
+    claims_of_four(runtime, settings)
+    assert drain_queue(runtime, Task.SENTIMENT) == 11
+    rows = item_rows(db, job)
+    assert [(r.status, r.attempts) for r in rows] == [("done", 1)] * 11
+    assert len({r.claim_token for r in rows}) == 3
+    with db.read() as session:
+        assert session.get(Job, job.id).status == JobStatus.SUCCEEDED
+
+
+def test_a_claim_taken_ahead_gives_way_to_higher_priority_work(runtime, db, settings):
+    bulk = make_job(db, texts=[f"text {n}" for n in range(12)], model=settings.sentiment_model)
+    runner, claims = claims_of_four(runtime, settings)
+    first = claims.take(runner)
+    claims.take_ahead(runner)
+    ahead = claims.ahead()
+    urgent = make_job(db, texts=["now"], model=settings.sentiment_model, priority=9)
+    # The first claim learns of the urgent job at its record, and the one ahead goes back.
+    assert tasks._work_on(runtime, runner, first.claim, taken=first, ahead=claims) == 4
+    assert claims.ahead() is None
+    rows = item_rows(db, bulk)
+    assert not {r.claim_token for r in rows} & {ahead.claim.token}
+    assert sorted((r.status, r.attempts) for r in rows) == [("done", 1)] * 4 + [("pending", 0)] * 8
+    following = claims.take(runner)
+    assert {item.job_id for item in following.claim.items} == {urgent.id}
+    following.lease.stop()
+    claims.close()
+
+
+def test_a_claim_taken_ahead_of_higher_priority_is_kept_when_outranked(runtime, db, settings):
+    make_job(db, texts=[f"text {n}" for n in range(12)], model=settings.sentiment_model)
+    runner, claims = claims_of_four(runtime, settings)
+    first = claims.take(runner)
+    urgent = make_job(db, texts=["now"], model=settings.sentiment_model, priority=9)
+    assert tasks._work_on(runtime, runner, first.claim, taken=first, ahead=claims) == 4
+    ahead = claims.ahead()  # taken after the urgent job came: it holds it
+    assert {item.job_id for item in ahead.claim.items} == {urgent.id}
+    claims.close()
