@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from typing import Any
@@ -36,8 +37,16 @@ class Chunk:
     tokens: int
 
 
-def split_into_chunks(text: str, tokenizer: Any, max_tokens: int) -> list[Chunk]:
-    """Split text at sentence boundaries into chunks of at most max_tokens tokens each."""
+def split_into_chunks(
+    text: str, tokenizer: Any, max_tokens: int, token_starts: Sequence[int] | None = None
+) -> list[Chunk]:
+    """Split text at sentence boundaries into chunks of at most max_tokens tokens each.
+
+    `token_starts`: where each of the text's tokens starts (character offsets, ascending,
+    special tokens left out), from tokenizing the whole text once already; the sentences
+    are then counted from it instead of by tokenizing them again. Either way each chunk is
+    tokenized once as cut, so its count is exact.
+    """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
     if not text:
@@ -45,6 +54,10 @@ def split_into_chunks(text: str, tokenizer: Any, max_tokens: int) -> list[Chunk]
     cuts, marks = _sentences(text, max(1, max_tokens // 32))
     if len(cuts) == 2:
         return _split_long(text, 0, len(text), tokenizer, max_tokens)
+    if token_starts is not None:
+        # A sentence's tokens start at or after the end of the one before's content.
+        prefix = [bisect_left(token_starts, mark) for mark in marks]
+        return _pack(text, cuts, prefix, tokenizer, max_tokens)
     # Count each sentence with the whitespace before it, as a BPE tokenizes it in running text.
     counts = [len(ids) for ids in _encode(tokenizer, [text[a:b] for a, b in pairwise(marks)])]
     return _pack(text, cuts, [0, *accumulate(counts)], tokenizer, max_tokens)

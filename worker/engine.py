@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import torch
@@ -143,9 +144,9 @@ class Runner:
             if refused:
                 decided.append(refused)
                 continue
-            encoded, failures = self._encode_each(group)
+            encoded, failures, starts = self._encode_each(group)
             failures += self._refuse_too_many_tokens(group, encoded)
-            splits = self._split_too_long(group, encoded)
+            splits = self._split_too_long(group, encoded, starts)
             if failures or splits:
                 decided.append(failures + splits)
                 done = {o.item_id for o in failures + splits}
@@ -236,12 +237,16 @@ class Runner:
         return outcomes
 
     def _split_too_long(
-        self, items: Sequence[ClaimedItem], encoded: dict[int, list[int]]
+        self,
+        items: Sequence[ClaimedItem],
+        encoded: dict[int, list[int]],
+        starts: dict[int, list[int]] | None = None,
     ) -> list[Outcome]:
         """Split the texts longer than the window; truncate the rare chunk that still is.
 
         A chunk can come out a few tokens over when the tokenizer merges across the
         boundary it was cut at; the last reduce round never splits, so a summary ends.
+        `starts`: by item id, where each token of a text over the window starts (`_encode`).
         """
         window = self.loaded.max_input_tokens
         outcomes = []
@@ -253,7 +258,12 @@ class Runner:
                 encoded[item.id] = ids[: window - 1] + ids[-1:]
                 continue
             try:
-                chunks = split_into_chunks(item.text, self.preparing_tokenizer, self.chunk_tokens)
+                chunks = split_into_chunks(
+                    item.text,
+                    self.preparing_tokenizer,
+                    self.chunk_tokens,
+                    (starts or {}).get(item.id),
+                )
             except Exception as error:
                 outcomes.append(_failure(item, error))
                 continue
@@ -273,11 +283,20 @@ class Runner:
 
     def _encode_each(
         self, items: Sequence[ClaimedItem]
-    ) -> tuple[dict[int, list[int]], list[Outcome]]:
-        """Tokenize all items at once; if that fails, one by one, so one bad text fails alone."""
+    ) -> tuple[dict[int, list[int]], list[Outcome], dict[int, list[int]]]:
+        """Tokenize all items at once; if that fails, one by one, so one bad text fails alone.
+
+        Returns each item's token ids and the failures, by item id; and for the texts over
+        the window, where each of their tokens starts (see `_encode`).
+        """
+        starts: dict[int, list[int]] = {}
         try:
-            encoded = self._encode([item.text for item in items])
-            return {item.id: ids for item, ids in zip(items, encoded, strict=True)}, []
+            encoded = self._encode([item.text for item in items], starts)
+            return (
+                {item.id: ids for item, ids in zip(items, encoded, strict=True)},
+                [],
+                {items[position].id: offsets for position, offsets in starts.items()},
+            )
         except Exception:
             pass
         by_id: dict[int, list[int]] = {}
@@ -287,18 +306,34 @@ class Runner:
                 by_id[item.id] = self._encode([item.text])[0]
             except Exception as error:
                 failures.append(_failure(item, error))
-        return by_id, failures
+        return by_id, failures, {}
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
+    def _encode(
+        self, texts: list[str], starts: dict[int, list[int]] | None = None
+    ) -> list[list[int]]:
         """Return each text's token ids with the model's special tokens, whole.
 
         A fast tokenizer's Rust backend is called directly, as the tokenizer's own call does
         once set up (`preparing_tokenizer`), without building a `BatchEncoding` of Python
-        lists around its answer: a third of the time on short feedback texts.
+        lists around its answer: a third of the time on short feedback texts. Its offsets
+        also go, for each text longer than the window (by position), into `starts`: where
+        each token other than a special one starts, so the text is split into chunks
+        without tokenizing it again (`split_into_chunks`).
         """
         tokenizer = self.preparing_tokenizer
         if getattr(tokenizer, "is_fast", False):
             encodings = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=True)
+            if starts is not None:
+                window = self.loaded.max_input_tokens
+                for position, encoding in enumerate(encodings):
+                    if len(encoding) > window:
+                        starts[position] = [
+                            start
+                            for (start, _), special in zip(
+                                encoding.offsets, encoding.special_tokens_mask, strict=True
+                            )
+                            if not special
+                        ]
             return [encoding.ids for encoding in encodings]
         encoded = tokenizer(texts, truncation=False, padding=False, verbose=False)
         return [list(ids) for ids in encoded["input_ids"]]
@@ -331,26 +366,26 @@ class Runner:
         """Return a batch's padded `input_ids` and `attention_mask` ([texts, longest], int64)
         on the host, in pinned memory when the model is on a CUDA device.
 
-        Padded as the tokenizer's `pad` does (its pad token, on its padding side), in one
-        tensor call each instead of its per-text Python work. Pinned memory lets the copy
-        to the device run without blocking the host (`_on_device`).
+        Padded as the tokenizer's `pad` does (its pad token, on its padding side), by a few
+        tensor operations for the whole batch instead of its per-text Python work. Pinned
+        memory lets the copy to the device run without blocking the host (`_on_device`).
         """
         tokenizer = self.loaded.tokenizer
         pad = tokenizer.pad_token_id
         if pad is None:  # the tokenizer's own padding says what is wrong
             padded = tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
             return {key: padded[key] for key in ("input_ids", "attention_mask")}
-        longest = max(len(ids) for ids in encoded)
-        left = tokenizer.padding_side == "left"
-        rows, masks = [], []
-        for ids in encoded:
-            gap = longest - len(ids)
-            rows.append([pad] * gap + ids if left else ids + [pad] * gap)
-            masks.append([0] * gap + [1] * len(ids) if left else [1] * len(ids) + [0] * gap)
-        tensors = {
-            "input_ids": torch.tensor(rows, dtype=torch.long),
-            "attention_mask": torch.tensor(masks, dtype=torch.long),
-        }
+        lengths = torch.tensor([len(ids) for ids in encoded])
+        longest = int(lengths.max())
+        columns = torch.arange(longest)
+        if tokenizer.padding_side == "left":
+            mask = columns >= longest - lengths[:, None]
+        else:
+            mask = columns < lengths[:, None]
+        input_ids = torch.full((len(encoded), longest), pad, dtype=torch.long)
+        # A boolean mask takes its places row by row: the texts' ids, concatenated, fill them.
+        input_ids[mask] = torch.tensor(list(chain.from_iterable(encoded)), dtype=torch.long)
+        tensors = {"input_ids": input_ids, "attention_mask": mask.long()}
         if self.loaded.device.type == "cuda":
             tensors = {key: value.pin_memory() for key, value in tensors.items()}
         return tensors

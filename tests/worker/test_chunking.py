@@ -137,6 +137,25 @@ def test_chunks_tile_the_text_and_fit_the_budget(tokenizer: Any, max_tokens: int
     assert len(chunks) >= count(tokenizer, text) / max_tokens
 
 
+def token_starts(tokenizer: Any, text: str) -> list[int]:
+    """Return where each token of the whole text starts, as the worker's first encoding has it."""
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    return [start for start, _ in encoding["offset_mapping"]]
+
+
+@pytest.mark.parametrize("max_tokens", [24, 100, 500])
+def test_sentences_counted_from_the_whole_texts_tokens_give_the_same_chunks(
+    tokenizer: Any, max_tokens: int
+) -> None:
+    text = document(seed=3)
+    counting, recounting = CountingTokenizer(tokenizer), CountingTokenizer(tokenizer)
+    chunks = split_into_chunks(text, counting, max_tokens, token_starts(tokenizer, text))
+    assert chunks == checked(text, tokenizer, max_tokens, via=recounting)
+    # The sentences are not tokenized again: the whole text's worth of tokenizing is saved.
+    saved = sum(chars for _, chars in recounting.calls) - sum(c for _, c in counting.calls)
+    assert saved >= len(text)
+
+
 def test_a_line_wrapped_in_mid_sentence_is_not_a_boundary(tokenizer: Any) -> None:
     sentence = "The report covers the year's sales\nand the outlook for the next one. "
     text = sentence * 40 + "\n\nA new paragraph starts here and\nwraps as well."
