@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import case, insert, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from shared.jobs import documents, insights
@@ -137,28 +137,41 @@ _UPDATE_FINISHED = text(
 
 
 def _split(session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]) -> None:
-    """Make each split item wait for its chunks, and add the chunks as pending items."""
+    """Make each split item wait for its chunks, and add the chunks as pending items.
+
+    Three statements for all the record's splits, not three for each: a claim of long texts
+    splits dozens of them.
+    """
     if not splits:
         return
+    tasks = {
+        row.id: row.task
+        for row in session.execute(
+            select(JobItem.id, JobItem.task).where(JobItem.id.in_([o.item_id for o in splits]))
+        )
+    }
+    session.execute(
+        update(JobItem),
+        [
+            {
+                "id": outcome.item_id,
+                "status": ItemStatus.WAITING.value,
+                "open_parts": len(outcome.chunks or []),
+                "claim_token": None,
+                "lease_expires_at": None,
+            }
+            for outcome in splits
+        ],
+    )
     added: Counter[uuid.UUID] = Counter()
+    rows = []
     for outcome in splits:
         ref, parts = refs[outcome.item_id], outcome.chunks or []
-        task = session.scalar(select(JobItem.task).where(JobItem.id == outcome.item_id))
-        session.execute(
-            update(JobItem)
-            .where(JobItem.id == outcome.item_id)
-            .values(
-                status=ItemStatus.WAITING.value,
-                open_parts=len(parts),
-                claim_token=None,
-                lease_expires_at=None,
-            )
-        )
-        rows = (
+        rows += [
             {
                 "job_id": ref.job_id,
                 "idx": position,
-                "task": task,
+                "task": tasks[outcome.item_id],
                 "status": ItemStatus.PENDING.value,
                 "input_text": part.text,
                 "char_count": len(part.text),
@@ -170,10 +183,10 @@ def _split(session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]
                 "attempts": 0,
             }
             for position, part in enumerate(parts)
-        )
-        for rows_slice in slices(rows, INSERT_SLICE_ROWS):
-            session.execute(insert(JobItem), rows_slice)
+        ]
         added[ref.job_id] += len(parts)
+    for rows_slice in slices(rows, INSERT_SLICE_ROWS):
+        session.execute(insert(JobItem), rows_slice)
     for job_id in sorted(added):
         session.execute(
             update(Job).where(Job.id == job_id).values(total_parts=Job.total_parts + added[job_id])
@@ -183,94 +196,124 @@ def _split(session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]
 def _count_down_parents(
     session: Session, chunks: Sequence[Outcome], refs: dict[int, ItemRef]
 ) -> list[tuple[uuid.UUID, Outcome]]:
-    """Count finished chunks against their texts; return outcomes of texts that finished."""
+    """Count finished chunks against their texts; return outcomes of texts that finished.
+
+    The texts' rows are locked first, in id order as every recorder locks them, then counted
+    down in one statement: of two recorders finishing chunks of one text, exactly one sees
+    its count reach 0.
+    """
     per_parent = Counter(refs[o.item_id].parent_id for o in chunks)
     per_job = Counter(refs[o.item_id].job_id for o in chunks)
     for job_id in sorted(per_job):
         session.execute(
             update(Job).where(Job.id == job_id).values(done_parts=Job.done_parts + per_job[job_id])
         )
-    finished: list[tuple[uuid.UUID, Outcome]] = []
-    for parent_id in sorted(p for p in per_parent if p is not None):
-        # One row update at a time serializes recorders: exactly one sees the count reach 0.
-        left = session.execute(
-            update(JobItem)
-            .where(JobItem.id == parent_id, JobItem.status == ItemStatus.WAITING.value)
-            .values(open_parts=JobItem.open_parts - per_parent[parent_id])
-            .returning(JobItem.open_parts, JobItem.job_id)
-        ).first()
-        if left is not None and left.open_parts <= 0:
-            outcome = _advance(session, parent_id)
-            if outcome is not None:
-                finished.append((left.job_id, outcome))
-    return finished
-
-
-def _advance(session: Session, parent_id: int) -> Outcome | None:
-    """Move on a text whose chunks all finished; return its outcome if that finishes it.
-
-    Sentiment: the text's label is its chunks' labels combined. Summaries: the chunks'
-    summaries, joined, are what the text's next round summarizes (splitting again if they
-    are still too long for one window).
-    """
-    task, level = session.execute(
-        select(JobItem.task, JobItem.level).where(JobItem.id == parent_id)
-    ).one()
-    parts = [
-        documents.FinishedChunk(
-            index=row.idx,
-            start=row.span_start or 0,
-            end=row.span_end or 0,
-            tokens=row.token_count or 0,
-            result=row.result,
-            error=row.error,
-        )
-        for row in session.execute(
-            select(
-                JobItem.idx,
-                JobItem.span_start,
-                JobItem.span_end,
-                JobItem.token_count,
-                JobItem.result,
-                JobItem.error,
-            )
-            .where(JobItem.parent_id == parent_id, JobItem.level == level)
-            .order_by(JobItem.idx)
-        )
-    ]
-    failure = documents.first_failure(parts)
-    if failure is None and task == Task.SUMMARIZE.value:
-        text = documents.joined_summaries(parts)
-        session.execute(
-            update(JobItem)
-            .where(JobItem.id == parent_id)
-            .values(
-                status=ItemStatus.PENDING.value,
-                level=level + 1,
-                work_text=text,
-                char_count=len(text),
-                open_parts=None,
-                attempts=0,
-            )
-        )
-        return None
-    outcome = (
-        Outcome(item_id=parent_id, error=failure)
-        if failure is not None
-        else Outcome(item_id=parent_id, result=documents.document_sentiment(parts))
-    )
+    parents = sorted(p for p in per_parent if p is not None)
+    if not parents:
+        return []
     session.execute(
-        update(JobItem)
-        .where(JobItem.id == parent_id)
-        .values(
-            status=outcome.status.value,
-            result=outcome.result,
-            error=outcome.error,
-            open_parts=None,
-            finished_at=utcnow(),
+        select(JobItem.id).where(JobItem.id.in_(parents)).order_by(JobItem.id).with_for_update()
+    ).all()
+    done = [
+        row.id
+        for row in session.execute(
+            update(JobItem)
+            .where(JobItem.id.in_(parents), JobItem.status == ItemStatus.WAITING.value)
+            .values(
+                open_parts=JobItem.open_parts - case(per_parent, value=JobItem.id, else_=literal(0))
+            )
+            .returning(JobItem.id, JobItem.open_parts)
+            .execution_options(synchronize_session=False)
         )
-    )
-    return outcome
+        if row.open_parts <= 0
+    ]
+    return _advance(session, sorted(done))
+
+
+def _advance(session: Session, parent_ids: Sequence[int]) -> list[tuple[uuid.UUID, Outcome]]:
+    """Move on texts whose chunks all finished; return the outcomes of those that finish,
+    each with its job id.
+
+    Sentiment: a text's label is its chunks' labels combined. Summaries: the chunks'
+    summaries, joined, are what the text's next round summarizes (splitting again if they
+    are still too long for one window). Three statements for all the texts, and one more
+    for each round of summaries.
+    """
+    if not parent_ids:
+        return []
+    parents = session.execute(
+        select(JobItem.id, JobItem.job_id, JobItem.task, JobItem.level)
+        .where(JobItem.id.in_(parent_ids))
+        .order_by(JobItem.id)
+    ).all()
+    level_of = {parent.id: parent.level for parent in parents}
+    parts: dict[int, list[documents.FinishedChunk]] = {parent.id: [] for parent in parents}
+    for row in session.execute(
+        select(
+            JobItem.parent_id,
+            JobItem.level,
+            JobItem.idx,
+            JobItem.span_start,
+            JobItem.span_end,
+            JobItem.token_count,
+            JobItem.result,
+            JobItem.error,
+        )
+        .where(JobItem.parent_id.in_(parent_ids))
+        .order_by(JobItem.parent_id, JobItem.idx)
+    ):
+        if row.level == level_of[row.parent_id]:  # this round's chunks, not earlier rounds'
+            parts[row.parent_id].append(
+                documents.FinishedChunk(
+                    index=row.idx,
+                    start=row.span_start or 0,
+                    end=row.span_end or 0,
+                    tokens=row.token_count or 0,
+                    result=row.result,
+                    error=row.error,
+                )
+            )
+    finished: list[tuple[uuid.UUID, Outcome]] = []
+    for parent in parents:
+        failure = documents.first_failure(parts[parent.id])
+        if failure is None and parent.task == Task.SUMMARIZE.value:
+            text = documents.joined_summaries(parts[parent.id])
+            session.execute(
+                update(JobItem)
+                .where(JobItem.id == parent.id)
+                .values(
+                    status=ItemStatus.PENDING.value,
+                    level=parent.level + 1,
+                    work_text=text,
+                    char_count=len(text),
+                    open_parts=None,
+                    attempts=0,
+                )
+            )
+            continue
+        outcome = (
+            Outcome(item_id=parent.id, error=failure)
+            if failure is not None
+            else Outcome(item_id=parent.id, result=documents.document_sentiment(parts[parent.id]))
+        )
+        finished.append((parent.job_id, outcome))
+    if finished:
+        now = utcnow()
+        session.execute(
+            update(JobItem),
+            [
+                {
+                    "id": outcome.item_id,
+                    "status": outcome.status.value,
+                    "result": outcome.result,
+                    "error": outcome.error,
+                    "open_parts": None,
+                    "finished_at": now,
+                }
+                for _, outcome in finished
+            ],
+        )
+    return finished
 
 
 def _count_texts(session: Session, finished: Sequence[tuple[uuid.UUID, Outcome]]) -> None:
