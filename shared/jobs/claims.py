@@ -160,6 +160,9 @@ def _lease(
             lease_expires_at=lease_clock(session) + timedelta(seconds=lease_s),
             attempts=JobItem.attempts + 1,
         )
+        # No item is loaded in the session: nothing there to bring up to date, and finding
+        # that out walks the claim's thousand ids in Python.
+        .execution_options(synchronize_session=False)
     )
 
 
