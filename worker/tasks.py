@@ -292,10 +292,13 @@ class _Claims:
 
     def take(self, runner: Runner) -> _Taken | None:
         """Return the claim taken ahead, if any; else claim now (None: no work waits)."""
-        if self._next is None:
-            return _take(self.runtime, runner)
-        future, self._next = self._next, None
-        return future.result()
+        if self._next is not None:
+            future, self._next = self._next, None
+            taken = future.result()
+            if taken is not None:
+                return taken
+            # Nothing waited then; the records since may have split texts into new chunks.
+        return _take(self.runtime, runner)
 
     def take_ahead(self, runner: Runner) -> None:
         """Start taking the next claim on this model's thread."""
@@ -321,9 +324,11 @@ class _Claims:
             self._next = None
             log.warning("could not take a claim ahead: %s", error, extra={"action": "release"})
             return
-        if taken is None or (below is not None and taken.claim.priority >= below):
+        if taken is not None and below is not None and taken.claim.priority >= below:
             return
         self._next = None
+        if taken is None:
+            return
         taken.lease.stop()
         _release(self.runtime, taken.claim)
 

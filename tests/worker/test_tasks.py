@@ -341,3 +341,18 @@ def test_a_claim_taken_ahead_of_higher_priority_is_kept_when_outranked(runtime, 
     ahead = claims.ahead()  # taken after the urgent job came: it holds it
     assert {item.job_id for item in ahead.claim.items} == {urgent.id}
     claims.close()
+
+
+def test_a_claim_ahead_that_found_nothing_is_looked_for_again(runtime, db, settings):
+    runner, claims = claims_of_four(runtime, settings)
+    make_job(db, texts=[f"text {n}" for n in range(4)], model=settings.sentiment_model)
+    first = claims.take(runner)
+    claims.take_ahead(runner)
+    assert claims.ahead() is None  # all of the work was in the first claim
+    # Work that comes meanwhile (chunks of the texts it splits, new jobs) is found next.
+    later = make_job(db, texts=["later"], model=settings.sentiment_model)
+    following = claims.take(runner)
+    assert {item.job_id for item in following.claim.items} == {later.id}
+    for taken in (first, following):
+        taken.lease.stop()
+    claims.close()
