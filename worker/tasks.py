@@ -115,7 +115,8 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
             for model in served:
                 if model.entry.name in idle or SHUTTING_DOWN.is_set():
                     continue
-                if time.monotonic() >= deadline:
+                # A claim taken ahead runs even past the slice, rather than go back unrun.
+                if time.monotonic() >= deadline and not claims[model.entry.name].holds_one:
                     runtime.doorbell.ring(task, model_name=model.entry.name)
                     return recorded
                 runner = _runner_with_work(runtime, model)
@@ -123,14 +124,24 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
                 if runner is None or taken is None:
                     idle.add(model.entry.name)
                     continue
-                # The next claim is this model's when every other is idle: take it ahead.
+                # The next claim is this model's when every other is idle: take it ahead,
+                # unless this one is the last of the slice. Not behind a lost claim's items:
+                # if they kill the worker again, the claim ahead must not lose an attempt.
                 others_idle = all(m.entry.name in idle for m in served if m is not model)
-                ahead = claims[model.entry.name] if taken.claim.full and others_idle else None
-                with (
-                    runtime.using(model),
-                    span("textq.claim", task=task.value, items=len(taken.claim.items)),
-                ):
-                    recorded += _work_on(runtime, runner, taken.claim, taken=taken, ahead=ahead)
+                wanted = taken.claim.full and not taken.claim.retried and others_idle
+                ahead = (
+                    claims[model.entry.name]
+                    if wanted and time.monotonic() < deadline and not SHUTTING_DOWN.is_set()
+                    else None
+                )
+                try:
+                    with (
+                        runtime.using(model),
+                        span("textq.claim", task=task.value, items=len(taken.claim.items)),
+                    ):
+                        recorded += _work_on(runtime, runner, taken.claim, taken=taken, ahead=ahead)
+                finally:
+                    taken.lease.stop()  # `_work_on` stopped it, unless it never started
     finally:
         for pending in claims.values():
             pending.close()
@@ -202,21 +213,21 @@ def _work_on(
     `taken`: the claim already made ready, its lease kept (`_take`). `ahead`: where to take
     the model's next claim while this one runs; handed back if this one ends outranked.
     """
+    lease = taken.lease if taken else _lease_of(runtime, claim)
+    if ahead is not None:  # before this claim's jobs are bound to the log context
+        ahead.take_ahead(runner)
     work = _ClaimWork(runtime, runner, claim, taken.ready if taken else None)
     started = time.perf_counter()
     # The claim's jobs go on every line logged while it runs.
     bind(job_ids=sorted(str(job_id) for job_id in work.job_ids))
-    lease = taken.lease if taken else _lease_of(runtime, claim)
     try:
-        if ahead is not None:
-            ahead.take_ahead(runner)
         work.run_batches()
     finally:
         lease.stop()
         if ahead is not None and SHUTTING_DOWN.is_set():
             ahead.drop()
         elif ahead is not None and work.outranked:
-            # Higher-priority work is claimed next, unless the claim ahead already holds it.
+            # The waiting work is claimed next, unless the claim ahead outranks this one.
             ahead.drop(below=claim.priority + 1)
         # Whatever stopped us (shutdown, a database blip), the rest goes back now rather
         # than when the lease lapses, and without using up an attempt.
@@ -260,10 +271,18 @@ class _Taken:
     lease: LeaseKeeper
 
 
-def _take(runtime: WorkerRuntime, runner: Runner) -> _Taken | None:
-    """Claim the runner's next items and make them ready (None: no work waits)."""
+def _take(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> _Taken | None:
+    """Claim the runner's next items and make them ready (None: no work waits).
+
+    `ahead`: while another claim runs. A lost claim's items are then handed back at once
+    (None), to be claimed once the claim running has ended: if it kills the worker, they
+    must not lose an attempt with it.
+    """
     claim = patiently(runtime, functools.partial(_claim, runtime, runner))
     if claim is None:
+        return None
+    if ahead and claim.retried:
+        _release(runtime, claim)
         return None
     lease = _lease_of(runtime, claim)
     try:
@@ -283,6 +302,8 @@ class _Claims:
     overlap the model instead of following it. Taken ahead only behind a claim that filled
     its budget (a backlog), so small jobs that arrive one by one are still claimed
     together, as late as possible; and only when the model's next turn comes at once.
+    The result cache is read for the claim ahead before the claim running has stored its
+    results: a text repeated across the two runs again (its result is the same).
     """
 
     def __init__(self, runtime: WorkerRuntime) -> None:
@@ -300,6 +321,11 @@ class _Claims:
             # Nothing waited then; the records since may have split texts into new chunks.
         return _take(self.runtime, runner)
 
+    @property
+    def holds_one(self) -> bool:
+        """Whether a claim is being taken ahead, or was (it may have found no work)."""
+        return self._next is not None
+
     def take_ahead(self, runner: Runner) -> None:
         """Start taking the next claim on this model's thread."""
         if self._next is not None:
@@ -308,7 +334,7 @@ class _Claims:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="textq-claim")
         # Its log lines and spans belong to this drain, as the claim before's do.
         run = contextvars.copy_context().run
-        self._next = self._thread.submit(run, _take, self.runtime, runner)
+        self._next = self._thread.submit(run, _take, self.runtime, runner, ahead=True)
 
     def ahead(self) -> _Taken | None:
         """Wait for the claim being taken ahead and return it, still ahead (None: none
@@ -320,7 +346,7 @@ class _Claims:
         `below`: only if its priority is below that)."""
         try:
             taken = self.ahead()
-        except Exception as error:  # its lease lapses, and the sweeper hands it back
+        except Exception as error:  # `_take` handed back what it had claimed, if anything
             self._next = None
             log.warning("could not take a claim ahead: %s", error, extra={"action": "release"})
             return

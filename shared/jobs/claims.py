@@ -69,6 +69,7 @@ def claim_items(
         token=token,
         priority=top,
         full=len(candidates) >= max_items or len(chosen) < len(candidates),
+        retried=chosen[0].attempts > 0,
         items=[
             ClaimedItem(
                 id=row.id,

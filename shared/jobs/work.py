@@ -36,8 +36,11 @@ class Claim:
     token: uuid.UUID
     items: list[ClaimedItem]
     priority: int = 5
-    # It took all its budget allowed (items or tokens): more work is likely waiting.
+    # It took all its budget allowed (items, tokens, or a lost claim's small group): more
+    # work is likely waiting.
     full: bool = False
+    # Its items ran before, in a claim whose worker was lost (never mixed with fresh ones).
+    retried: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from shared.jobs.cancel import cancel_job
 from shared.jobs.result_cache import cached_results, forget_results_before, remember_results
@@ -297,15 +297,29 @@ def test_the_next_claim_is_taken_ahead_and_handed_back_unrun(runtime, db, settin
         == [("pending", 0)] * 5
     )
     last = tasks._Claims(runtime)
-    assert last.take(runner).claim.full
-    assert not last.take(runner).claim.full  # the one text left: no backlog behind it
+    again, rest = last.take(runner), last.take(runner)
+    assert again.claim.full
+    assert not rest.claim.full  # the one text left: no backlog behind it
+    for taken in (again, rest):
+        taken.lease.stop()
     last.close()
 
 
-def test_a_backlog_drains_with_claims_taken_ahead_each_text_run_once(runtime, db, settings):
+def test_a_backlog_drains_with_claims_taken_ahead_each_text_run_once(
+    runtime, db, settings, monkeypatch
+):
     job = make_job(db, texts=[f"text {n}" for n in range(11)], model=settings.sentiment_model)
     claims_of_four(runtime, settings)
+    taken_ahead = []
+    take_ahead = tasks._Claims.take_ahead
+
+    def counted(self, runner):
+        taken_ahead.append(runner)
+        take_ahead(self, runner)
+
+    monkeypatch.setattr(tasks._Claims, "take_ahead", counted)
     assert drain_queue(runtime, Task.SENTIMENT) == 11
+    assert len(taken_ahead) == 2  # behind the two full claims, not behind the last one
     rows = item_rows(db, job)
     assert [(r.status, r.attempts) for r in rows] == [("done", 1)] * 11
     assert len({r.claim_token for r in rows}) == 3
@@ -332,7 +346,7 @@ def test_a_claim_taken_ahead_gives_way_to_higher_priority_work(runtime, db, sett
     claims.close()
 
 
-def test_a_claim_taken_ahead_of_higher_priority_is_kept_when_outranked(runtime, db, settings):
+def test_a_claim_taken_ahead_that_holds_higher_priority_work_is_kept(runtime, db, settings):
     make_job(db, texts=[f"text {n}" for n in range(12)], model=settings.sentiment_model)
     runner, claims = claims_of_four(runtime, settings)
     first = claims.take(runner)
@@ -356,3 +370,16 @@ def test_a_claim_ahead_that_found_nothing_is_looked_for_again(runtime, db, setti
     for taken in (first, following):
         taken.lease.stop()
     claims.close()
+
+
+def test_a_lost_claims_items_are_not_taken_ahead(runtime, db, settings):
+    job = make_job(db, texts=[f"text {n}" for n in range(4)], model=settings.sentiment_model)
+    runner, _ = claims_of_four(runtime, settings)
+    with db.write() as session:  # as the sweeper leaves the items of a lost worker's claim
+        session.execute(update(JobItem).values(attempts=1))
+    # While another claim runs, which may kill the worker again: handed back at once.
+    assert tasks._take(runtime, runner, ahead=True) is None
+    assert [(r.status, r.attempts) for r in item_rows(db, job)] == [("pending", 1)] * 4
+    taken = tasks._take(runtime, runner)
+    assert taken.claim.retried and len(taken.claim.items) == 4
+    taken.lease.stop()
