@@ -125,10 +125,13 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
                     idle.add(model.entry.name)
                     continue
                 # The next claim is this model's when every other is idle: take it ahead,
-                # unless this one is the last of the slice. Not behind a lost claim's items:
-                # if they kill the worker again, the claim ahead must not lose an attempt.
+                # unless this one is the last of the slice. Not behind a lost claim's items
+                # (if they kill the worker again, the claim ahead must not lose an attempt),
+                # nor behind texts with a deadline (their job's next texts would wait as
+                # started: see `_take`).
                 others_idle = all(m.entry.name in idle for m in served if m is not model)
-                wanted = taken.claim.full and not taken.claim.retried and others_idle
+                claim = taken.claim
+                wanted = claim.full and not (claim.retried or claim.deadlines) and others_idle
                 ahead = (
                     claims[model.entry.name]
                     if wanted and time.monotonic() < deadline and not SHUTTING_DOWN.is_set()
@@ -221,6 +224,9 @@ def _work_on(
     # The claim's jobs go on every line logged while it runs.
     bind(job_ids=sorted(str(job_id) for job_id in work.job_ids))
     try:
+        if taken is not None and taken.ahead:
+            # A job cancelled while the claim before ran: none of its items are run.
+            work.ended_jobs.update(patiently(runtime, work.ended))
         work.run_batches()
     finally:
         lease.stop()
@@ -269,6 +275,7 @@ class _Taken:
     claim: Claim
     ready: _Ready
     lease: LeaseKeeper
+    ahead: bool = False  # taken while another claim ran
 
 
 def _take(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> _Taken | None:
@@ -276,17 +283,18 @@ def _take(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> _Ta
 
     `ahead`: while another claim runs. A lost claim's items are then handed back at once
     (None), to be claimed once the claim running has ended: if it kills the worker, they
-    must not lose an attempt with it.
+    must not lose an attempt with it. So are the texts of jobs with a deadline: held ahead,
+    they would count as started, and not end when their deadline passes.
     """
     claim = patiently(runtime, functools.partial(_claim, runtime, runner))
     if claim is None:
         return None
-    if ahead and claim.retried:
+    if ahead and (claim.retried or claim.deadlines):
         _release(runtime, claim)
         return None
     lease = _lease_of(runtime, claim)
     try:
-        return _Taken(claim, _make_ready(runtime, runner, claim), lease)
+        return _Taken(claim, _make_ready(runtime, runner, claim), lease, ahead)
     except BaseException:
         lease.stop()
         _release(runtime, claim)
@@ -446,6 +454,11 @@ class _ClaimWork:
         self.recorded += done.stored
         self.ended_jobs.update(done.ended_jobs)
         self.outranked = self.outranked or done.outranked
+
+    def ended(self) -> set[uuid.UUID]:
+        """Return the claim's jobs that have ended (cancelled, expired, failed)."""
+        with self.runtime.db.read() as session:
+            return ended_jobs_among(session, self.job_ids)
 
     def _write(self, outcomes: list[Outcome], entries: dict[str, dict[str, Any]]) -> _Recorded:
         with self.runtime.db.write() as session:

@@ -64,12 +64,14 @@ def claim_items(
     chosen = _claimable(candidates, max_tokens, max_attempts=max_attempts)
     token = uuid.uuid4()
     _lease(session, [row.id for row in chosen], token=token, worker=worker, lease_s=lease_s)
-    options = _start_jobs(session, sorted({row.job_id for row in chosen}), model_revision)
+    claimed_jobs = {row.job_id for row in chosen}
+    options = _start_jobs(session, sorted(claimed_jobs), model_revision)
     return Claim(
         token=token,
         priority=top,
         full=len(candidates) >= max_items or len(chosen) < len(candidates),
         retried=chosen[0].attempts > 0,
+        deadlines=any(job.deadline is not None for job in jobs if job.id in claimed_jobs),
         items=[
             ClaimedItem(
                 id=row.id,

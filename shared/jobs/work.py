@@ -41,6 +41,8 @@ class Claim:
     full: bool = False
     # Its items ran before, in a claim whose worker was lost (never mixed with fresh ones).
     retried: bool = False
+    # Some of its jobs have a deadline: their texts not started by then end with an error.
+    deadlines: bool = False
 
 
 @dataclass(frozen=True)

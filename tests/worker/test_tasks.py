@@ -383,3 +383,41 @@ def test_a_lost_claims_items_are_not_taken_ahead(runtime, db, settings):
     taken = tasks._take(runtime, runner)
     assert taken.claim.retried and len(taken.claim.items) == 4
     taken.lease.stop()
+
+
+def test_a_claim_taken_ahead_runs_nothing_of_a_job_cancelled_meanwhile(runtime, db, settings):
+    from shared.models import DEFAULT_TENANT_ID
+
+    job = make_job(db, texts=[f"text {n}" for n in range(8)], model=settings.sentiment_model)
+    runner, claims = claims_of_four(runtime, settings)
+    first = claims.take(runner)
+    claims.take_ahead(runner)
+    ahead = claims.ahead()
+    first.lease.stop()
+    with db.write() as session:
+        cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
+    assert tasks._work_on(runtime, runner, ahead.claim, taken=ahead) == 0
+    rows = item_rows(db, job)
+    assert "done" not in {r.status for r in rows}
+    assert sorted(r.status for r in rows if r.claim_token != first.claim.token) == ["cancelled"] * 4
+    claims.close()
+
+
+def test_texts_with_a_deadline_are_not_taken_ahead(runtime, db, settings):
+    from datetime import UTC, datetime, timedelta
+
+    job = make_job(db, texts=[f"text {n}" for n in range(8)], model=settings.sentiment_model)
+    with db.write() as session:
+        session.get(Job, job.id).deadline = datetime.now(UTC) + timedelta(hours=1)
+    runner, claims = claims_of_four(runtime, settings)
+    first = claims.take(runner)
+    assert first.claim.full and first.claim.deadlines
+    # Held ahead they would count as started, and not end when the deadline passes.
+    assert tasks._take(runtime, runner, ahead=True) is None
+    rows = item_rows(db, job)
+    assert (
+        sorted((r.status, r.attempts) for r in rows if r.claim_token != first.claim.token)
+        == [("pending", 0)] * 4
+    )
+    first.lease.stop()
+    claims.close()
