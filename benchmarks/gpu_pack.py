@@ -58,6 +58,12 @@ def closure(roots: list[str]) -> dict[str, str]:
     return found
 
 
+def is_pure(name: str) -> bool:
+    """Whether the installed distribution `name` is pure Python (its wheel's Root-Is-Purelib)."""
+    wheel = metadata.distribution(name).read_text("WHEEL") or ""
+    return "Root-Is-Purelib: true" in wheel
+
+
 def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -72,12 +78,20 @@ def main() -> None:
         for name, version in closure(project["dependencies"]).items()
         if name not in ON_THE_IMAGE
     }
+    # A package published only as source (rouge-score) has no wheel to download: pure-Python
+    # ones are built into a wheel here, which any platform installs.
+    pure = {name for name in needed if is_pure(name)}
     platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
          "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
          *platforms, "-d", str(folder / "wheels"),
-         *(f"{name}=={version}" for name, version in sorted(needed.items()))],
+         *(f"{name}=={version}" for name, version in sorted(needed.items()) if name not in pure)],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(folder / "wheels"),
+         *(f"{name}=={version}" for name, version in sorted(needed.items()) if name in pure)],
         check=True,
     )  # fmt: skip
     shutil.copytree(data.DATA_DIR / "sentiment", folder / "data" / "sentiment")
