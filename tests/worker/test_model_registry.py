@@ -76,6 +76,21 @@ def test_precision_follows_the_device():
             model_registry.pick_device("cuda:1")
 
 
+def test_cudnn_attention_is_turned_off_only_where_a_gpu_is_picked():
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        model_registry.pick_device("cpu")
+        assert torch.backends.cuda.cudnn_sdp_enabled()
+        if torch.cuda.is_available():
+            model_registry.pick_device("cuda")
+        else:
+            model_registry.use_shape_free_attention()
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
+
+
 def test_a_revision_pin_a_local_directory_cannot_honour_is_refused(tmp_path, model_dirs):
     settings = settings_for(
         tmp_path, sentiment_model=str(model_dirs.sentiment), sentiment_model_revision="v9"
