@@ -183,7 +183,7 @@ def _runner_with_work(runtime: WorkerRuntime, model: ServedModel) -> Runner | No
     return runner
 
 
-def _claim(runtime: WorkerRuntime, runner: Runner) -> Claim | None:
+def _claim(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> Claim | None:
     settings = runtime.settings
     resolved = runner.loaded.resolved
     with runtime.db.write() as session:
@@ -198,6 +198,7 @@ def _claim(runtime: WorkerRuntime, runner: Runner) -> Claim | None:
             max_items=runner.limits.max_size * settings.claim_batches_for(runner.task),
             lease_s=settings.lease_s,
             max_attempts=settings.max_attempts,
+            ahead=ahead,
         )
 
 
@@ -281,16 +282,11 @@ class _Taken:
 def _take(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> _Taken | None:
     """Claim the runner's next items and make them ready (None: no work waits).
 
-    `ahead`: while another claim runs. A lost claim's items are then handed back at once
-    (None), to be claimed once the claim running has ended: if it kills the worker, they
-    must not lose an attempt with it. So are the texts of jobs with a deadline: held ahead,
-    they would count as started, and not end when their deadline passes.
+    `ahead`: while another claim runs; a lost claim's items and texts with a deadline are
+    then left for the claim after it (`claim_items`).
     """
-    claim = patiently(runtime, functools.partial(_claim, runtime, runner))
+    claim = patiently(runtime, functools.partial(_claim, runtime, runner, ahead=ahead))
     if claim is None:
-        return None
-    if ahead and (claim.retried or claim.deadlines):
-        _release(runtime, claim)
         return None
     lease = _lease_of(runtime, claim)
     try:

@@ -42,11 +42,17 @@ def claim_items(
     lease_s: float,
     max_attempts: int = 3,
     model_name: str | None = None,
+    ahead: bool = False,
 ) -> Claim | None:
     """Claim pending items of a task and model, across jobs, up to a token budget.
 
     `model` is the source jobs name; with `model_name`, only jobs that chose that catalogue
-    model (or that chose none, made before the catalogue) are claimed.
+    model (or that chose none, made before the catalogue) are claimed. `ahead`: the claim
+    is taken while another one runs, so it claims nothing (None, no row written) when it
+    would hold a lost claim's items (should the claim running kill the worker again, they
+    would lose an attempt with it) or texts with a deadline (held ahead they would count as
+    started, and not end when it passes); the next claim taken once the running one has
+    ended takes them.
 
     Only the highest priority with pending work is claimed from. Among its jobs the least
     recently served come first, each with a share of the claim, so one huge job cannot
@@ -62,16 +68,20 @@ def claim_items(
     if not candidates:
         return None
     chosen = _claimable(candidates, max_tokens, max_attempts=max_attempts)
+    claimed_jobs = {row.job_id for row in chosen}
+    retried = chosen[0].attempts > 0
+    deadlines = any(job.deadline is not None for job in jobs if job.id in claimed_jobs)
+    if ahead and (retried or deadlines):
+        return None
     token = uuid.uuid4()
     _lease(session, [row.id for row in chosen], token=token, worker=worker, lease_s=lease_s)
-    claimed_jobs = {row.job_id for row in chosen}
     options = _start_jobs(session, sorted(claimed_jobs), model_revision)
     return Claim(
         token=token,
         priority=top,
         full=len(candidates) >= max_items or len(chosen) < len(candidates),
-        retried=chosen[0].attempts > 0,
-        deadlines=any(job.deadline is not None for job in jobs if job.id in claimed_jobs),
+        retried=retried,
+        deadlines=deadlines,
         items=[
             ClaimedItem(
                 id=row.id,

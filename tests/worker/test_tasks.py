@@ -377,9 +377,11 @@ def test_a_lost_claims_items_are_not_taken_ahead(runtime, db, settings):
     runner, _ = claims_of_four(runtime, settings)
     with db.write() as session:  # as the sweeper leaves the items of a lost worker's claim
         session.execute(update(JobItem).values(attempts=1))
-    # While another claim runs, which may kill the worker again: handed back at once.
+    # While another claim runs, which may kill the worker again: left for the claim after.
     assert tasks._take(runtime, runner, ahead=True) is None
     assert [(r.status, r.attempts) for r in item_rows(db, job)] == [("pending", 1)] * 4
+    with db.read() as session:
+        assert session.get(Job, job.id).last_claimed_at is None  # not even claimed
     taken = tasks._take(runtime, runner)
     assert taken.claim.retried and len(taken.claim.items) == 4
     taken.lease.stop()
@@ -412,8 +414,12 @@ def test_texts_with_a_deadline_are_not_taken_ahead(runtime, db, settings):
     runner, claims = claims_of_four(runtime, settings)
     first = claims.take(runner)
     assert first.claim.full and first.claim.deadlines
+    with db.read() as session:
+        served = session.get(Job, job.id).last_claimed_at
     # Held ahead they would count as started, and not end when the deadline passes.
     assert tasks._take(runtime, runner, ahead=True) is None
+    with db.read() as session:
+        assert session.get(Job, job.id).last_claimed_at == served  # not even claimed
     rows = item_rows(db, job)
     assert (
         sorted((r.status, r.attempts) for r in rows if r.claim_token != first.claim.token)

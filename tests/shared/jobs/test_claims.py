@@ -189,6 +189,32 @@ def test_on_their_last_try_items_of_a_lost_claim_are_claimed_alone(db):
     assert [i.text for i in claim(db).items] == ["b"]
 
 
+def test_a_claim_ahead_takes_no_lost_claims_items_and_no_texts_with_a_deadline(db):
+    lost = make_job(db, texts=["a", "b"])
+    lose_claim(db)
+    rows_before = item_states(db, lost.id)
+    assert claim(db, ahead=True) is None  # nothing written: no lease, no attempt
+    assert item_states(db, lost.id) == rows_before
+    assert claim(db).retried
+    urgent = make_job(db, texts=["c"])
+    with db.write() as session:
+        session.get(Job, urgent.id).deadline = datetime.now(UTC) + timedelta(hours=1)
+    assert claim(db, ahead=True) is None
+    assert job_status(db, urgent.id).last_claimed_at is None
+    assert claim(db).deadlines
+    make_job(db, texts=["d"])
+    assert [i.text for i in claim(db, ahead=True).items] == ["d"]
+
+
+def item_states(db, job_id):
+    with db.read() as session:
+        return session.execute(
+            select(JobItem.status, JobItem.attempts, JobItem.claim_token)
+            .where(JobItem.job_id == job_id)
+            .order_by(JobItem.id)
+        ).all()
+
+
 def test_concurrent_claims_never_share_an_item(db):
     texts = [f"text {n}" for n in range(300)]
     for start in range(0, 300, 50):
