@@ -76,11 +76,17 @@ def test_a_summary_too_long_for_one_window_after_a_round_is_reduced_again(runtim
     # Chunks of ~40 tokens summarized to up to 10: the joined summaries need another round.
     runner.loaded.max_input_tokens = 42
     job = make_job(db, texts=[words(900)], task=Task.SUMMARIZE, model=settings.summarization_model)
-    drain_queue(runtime, Task.SUMMARIZE)
-    with db.read() as session:
-        text = session.scalar(
-            select(JobItem).where(JobItem.job_id == job.id, JobItem.parent_id.is_(None))
-        )
-        levels = set(session.scalars(select(JobItem.level).where(JobItem.parent_id == text.id)))
+    # A drain ends at its time slice with work left (it rings the doorbell again): on a
+    # loaded machine three rounds of summaries can outlast one slice, so drain as the
+    # doorbell would, until the text ends.
+    for _ in range(10):
+        drain_queue(runtime, Task.SUMMARIZE)
+        with db.read() as session:
+            text = session.scalar(
+                select(JobItem).where(JobItem.job_id == job.id, JobItem.parent_id.is_(None))
+            )
+            levels = set(session.scalars(select(JobItem.level).where(JobItem.parent_id == text.id)))
+        if text.status not in (ItemStatus.PENDING, ItemStatus.WAITING):
+            break
     assert text.status == ItemStatus.DONE
     assert text.level >= 2 and levels >= {0, 1}
