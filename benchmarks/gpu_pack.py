@@ -59,7 +59,7 @@ def closure(roots: list[str]) -> dict[str, str]:
 
 
 def is_pure(name: str) -> bool:
-    """Whether the installed distribution `name` is pure Python (its wheel's Root-Is-Purelib)."""
+    """Return whether the installed distribution `name` is pure Python (Root-Is-Purelib)."""
     wheel = metadata.distribution(name).read_text("WHEEL") or ""
     return "Root-Is-Purelib: true" in wheel
 

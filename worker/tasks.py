@@ -128,7 +128,7 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
                 # unless this one is the last of the slice. Not behind a lost claim's items
                 # (if they kill the worker again, the claim ahead must not lose an attempt),
                 # nor behind texts with a deadline (their job's next texts would wait as
-                # started: see `_take`).
+                # started: see `claim_items`).
                 others_idle = all(m.entry.name in idle for m in served if m is not model)
                 claim = taken.claim
                 wanted = claim.full and not (claim.retried or claim.deadlines) and others_idle
