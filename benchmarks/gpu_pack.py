@@ -82,18 +82,21 @@ def main() -> None:
     # ones are built into a wheel here, which any platform installs.
     pure = {name for name in needed if is_pure(name)}
     platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-         "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
-         *platforms, "-d", str(folder / "wheels"),
-         *(f"{name}=={version}" for name, version in sorted(needed.items()) if name not in pure)],
-        check=True,
-    )  # fmt: skip
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(folder / "wheels"),
-         *(f"{name}=={version}" for name, version in sorted(needed.items()) if name in pure)],
-        check=True,
-    )  # fmt: skip
+    binary = [f"{name}=={version}" for name, version in sorted(needed.items()) if name not in pure]
+    built = [f"{name}=={version}" for name, version in sorted(needed.items()) if name in pure]
+    if binary:  # pip fails when given no requirement
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+             "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
+             *platforms, "-d", str(folder / "wheels"), *binary],
+            check=True,
+        )  # fmt: skip
+    if built:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+             "-w", str(folder / "wheels"), *built],
+            check=True,
+        )  # fmt: skip
     shutil.copytree(data.DATA_DIR / "sentiment", folder / "data" / "sentiment")
     articles = data.DATA_DIR / "summarization" / "cnndm_test_frank.jsonl"
     (folder / "data" / "summarization").mkdir(parents=True)

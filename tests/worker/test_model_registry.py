@@ -76,16 +76,15 @@ def test_precision_follows_the_device():
             model_registry.pick_device("cuda:1")
 
 
-def test_cudnn_attention_is_turned_off_only_where_a_gpu_is_picked():
+def test_cudnn_attention_is_turned_off_only_where_a_gpu_is_picked(monkeypatch):
     before = torch.backends.cuda.cudnn_sdp_enabled()
     try:
         torch.backends.cuda.enable_cudnn_sdp(True)
         model_registry.pick_device("cpu")
         assert torch.backends.cuda.cudnn_sdp_enabled()
-        if torch.cuda.is_available():
-            model_registry.pick_device("cuda")
-        else:
-            model_registry.use_shape_free_attention()
+        # Only the device's name is read: no GPU is needed to pick one.
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert model_registry.pick_device("cuda:0") == torch.device("cuda", 0)
         assert not torch.backends.cuda.cudnn_sdp_enabled()
     finally:
         torch.backends.cuda.enable_cudnn_sdp(before)
