@@ -83,6 +83,8 @@ def test_a_watch_is_woken_by_progress_not_only_by_the_end(client, db, api_settin
     took_s = client.portal.call(watch_once)
     recorder.join()
     if backend == "postgres":
-        assert 0.2 < took_s < NOTIFIED_RECHECK_S / 2, "woken by the progress notification"
+        # Unnotified, the watch returns at the re-check (NOTIFIED_RECHECK_S) at the earliest;
+        # the margin below it is for a loaded machine (CI once took 1.1 s to deliver).
+        assert 0.2 < took_s < NOTIFIED_RECHECK_S * 0.8, "woken by the progress notification"
     else:
         assert took_s < 0.3, "SQLite backs off from 20 ms"
