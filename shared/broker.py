@@ -10,6 +10,7 @@ from celery import Celery, signals
 
 from shared.config import Settings
 from shared.states import Task
+from shared.unanswered_rings import UnansweredRings
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +96,27 @@ class Doorbell:
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        self.unanswered = UnansweredRings(settings)
 
     def ring(
-        self, task: Task, *, model_name: str | None = None, job_id: uuid.UUID | None = None
+        self,
+        task: Task,
+        *,
+        model_name: str | None = None,
+        job_id: uuid.UUID | None = None,
+        always: bool = False,
     ) -> bool:
-        """Publish a doorbell for a catalogue model of `task` (None: for any model of it);
-        return False (and log) if the broker is unreachable.
+        """Publish a doorbell for a catalogue model of `task` (None: for any model of it),
+        unless one rung there still waits for a worker; return False (and log) if the
+        broker is unreachable.
 
         Only workers serving the model take its doorbell. A lost doorbell delays a job but
-        never loses it: the sweeper rings again for pending items that no worker is working on.
+        never loses it: the sweeper rings again (`always`, even over a ring that seems to
+        wait) for pending items that no worker is working on.
         """
+        queue = self.settings.queue_for(task, model_name)
+        if not self.unanswered.mark(queue) and not always:
+            return True  # the waiting ring's drain will claim this job's items too
         try:
             self.app.send_task(
                 DRAIN_TASK,
@@ -113,11 +125,12 @@ class Doorbell:
                     "model": model_name,
                     "job_id": str(job_id) if job_id else None,
                 },
-                queue=self.settings.queue_for(task, model_name),
+                queue=queue,
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
             )
         except Exception as error:  # the broker's client raises many types
+            self.unanswered.clear([queue])
             log.warning(
                 "could not publish doorbell for %s: %s",
                 task.value,
@@ -126,6 +139,11 @@ class Doorbell:
             )
             return False
         return True
+
+    def answered(self, queues: list[str]) -> None:
+        """Say a worker took a doorbell of `queues` and is about to claim: the next job
+        committed there rings anew. Call it before the drain's first claim."""
+        self.unanswered.clear(queues)
 
     def check(self) -> None:
         """Raise unless the broker accepts a connection."""

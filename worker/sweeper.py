@@ -121,7 +121,7 @@ class Sweeper:
                 tasks = dict.fromkeys(model.task for model in self.served)
                 awaited = {task: catalogue_models_awaited(session, task) for task in tasks}
             for model in waiting:
-                self.doorbell.ring(model.task, model_name=model.name)
+                self.doorbell.ring(model.task, model_name=model.name, always=True)
             self._answer_unanswered(list(dict.fromkeys(model.task for model in waiting)))
             self._warn_about_unserved_models(awaited)
         except Exception as error:

@@ -102,6 +102,12 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     it rings again, so long backlogs never hold one broker message for hours and other
     queues of this worker get their turn.
     """
+    # Before the first claim: a job committed from here on rings anew, and one committed
+    # before is this drain's to find (see shared/unanswered_rings.py).
+    runtime.doorbell.answered(
+        [runtime.settings.queue_for(task)]
+        + [runtime.settings.queue_for(task, model.entry.name) for model in runtime.served_for(task)]
+    )
     served = [model for model in runtime.served_for(task) if model.broken is None]
     if not served:
         log.warning("doorbell for %s, which this worker does not serve", task.value)

@@ -427,3 +427,16 @@ def test_texts_with_a_deadline_are_not_taken_ahead(runtime, db, settings):
     )
     first.lease.stop()
     claims.close()
+
+
+def test_a_drain_answers_the_rings_waiting_for_it_so_the_next_job_rings_anew(
+    runtime, db, settings
+):
+    name = runtime.served_for(Task.SENTIMENT)[0].entry.name
+    for _ in range(3):  # three submits: one ring waits for them all
+        make_job(db, texts=["fine"], model=settings.sentiment_model)
+        runtime.doorbell.ring(Task.SENTIMENT, model_name=name)
+    assert len(published(settings, Task.SENTIMENT)) == 1
+    assert drain_queue(runtime, Task.SENTIMENT) == 3
+    runtime.doorbell.ring(Task.SENTIMENT, model_name=name)
+    assert len(published(settings, Task.SENTIMENT)) == 2
