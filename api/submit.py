@@ -80,7 +80,7 @@ class Submitter:
         chosen = choose_model(self.settings, task, model_name)
 
         def create(session: Session) -> Job:
-            job = create_job(
+            return create_job(
                 session,
                 tenant_id=self.tenant_id,
                 task=task,
@@ -93,9 +93,8 @@ class Submitter:
                 priority=priority,
                 summarizer=summarizer_of_insights(self.settings),
                 expires_after_s=expires_after_s,
+                deadline=deadline,
             )
-            job.deadline = deadline  # its items not started by then end with an error
-            return job
 
         # The texts are in memory: creating the job costs less than checking twice.
         return self.submit_with(task, create, idempotency, options_at=options_at, precheck=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
@@ -40,6 +40,7 @@ def create_job(
     custom_ids: Sequence[str] | None = None,
     parent_job_id: uuid.UUID | None = None,
     expires_after_s: int | None = None,
+    deadline: datetime | None = None,
 ) -> Job:
     """Add a queued job and one pending item per text.
 
@@ -47,12 +48,14 @@ def create_job(
     any worker serving the source may claim it). `summarizer` is what summarizes the
     negative feedback of a job with `insights`; `expires_after_s`, seconds after its end
     when the job's results are purged. The start of the first text is kept on the job as
-    `input.preview`, so that answers about the job never read its items for it.
+    `input.preview`, so that answers about the job never read its items for it. Its
+    items not started by `deadline` end with an error.
     """
     first = texts[0][:PREVIEW_CHARS] if texts else ""
     job = add_job(
         session,
         expires_after_s=expires_after_s,
+        deadline=deadline,
         priority=priority,
         tenant_id=tenant_id,
         task=task,
@@ -113,6 +116,7 @@ def add_job(
     summarizer: insights.Summarizer | None = None,
     parent_job_id: uuid.UUID | None = None,
     expires_after_s: int | None = None,
+    deadline: datetime | None = None,
 ) -> Job:
     state = None
     if task is Task.SENTIMENT and options.get("insights"):
@@ -121,6 +125,7 @@ def add_job(
         state = insights.initial_state(options, summarizer)
     job = Job(
         expires_after_s=expires_after_s,
+        deadline=deadline,
         priority=priority,
         webhook_url=webhook.url if webhook else None,
         webhook_events=webhook.events if webhook else None,
