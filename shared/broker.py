@@ -140,9 +140,15 @@ class Doorbell:
             return False
         return True
 
-    def answered(self, queues: list[str]) -> None:
-        """Say a worker took a doorbell of `queues` and is about to claim: the next job
-        committed there rings anew. Call it before the drain's first claim."""
+    def hold(self, queues: list[str]) -> None:
+        """Say a drain is working on the models of `queues` and will look for work again
+        before it ends: rings there are not needed until it lets go (`release`). Renew it
+        within `shared.unanswered_rings.RING_MEMORY_S`."""
+        self.unanswered.hold(queues)
+
+    def release(self, queues: list[str]) -> None:
+        """Let go of `queues`: the next job committed there rings. The drain must look for
+        work once more after this, for jobs whose rings its hold made unneeded."""
         self.unanswered.clear(queues)
 
     def check(self) -> None:

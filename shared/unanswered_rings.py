@@ -1,15 +1,18 @@
-"""Which doorbell queues hold a ring no worker has taken yet: a second ring there is skipped.
+"""Which doorbell queues need no ring now: one waits there already, or a drain is looking.
 
 A doorbell only says "look in the database", and a drain claims every pending item of its
-models, so while one ring waits in a queue, another adds nothing but a broker message and a
-drain that finds its work already claimed. Under a stream of one-text jobs that was a
-publish in every submit and a Celery task in the worker for every job.
+models, so while one ring waits in a queue, or a worker is draining that queue's models,
+another ring adds nothing but a broker message and a drain that finds its work already
+claimed. Under a stream of one-text jobs that was a publish in every submit and a Celery
+task in the worker for about every job.
 
-The mark is set when a ring is published and cleared by the worker when it takes a ring,
-before its drain claims anything. So a job committed before the clear is seen by that
-drain, and a job committed after it finds no mark and rings again: no job is left without
-a ring that comes after its commit. The mark expires after `RING_MEMORY_S` in case the
-ring it stands for was lost with its publisher; the sweeper's rings never look at it.
+A queue is marked when a ring is published there, and by a drain while it works (`hold`).
+A drain lets go of its queues (`release`) only when it has found no work, and then looks
+once more before it ends. So a job whose ring was skipped, committed before the release,
+is found by that last look, and a job committed after it finds no mark and rings: no job
+is left without a ring or a look that comes after its commit. A mark expires after
+`RING_MEMORY_S` in case its ring or its drain was lost with its process; the sweeper's
+rings never look at it.
 
 The marks live where the doorbells do: keys in the Redis broker, or files beside the
 embedded broker's queue. A broker this code cannot mark (any other URL), or a mark store
@@ -30,16 +33,17 @@ from shared.config import Settings
 
 log = logging.getLogger(__name__)
 
-# How long a mark stands for a ring nobody took. A ring waiting in a queue longer (behind
-# a long drain) costs one more ring after it, not a lost job; a ring lost with its marker
-# delays new jobs' rings by at most this, and the sweeper rings within its interval anyway.
+# How long a mark stands for a ring nobody took, or a drain that stopped renewing it. A
+# ring waiting in a queue longer (behind a long drain) costs one more ring after it, not a
+# lost job; a mark left by a dead process delays new jobs' rings by at most this, and the
+# sweeper rings within its interval anyway.
 RING_MEMORY_S = 10.0
 # Short, so a submit waits at most this long on a Redis that went away.
 REDIS_TIMEOUT_S = 0.5
 
 
 class UnansweredRings:
-    """Marks, per broker queue, a ring published and not yet taken by a worker."""
+    """Marks, per broker queue, a ring not yet taken by a worker or a drain at work."""
 
     def __init__(self, settings: Settings) -> None:
         url = settings.resolved_broker_url
@@ -66,8 +70,25 @@ class UnansweredRings:
             log.debug("cannot mark a ring of %s: %s", queue, error)
         return True
 
+    def hold(self, queues: Iterable[str]) -> None:
+        """Mark `queues` (anew, for `RING_MEMORY_S`) for a drain that will look again."""
+        names = list(queues)
+        try:
+            if self._redis is not None and names:
+                ttl_ms = int(RING_MEMORY_S * 1000)
+                with self._redis.pipeline(transaction=False) as pipe:
+                    for name in names:
+                        pipe.set(self._key_prefix + name, b"1", px=ttl_ms)
+                    pipe.execute()
+            elif self._folder is not None:
+                self._folder.mkdir(parents=True, exist_ok=True)
+                for name in names:
+                    (self._folder / name).touch()
+        except (OSError, redis.RedisError) as error:  # rings are published meanwhile
+            log.debug("cannot mark %s as drained: %s", names, error)
+
     def clear(self, queues: Iterable[str]) -> None:
-        """Forget the marks of `queues`: their rings were taken, or never published."""
+        """Forget the marks of `queues`: a drain let go of them, or a ring never left."""
         names = list(queues)
         try:
             if self._redis is not None and names:

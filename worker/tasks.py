@@ -40,6 +40,7 @@ from shared.logs import bind, log_scope
 from shared.shadow.sampling import queue_shadow_work, user_work_outranks
 from shared.states import Task
 from shared.tracing import span
+from shared.unanswered_rings import RING_MEMORY_S
 from worker import runtime as worker_runtime
 from worker.cache import CachePlan
 from worker.engine import Prepared, Runner
@@ -101,42 +102,57 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     work: one model's backlog never starves another's. When the slice ends with work left
     it rings again, so long backlogs never hold one broker message for hours and other
     queues of this worker get their turn.
+
+    While it works the drain holds its queues' doorbells, so new jobs there do not ring
+    (`Doorbell.hold`); once no model has work it lets go and looks once more. The first
+    claim that fills its budget rings once for another worker to help.
     """
-    # Before the first claim: a job committed from here on rings anew, and one committed
-    # before is this drain's to find (see shared/unanswered_rings.py).
-    runtime.doorbell.answered(
-        [runtime.settings.queue_for(task)]
-        + [runtime.settings.queue_for(task, model.entry.name) for model in runtime.served_for(task)]
-    )
+    doorbell = _HeldDoorbell(runtime, task)
     served = [model for model in runtime.served_for(task) if model.broken is None]
     if not served:
+        doorbell.release()
         log.warning("doorbell for %s, which this worker does not serve", task.value)
         return 0
     deadline = time.monotonic() + runtime.settings.drain_slice_s
     recorded = 0
     idle: set[str] = set()
+    passed_on = False
     claims = {model.entry.name: _Claims(runtime) for model in served}
     try:
-        while len(idle) < len(served) and not SHUTTING_DOWN.is_set():
+        while not SHUTTING_DOWN.is_set():
+            if len(idle) == len(served):
+                if not doorbell.held:
+                    break  # nothing came since the drain let go of its doorbells
+                doorbell.release()
+                # A model that failed to load stays out of the last look (it logged why).
+                idle = {model.entry.name for model in served if model.broken is not None}
+                continue
             for model in served:
                 if model.entry.name in idle or SHUTTING_DOWN.is_set():
                     continue
                 # A claim taken ahead runs even past the slice, rather than go back unrun.
                 if time.monotonic() >= deadline and not claims[model.entry.name].holds_one:
-                    runtime.doorbell.ring(task, model_name=model.entry.name)
+                    doorbell.release()
+                    for each in served:  # their jobs' rings were skipped while held
+                        runtime.doorbell.ring(task, model_name=each.entry.name)
                     return recorded
                 runner = _runner_with_work(runtime, model)
                 taken = claims[model.entry.name].take(runner) if runner else None
                 if runner is None or taken is None:
                     idle.add(model.entry.name)
                     continue
+                doorbell.hold()
+                claim = taken.claim
+                if claim.full and not passed_on:
+                    # A backlog: wake one more worker of the model, if there is one.
+                    runtime.doorbell.ring(task, model_name=model.entry.name, always=True)
+                    passed_on = True
                 # The next claim is this model's when every other is idle: take it ahead,
                 # unless this one is the last of the slice. Not behind a lost claim's items
                 # (if they kill the worker again, the claim ahead must not lose an attempt),
                 # nor behind texts with a deadline (their job's next texts would wait as
                 # started: see `claim_items`).
                 others_idle = all(m.entry.name in idle for m in served if m is not model)
-                claim = taken.claim
                 wanted = claim.full and not (claim.retried or claim.deadlines) and others_idle
                 ahead = (
                     claims[model.entry.name]
@@ -152,9 +168,36 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
                 finally:
                     taken.lease.stop()  # `_work_on` stopped it, unless it never started
     finally:
+        doorbell.release()
         for pending in claims.values():
             pending.close()
     return recorded
+
+
+class _HeldDoorbell:
+    """A drain's hold on the doorbells of its task's queues (see `Doorbell.hold`). A drain
+    starts out holding them, as the ring that started it marked its queue; the hold is
+    renewed with the first claim and before it could expire, and let go when no model has
+    work (then taken again if the last look finds some)."""
+
+    def __init__(self, runtime: WorkerRuntime, task: Task) -> None:
+        self.doorbell = runtime.doorbell
+        self.queues = [runtime.settings.queue_for(task)] + [
+            runtime.settings.queue_for(task, model.entry.name) for model in runtime.served_for(task)
+        ]
+        self.held = True
+        self._renew_at = 0.0  # renewed with the first claim
+
+    def hold(self) -> None:
+        if not self.held or time.monotonic() >= self._renew_at:
+            self.doorbell.hold(self.queues)
+            self.held = True
+            self._renew_at = time.monotonic() + RING_MEMORY_S / 2
+
+    def release(self) -> None:
+        if self.held:
+            self.doorbell.release(self.queues)
+            self.held = False
 
 
 def _runner_with_work(runtime: WorkerRuntime, model: ServedModel) -> Runner | None:

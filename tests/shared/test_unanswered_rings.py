@@ -30,7 +30,7 @@ def test_rings_of_a_queue_wait_as_one_until_a_worker_answers(doorbell, settings)
     a, b = settings.queue_for(Task.SENTIMENT, "a"), settings.queue_for(Task.SENTIMENT, "b")
     assert queues(settings, published(settings, Task.SENTIMENT)) == [a, b]
 
-    doorbell.answered([a])
+    doorbell.release([a])
     assert doorbell.ring(Task.SENTIMENT, model_name="a")
     assert doorbell.ring(Task.SENTIMENT, model_name="b")
     assert queues(settings, published(settings, Task.SENTIMENT)) == [a, a, b]
@@ -76,3 +76,13 @@ def test_an_unreachable_mark_store_rings_every_time(settings):
     rings = UnansweredRings(settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{port}"}))
     assert rings.mark("q") and rings.mark("q")
     rings.clear(["q"])  # and says nothing
+
+
+def test_a_drain_holding_a_queue_makes_its_rings_unneeded_until_it_lets_go(doorbell, settings):
+    queue = settings.queue_for(Task.SENTIMENT, "a")
+    doorbell.hold([queue])
+    doorbell.ring(Task.SENTIMENT, model_name="a")
+    assert published(settings, Task.SENTIMENT) == []
+    doorbell.release([queue])
+    doorbell.ring(Task.SENTIMENT, model_name="a")
+    assert len(published(settings, Task.SENTIMENT)) == 1

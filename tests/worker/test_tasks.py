@@ -429,9 +429,7 @@ def test_texts_with_a_deadline_are_not_taken_ahead(runtime, db, settings):
     claims.close()
 
 
-def test_a_drain_answers_the_rings_waiting_for_it_so_the_next_job_rings_anew(
-    runtime, db, settings
-):
+def test_a_drain_answers_the_rings_waiting_for_it_so_the_next_job_rings_anew(runtime, db, settings):
     name = runtime.served_for(Task.SENTIMENT)[0].entry.name
     for _ in range(3):  # three submits: one ring waits for them all
         make_job(db, texts=["fine"], model=settings.sentiment_model)
@@ -440,3 +438,37 @@ def test_a_drain_answers_the_rings_waiting_for_it_so_the_next_job_rings_anew(
     assert drain_queue(runtime, Task.SENTIMENT) == 3
     runtime.doorbell.ring(Task.SENTIMENT, model_name=name)
     assert len(published(settings, Task.SENTIMENT)) == 2
+
+
+def test_a_drain_that_finds_a_backlog_wakes_one_more_worker_once(runtime, db, settings):
+    runner = runtime.runners[Task.SENTIMENT]
+    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
+    runtime.settings = settings.model_copy(update={"claim_batches": 1})
+    make_job(db, texts=[f"text {n}" for n in range(7)], model=settings.sentiment_model)
+    assert drain_queue(runtime, Task.SENTIMENT) == 7  # four claims, three of them full
+    assert len(published(settings, Task.SENTIMENT)) == 1
+
+
+def test_a_job_whose_ring_a_drain_held_is_run_by_that_drains_last_look(
+    runtime, db, settings, monkeypatch
+):
+    """A job committed after the drain found no work, before it let go of its doorbell:
+    its ring is skipped, so the drain must look once more."""
+    name = runtime.served_for(Task.SENTIMENT)[0].entry.name
+    take = tasks._Claims.take
+    late: list[Job] = []
+
+    def take_then_submit(claims, runner):
+        taken = take(claims, runner)
+        if taken is None and not late:  # as a submit racing the drain: commit, then ring
+            late.append(make_job(db, texts=["came late"], model=settings.sentiment_model))
+            runtime.doorbell.ring(Task.SENTIMENT, model_name=name)
+        return taken
+
+    monkeypatch.setattr(tasks._Claims, "take", take_then_submit)
+    make_job(db, texts=["first"], model=settings.sentiment_model)
+    runtime.doorbell.ring(Task.SENTIMENT, model_name=name)
+    assert drain_queue(runtime, Task.SENTIMENT) == 2
+    assert len(published(settings, Task.SENTIMENT)) == 1, "the late job's ring was held"
+    with db.read() as session:
+        assert session.get(Job, late[0].id).status == JobStatus.SUCCEEDED
