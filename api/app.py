@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.waiter.start()
         yield
         app.state.waiter.stop()
+        if app.state.rate_limiter is not None:
+            await app.state.rate_limiter.close()
         app.state.db.dispose()
 
     app = FastAPI(

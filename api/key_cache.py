@@ -30,12 +30,20 @@ class VerifiedKeys:
         )
         self._lock = threading.Lock()
 
+    def remembered(self, key: str) -> Grant | None:
+        """Return the key's grant if it was verified lately and has not expired, without
+        looking it up (None: look it up with `grant_of`)."""
+        if self._grants is None:
+            return None
+        with self._lock:
+            grant = self._grants.get(_digest(key))
+        return None if grant is None or grant.expired() else grant
+
     def grant_of(self, key: str, look_up: Callable[[str], Grant | None]) -> Grant | None:
         """Return the key's grant, from memory if it was verified lately, else `look_up(key)`."""
         if self._grants is None:
             return look_up(key)
-        # Remembered by hash: the secrets themselves are not kept in this process' memory.
-        digest = hashlib.sha256(key.encode()).hexdigest()
+        digest = _digest(key)
         with self._lock:
             grant = self._grants.get(digest)
         if grant is None:
@@ -50,3 +58,8 @@ class VerifiedKeys:
         if self._grants is not None:
             with self._lock:
                 self._grants.clear()
+
+
+def _digest(key: str) -> str:
+    # Remembered by hash: the secrets themselves are not kept in this process' memory.
+    return hashlib.sha256(key.encode()).hexdigest()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 
 import redis
+import redis.asyncio
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class RateLimiter:
     def __init__(self, *, rate_per_s: float, burst: int, redis_url: str | None, prefix: str):
         self.rate_per_s, self.burst, self.prefix = rate_per_s, burst, prefix
         self._redis = (
-            redis.Redis.from_url(
+            redis.asyncio.Redis.from_url(
                 redis_url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S
             )
             if redis_url
@@ -75,12 +76,12 @@ class RateLimiter:
         self._local: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, key: str) -> Decision:
-        """Spend a token of `key`'s bucket if it has one."""
+    async def take(self, key: str) -> Decision:
+        """Spend a token of `key`'s bucket if it has one (one Redis call, on the event loop)."""
         now = time.time()
         if self._script is not None:
             try:
-                allowed, tokens, wait_s = self._script(
+                allowed, tokens, wait_s = await self._script(
                     keys=[f"{self.prefix}:ratelimit:{key}"],
                     args=[self.rate_per_s, self.burst, now],
                 )
@@ -93,6 +94,11 @@ class RateLimiter:
             else:
                 return self._decision(bool(allowed), float(tokens), float(wait_s))
         return self._take_locally(key, now)
+
+    async def close(self) -> None:
+        """Close the connections to Redis."""
+        if self._redis is not None:
+            await self._redis.aclose()
 
     def _take_locally(self, key: str, now: float) -> Decision:
         with self._lock:
