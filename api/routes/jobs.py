@@ -129,10 +129,19 @@ async def get_job(
             job = reads.get_job(session, tenant_id=tenant_id, job_id=parsed)
             return job, read_previews(session, [job])
 
-    job, previews = await run_in_threadpool(read)
-    if wait_s > 0 and JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
-        finished = await waiter.wait(parsed, lambda: _if_finished(read()), wait_s)
-        job, previews = finished if finished is not None else await run_in_threadpool(read)
+    if wait_s > 0:
+        # The waiter's first read comes after it listens, so an end in between is not
+        # missed; the last read is the answer, finished or not.
+        latest: list[tuple[Job, dict[uuid.UUID, str]]] = []
+
+        def check() -> tuple[Job, dict[uuid.UUID, str]] | None:
+            latest[:] = [read()]
+            return _if_finished(latest[0])
+
+        await waiter.wait(parsed, check, wait_s)
+        job, previews = latest[0]
+    else:
+        job, previews = await run_in_threadpool(read)
     presented = present(job, request, previews)
     if JobStatus(job.status) not in TERMINAL_JOB_STATUSES:
         presented.queue = await run_in_threadpool(queue_of, db, job, settings.sweep_interval_s)
