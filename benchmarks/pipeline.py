@@ -254,15 +254,14 @@ def offered_load(
     latencies: list[float] = []
 
     async def main() -> None:
-        limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
-        async with httpx.AsyncClient(
-            base_url=base, timeout=60, limits=limits, headers=headers
-        ) as http:
+        async with loadgen.session(base, headers, connections=400) as http:
 
             async def one(text: str) -> None:
                 sent = time.perf_counter()
                 body = {"task": "sentiment", "input": {"text": text}}
-                (await http.post("/v1/jobs", json=body)).raise_for_status()
+                async with http.post("/v1/jobs", json=body) as response:
+                    await response.read()
+                    response.raise_for_status()
                 latencies.append(time.perf_counter() - sent)
 
             tasks = []
