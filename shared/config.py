@@ -78,7 +78,6 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     sweep_interval_s: float = Field(default=5.0, gt=0)
     drain_slice_s: float = Field(default=20.0, gt=0)
-    drain_linger_s: float = Field(default=0.02, ge=0)
     # Redis hands an unacked doorbell to another worker after this long, even while it still
     # runs; harmless, since claims in the database decide who works on an item.
     broker_visibility_timeout_s: float = Field(default=3600.0, gt=0)

@@ -104,9 +104,8 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     queues of this worker get their turn.
 
     While it works the drain holds its queues' doorbells, so new jobs there do not ring
-    (`Doorbell.hold`); once no model has work it waits TEXTQ_DRAIN_LINGER_S (if it ran
-    anything), lets go and looks once more. The first claim that fills its budget rings
-    once for another worker to help.
+    (`Doorbell.hold`); once no model has work it lets go and looks once more. The first
+    claim that fills its budget rings once for another worker to help.
     """
     doorbell = _HeldDoorbell(runtime, task)
     served = [model for model in runtime.served_for(task) if model.broken is None]
@@ -124,10 +123,6 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
             if len(idle) == len(served):
                 if not doorbell.held:
                     break  # nothing came since the drain let go of its doorbells
-                if recorded and time.monotonic() < deadline:
-                    # Jobs that come meanwhile join the last look's claim, unrung: a stream
-                    # of one-text jobs runs in batches of several, not a drain for each.
-                    SHUTTING_DOWN.wait(runtime.settings.drain_linger_s)
                 doorbell.release()
                 # A model that failed to load stays out of the last look (it logged why).
                 idle = {model.entry.name for model in served if model.broken is not None}

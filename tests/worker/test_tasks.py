@@ -1,6 +1,3 @@
-import threading
-import time
-
 import pytest
 from sqlalchemy import func, select, update
 
@@ -475,30 +472,3 @@ def test_a_job_whose_ring_a_drain_held_is_run_by_that_drains_last_look(
     assert len(published(settings, Task.SENTIMENT)) == 1, "the late job's ring was held"
     with db.read() as session:
         assert session.get(Job, late[0].id).status == JobStatus.SUCCEEDED
-
-
-def test_jobs_that_come_while_a_drain_lingers_run_together_without_ringing(runtime, db, settings):
-    name = runtime.served_for(Task.SENTIMENT)[0].entry.name
-    runtime.settings = settings.model_copy(update={"drain_linger_s": 1.0})
-    first = make_job(db, texts=["first"], model=settings.sentiment_model)
-    runtime.doorbell.ring(Task.SENTIMENT, model_name=name)
-    drained: list[int] = []
-    drain = threading.Thread(target=lambda: drained.append(drain_queue(runtime, Task.SENTIMENT)))
-    drain.start()
-    deadline = time.monotonic() + 30
-    while jobs_of(db, Task.SENTIMENT)[0].status != JobStatus.SUCCEEDED:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    later = []
-    for text in ("second", "third"):  # submitted as the drain lingers: rung, and held
-        later.append(make_job(db, texts=[text], model=settings.sentiment_model))
-        runtime.doorbell.ring(Task.SENTIMENT, model_name=name)
-    drain.join(30)
-    assert drained == [3]
-    assert len(published(settings, Task.SENTIMENT)) == 1
-    with db.read() as session:
-        tokens = session.scalars(
-            select(JobItem.claim_token).where(JobItem.job_id.in_([j.id for j in later]))
-        ).all()
-        first_token = session.scalar(select(JobItem.claim_token).where(JobItem.job_id == first.id))
-    assert len(set(tokens)) == 1 and first_token not in tokens
