@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, exists, func, select, text, true, update
+from sqlalchemy import case, exists, func, select, true, update
 from sqlalchemy.orm import Session
 
 from shared.jobs.cancel import cancel_items_of_ended_jobs
@@ -128,36 +128,14 @@ def _lock_candidates(
     A job with a deadline may fill what is left of the claim, so the earliest deadline is
     served first, and many small jobs with deadlines (the classic endpoints') still share
     one claim; jobs without one each get an even share of what is left.
-
-    On Postgres one statement locks, for every job, as many items as its share could be
-    (the share if the jobs before it took nothing), and the shares are then dealt out of
-    those rows; the rest are unlocked at commit, a moment later. A claim of many one-text
-    jobs was otherwise a query per job. At most about ln(jobs) claims' worth is read.
     """
-    at_once = session.get_bind().dialect.name == "postgresql"
-    if at_once:
-        bounds = [_share(job, max_items, len(jobs) - position) for position, job in enumerate(jobs)]
-        rows = session.execute(
-            _LOCK_EACH_JOBS_ITEMS,
-            {
-                "job_ids": [job.id for job in jobs],
-                "limits": bounds,
-                "task": task.value,
-                "pending": ItemStatus.PENDING.value,
-            },
-        ).all()
-        by_job: dict[Any, list[Any]] = {job.id: [] for job in jobs}
-        for row in rows:
-            by_job[row.job_id].append(row)
     candidates: list[Any] = []
     for position, job in enumerate(jobs):
         left = max_items - len(candidates)
         if left <= 0:
             break
-        share = _share(job, left, len(jobs) - position)
-        if at_once:
-            candidates += by_job[job.id][:share]
-            continue
+        share = left if job.deadline is not None else left // (len(jobs) - position)
+        job_id = job.id
         candidates += session.execute(
             select(
                 JobItem.id,
@@ -170,43 +148,15 @@ def _lock_candidates(
                 JobItem.level,
             )
             .where(
-                JobItem.job_id == job.id,
+                JobItem.job_id == job_id,
                 JobItem.status == ItemStatus.PENDING.value,
                 JobItem.task == task.value,
             )
             .order_by(JobItem.id)
-            .limit(share)
+            .limit(max(share, 1))
+            .with_for_update(skip_locked=True)
         ).all()
     return candidates
-
-
-def _share(job: Any, left: int, jobs_left: int) -> int:
-    """Items a job may take of the `left` places of a claim, with `jobs_left` jobs (itself
-    among them) still to serve: all of them with a deadline, else an even share (≥ 1)."""
-    return left if job.deadline is not None else max(left // jobs_left, 1)
-
-
-# Each job's oldest pending items of the task, up to its limit, locked, in the jobs' order.
-_LOCK_EACH_JOBS_ITEMS = text(
-    """
-    SELECT item.id, item.job_id, item.idx, item.text, item.char_count, item.attempts,
-           item.parent_id, item.level
-    FROM unnest(CAST(:job_ids AS UUID[]), CAST(:limits AS INTEGER[])) WITH ORDINALITY
-         AS job(id, item_limit, position)
-    CROSS JOIN LATERAL (
-        SELECT job_items.id, job_items.job_id, job_items.idx,
-               coalesce(job_items.work_text, job_items.input_text) AS text,
-               job_items.char_count, job_items.attempts, job_items.parent_id, job_items.level
-        FROM job_items
-        WHERE job_items.job_id = job.id AND job_items.status = :pending
-          AND job_items.task = :task
-        ORDER BY job_items.id
-        LIMIT job.item_limit
-        FOR UPDATE SKIP LOCKED
-    ) AS item
-    ORDER BY job.position, item.id
-    """
-)
 
 
 def _lease(

@@ -28,18 +28,6 @@ def test_jobs_of_one_priority_share_each_claim_and_take_turns(db):
     assert {i.job_id for i in turn.items} == {alone.id, big.id, other.id}
 
 
-def test_each_job_takes_an_even_share_of_what_the_jobs_before_it_left(db):
-    sizes = [1, 10, 2, 10]
-    jobs = [make_job(db, texts=[f"{n}-{i}" for i in range(size)]) for n, size in enumerate(sizes)]
-    taken = claim(db, max_items=12)
-    # 12 places among 4 jobs: 3 each, of which the first needs 1; 11 among 3: 3; 8 among
-    # 2: 4, of which the third needs 2; the last takes the 6 left.
-    counts = [sum(item.job_id == job.id for item in taken.items) for job in jobs]
-    assert counts == [1, 3, 2, 6]
-    # Each job's oldest items, and in the jobs' order.
-    assert [item.text for item in taken.items][:4] == ["0-0", "1-0", "1-1", "1-2"]
-
-
 def test_higher_priority_waiting_sees_only_higher_pending_work(db):
     make_job(db, texts=["bulk"], priority=2)
     with db.read() as session:
