@@ -168,7 +168,10 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
                 finally:
                     taken.lease.stop()  # `_work_on` stopped it, unless it never started
     finally:
-        doorbell.release()
+        if doorbell.held:  # stopped by an error or a shutdown, before the last look
+            doorbell.release()
+            for each in served:
+                runtime.doorbell.ring(task, model_name=each.entry.name)
         for pending in claims.values():
             pending.close()
     return recorded
@@ -182,6 +185,13 @@ class _HeldDoorbell:
 
     def __init__(self, runtime: WorkerRuntime, task: Task) -> None:
         self.doorbell = runtime.doorbell
+        # Held: the queues of the models this drain looks at. Let go: those and the task's
+        # own queue and broken models', whose rings (which started it) it may have taken.
+        self.looked_at = [
+            runtime.settings.queue_for(task, model.entry.name)
+            for model in runtime.served_for(task)
+            if model.broken is None
+        ]
         self.queues = [runtime.settings.queue_for(task)] + [
             runtime.settings.queue_for(task, model.entry.name) for model in runtime.served_for(task)
         ]
@@ -190,7 +200,7 @@ class _HeldDoorbell:
 
     def hold(self) -> None:
         if not self.held or time.monotonic() >= self._renew_at:
-            self.doorbell.hold(self.queues)
+            self.doorbell.hold(self.looked_at)
             self.held = True
             self._renew_at = time.monotonic() + RING_MEMORY_S / 2
 

@@ -472,3 +472,20 @@ def test_a_job_whose_ring_a_drain_held_is_run_by_that_drains_last_look(
     assert len(published(settings, Task.SENTIMENT)) == 1, "the late job's ring was held"
     with db.read() as session:
         assert session.get(Job, late[0].id).status == JobStatus.SUCCEEDED
+
+
+def test_a_drain_stopped_by_an_error_lets_go_and_rings_for_what_it_held(
+    runtime, db, settings, monkeypatch
+):
+    name = runtime.served_for(Task.SENTIMENT)[0].entry.name
+    make_job(db, texts=["fine"], model=settings.sentiment_model)
+    runtime.doorbell.ring(Task.SENTIMENT, model_name=name)
+
+    def database_gone(*_args, **_kwargs):
+        raise ConnectionError("the database went away mid-claim")
+
+    monkeypatch.setattr(tasks, "_work_on", database_gone)
+    with pytest.raises(ConnectionError):
+        drain_queue(runtime, Task.SENTIMENT)
+    # Rings skipped while the drain held its queue would otherwise wait for the sweeper.
+    assert len(published(settings, Task.SENTIMENT)) == 2
