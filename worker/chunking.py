@@ -2,7 +2,8 @@
 
 Sentences are counted in one batched tokenizer call and packed into chunks of about equal size.
 Each chunk is then tokenized once as cut, because a byte-level BPE merges a space into the word
-after it, so counts taken sentence by sentence can be a few tokens off at a chunk's edges.
+after it, so counts taken sentence by sentence can be a few tokens off at a chunk's edges; a
+tokenizer that splits at whitespace (WordPiece) counted from the whole text's tokens is exact.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def split_into_chunks(
 
     `token_starts`: where each of the text's tokens starts (character offsets, ascending,
     special tokens left out), from tokenizing the whole text once already; the sentences
-    are then counted from it instead of by tokenizing them again. Either way each chunk is
-    tokenized once as cut, so its count is exact.
+    are then counted from it instead of by tokenizing them again. Each chunk is then
+    tokenized once as cut, so its count is exact; with `token_starts` and a tokenizer that
+    splits at whitespace, the count from them already is, and no chunk is tokenized again.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
@@ -57,7 +59,7 @@ def split_into_chunks(
     if token_starts is not None:
         # A sentence's tokens start at or after the end of the one before's content.
         prefix = [bisect_left(token_starts, mark) for mark in marks]
-        return _pack(text, cuts, prefix, tokenizer, max_tokens)
+        return _pack(text, cuts, prefix, tokenizer, max_tokens, exact=_cut_at_whitespace(tokenizer))
     # Count each sentence with the whitespace before it, as a BPE tokenizes it in running text.
     counts = [len(ids) for ids in _encode(tokenizer, [text[a:b] for a, b in pairwise(marks)])]
     return _pack(text, cuts, [0, *accumulate(counts)], tokenizer, max_tokens)
@@ -82,16 +84,29 @@ def _sentences(text: str, min_length: int) -> tuple[list[int], list[int]]:
 
 
 def _pack(
-    text: str, edges: list[int], prefix: list[int], tokenizer: Any, budget: int
+    text: str,
+    edges: list[int],
+    prefix: list[int],
+    tokenizer: Any,
+    budget: int,
+    *,
+    exact: bool = False,
 ) -> list[Chunk]:
-    """Group the units between edges into chunks, by the running estimated counts in prefix."""
+    """Group the units between edges into chunks, by the running estimated counts in prefix.
+
+    `exact`: the counts are the chunks' own (see `_cut_at_whitespace`), so no chunk is
+    tokenized again to count it.
+    """
     fewest = _fewest(prefix, budget)
     chunks: list[Chunk] = []
     first = 0
     while first < len(edges) - 1:
         last = _plan(prefix, fewest, first, budget, fewest[0] - len(chunks))
         while last > first:
-            tokens = len(_encode(tokenizer, [text[edges[first] : edges[last]]])[0])
+            if exact:
+                tokens = prefix[last] - prefix[first]
+            else:
+                tokens = len(_encode(tokenizer, [text[edges[first] : edges[last]]])[0])
             if tokens <= budget:
                 chunks.append(Chunk(edges[first], edges[last], tokens))
                 break
@@ -103,6 +118,21 @@ def _pack(
             last = first + 1
         first = last
     return chunks
+
+
+# Pre-tokenizers that split at every whitespace and never start a token on one: a span
+# cut at whitespace is tokenized as the whole text's tokens that start inside it (the
+# WordPiece of BERT and its kin). A byte-level BPE's (GPT-2, BART) is not one of them: it
+# merges the space before a word into the word's token.
+_WHITESPACE_PRE_TOKENIZERS = frozenset({"BertPreTokenizer", "Whitespace", "WhitespaceSplit"})
+
+
+def _cut_at_whitespace(tokenizer: Any) -> bool:
+    """Return whether a sentence's tokens, counted from the whole text's token starts, are
+    exactly its tokens when tokenized alone (a fast tokenizer whose pre-tokenizer is one of
+    `_WHITESPACE_PRE_TOKENIZERS`)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return type(getattr(backend, "pre_tokenizer", None)).__name__ in _WHITESPACE_PRE_TOKENIZERS
 
 
 def _fewest(prefix: list[int], budget: int) -> list[int]:

@@ -77,6 +77,9 @@ class CountingTokenizer:
         self.calls.append((len(batch), sum(map(len, batch))))
         return self.inner(texts, **options)
 
+    def __getattr__(self, name: str) -> Any:  # what it is made of (`backend_tokenizer`)
+        return getattr(self.inner, name)
+
 
 def count(tokenizer: Any, text: str) -> int:
     """Return the real token count of text, without special tokens."""
@@ -154,6 +157,13 @@ def test_sentences_counted_from_the_whole_texts_tokens_give_the_same_chunks(
     # The sentences are not tokenized again: the whole text's worth of tokenizing is saved.
     saved = sum(chars for _, chars in recounting.calls) - sum(c for _, c in counting.calls)
     assert saved >= len(text)
+    if tokenizer.backend_tokenizer.pre_tokenizer.__class__.__name__ != "BertPreTokenizer":
+        assert counting.calls  # byte-level BPE: each chunk is counted as cut
+    elif max_tokens >= max(count(tokenizer, sentence) for sentence in reviews()):
+        # WordPiece splits at whitespace: the chunks' counts are exact as counted, and no
+        # chunk is tokenized again (`checked` above counted each one to compare). Only a
+        # sentence over the budget, cut at its words, would be.
+        assert counting.calls == []
 
 
 def test_a_line_wrapped_in_mid_sentence_is_not_a_boundary(tokenizer: Any) -> None:

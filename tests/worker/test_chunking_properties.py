@@ -82,6 +82,22 @@ def test_chunks_tile_the_text_and_fit_the_budget(bert: Any, text: str, max_token
 
 @PROPERTY
 @given(text=texts, max_tokens=st.integers(min_value=1, max_value=48))
+@example(text="one two. three\u2028four. five\x1csix. seven", max_tokens=2)
+def test_counts_taken_from_the_whole_texts_tokens_are_exact(
+    bert: Any, text: str, max_tokens: int
+) -> None:
+    # As the worker splits: from the token starts of its first encoding, no chunk
+    # tokenized again (a WordPiece tokenizer splits at whitespace).
+    chunks = split_into_chunks(text, bert, max_tokens, token_starts(bert, text))
+    assert "".join(text[chunk.start : chunk.end] for chunk in chunks) == text
+    for chunk in chunks:
+        starts = token_starts(bert, text[chunk.start : chunk.end])
+        assert chunk.tokens == len(starts)
+        assert chunk.tokens <= max_tokens or set(starts) == {0}
+
+
+@PROPERTY
+@given(text=texts, max_tokens=st.integers(min_value=1, max_value=48))
 def test_a_text_that_fits_is_one_chunk(bert: Any, text: str, max_tokens: int) -> None:
     tokens = len(token_starts(bert, text))
     if text and tokens <= max_tokens:
