@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from shared.jobs.cancel import cancel_items_of_ended_jobs
 from shared.jobs.deadlines import before_deadline
 from shared.jobs.outcomes import ItemRef, store_outcomes
-from shared.jobs.rows import status_values
+from shared.jobs.rows import id_in, status_values
 from shared.jobs.work import Claim, ClaimedItem, Outcome
 from shared.models import Job, JobItem, utcnow
 from shared.states import ACTIVE_JOB_STATUSES, ItemStatus, JobStatus, Task, job_sources
@@ -165,7 +165,7 @@ def _lease(
     """Mark the chosen items running under the claim's token, leased on the lease clock."""
     session.execute(
         update(JobItem)
-        .where(JobItem.id.in_(item_ids))
+        .where(id_in(session, JobItem.id, item_ids))
         .values(
             status=ItemStatus.RUNNING.value,
             claim_token=token,

@@ -18,7 +18,7 @@ from shared.jobs.after_commit import announce_progress
 from shared.jobs.drift_counts import count_drift
 from shared.jobs.lifecycle import finish_complete_jobs
 from shared.jobs.result_cache import remember_results
-from shared.jobs.rows import INSERT_SLICE_ROWS, slices
+from shared.jobs.rows import INSERT_SLICE_ROWS, id_in, slices
 from shared.jobs.work import Outcome
 from shared.models import Job, JobItem, utcnow
 from shared.states import ItemStatus, Task
@@ -53,7 +53,7 @@ def record_outcomes(
         for row in session.execute(
             select(JobItem.id, JobItem.job_id, JobItem.parent_id, JobItem.level)
             .where(
-                JobItem.id.in_([o.item_id for o in outcomes]),
+                id_in(session, JobItem.id, [o.item_id for o in outcomes]),
                 JobItem.claim_token == claim_token,
                 JobItem.status == ItemStatus.RUNNING.value,
             )
