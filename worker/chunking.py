@@ -3,7 +3,7 @@
 Sentences are counted in one batched tokenizer call and packed into chunks of about equal size.
 Each chunk is then tokenized once as cut, because a byte-level BPE merges a space into the word
 after it, so counts taken sentence by sentence can be a few tokens off at a chunk's edges; a
-tokenizer that splits at whitespace (WordPiece) counted from the whole text's tokens is exact.
+WordPiece tokenizer (BERT's) counted from the whole text's tokens is exact.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def split_into_chunks(
     `token_starts`: where each of the text's tokens starts (character offsets, ascending,
     special tokens left out), from tokenizing the whole text once already; the sentences
     are then counted from it instead of by tokenizing them again. Each chunk is then
-    tokenized once as cut, so its count is exact; with `token_starts` and a tokenizer that
-    splits at whitespace, the count from them already is, and no chunk is tokenized again.
+    tokenized once as cut, so its count is exact; with `token_starts` and BERT's
+    tokenizer, the count from them already is, and no chunk is tokenized again.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be positive, got {max_tokens}")
@@ -59,7 +59,9 @@ def split_into_chunks(
     if token_starts is not None:
         # A sentence's tokens start at or after the end of the one before's content.
         prefix = [bisect_left(token_starts, mark) for mark in marks]
-        return _pack(text, cuts, prefix, tokenizer, max_tokens, exact=_cut_at_whitespace(tokenizer))
+        return _pack(
+            text, cuts, prefix, tokenizer, max_tokens, exact=_exact_from_token_starts(tokenizer)
+        )
     # Count each sentence with the whitespace before it, as a BPE tokenizes it in running text.
     counts = [len(ids) for ids in _encode(tokenizer, [text[a:b] for a, b in pairwise(marks)])]
     return _pack(text, cuts, [0, *accumulate(counts)], tokenizer, max_tokens)
@@ -94,7 +96,7 @@ def _pack(
 ) -> list[Chunk]:
     """Group the units between edges into chunks, by the running estimated counts in prefix.
 
-    `exact`: the counts are the chunks' own (see `_cut_at_whitespace`), so no chunk is
+    `exact`: the counts are the chunks' own (see `_exact_from_token_starts`), so no chunk is
     tokenized again to count it.
     """
     fewest = _fewest(prefix, budget)
@@ -120,19 +122,25 @@ def _pack(
     return chunks
 
 
-# Pre-tokenizers that split at every whitespace and never start a token on one: a span
-# cut at whitespace is tokenized as the whole text's tokens that start inside it (the
-# WordPiece of BERT and its kin). A byte-level BPE's (GPT-2, BART) is not one of them: it
-# merges the space before a word into the word's token.
-_WHITESPACE_PRE_TOKENIZERS = frozenset({"BertPreTokenizer", "Whitespace", "WhitespaceSplit"})
+def _exact_from_token_starts(tokenizer: Any) -> bool:
+    r"""Return whether a span cut where a sentence ends is tokenized as the whole text's
+    tokens that start inside it, so counts taken from the whole text's token starts are
+    exact: BERT's pre-tokenizer (it splits at every whitespace and punctuation mark, so at
+    every cut, the CJK ones without a space included) with BERT's normalizer cleaning the
+    text (it deletes the control characters Python's `\s` takes for whitespace at a cut).
 
-
-def _cut_at_whitespace(tokenizer: Any) -> bool:
-    """Return whether a sentence's tokens, counted from the whole text's token starts, are
-    exactly its tokens when tokenized alone (a fast tokenizer whose pre-tokenizer is one of
-    `_WHITESPACE_PRE_TOKENIZERS`)."""
+    Not a byte-level BPE (GPT-2, BART), which merges the space before a word into the
+    word's token; nor the `Whitespace` pre-tokenizers, which keep a run of punctuation
+    whole across a CJK sentence's end.
+    """
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    return type(getattr(backend, "pre_tokenizer", None)).__name__ in _WHITESPACE_PRE_TOKENIZERS
+    pre_tokenizer = getattr(backend, "pre_tokenizer", None)
+    normalizer = getattr(backend, "normalizer", None)
+    return (
+        type(pre_tokenizer).__name__ == "BertPreTokenizer"
+        and type(normalizer).__name__ == "BertNormalizer"
+        and getattr(normalizer, "clean_text", False) is True
+    )
 
 
 def _fewest(prefix: list[int], budget: int) -> list[int]:

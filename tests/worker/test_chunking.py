@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tokenizers import ByteLevelBPETokenizer
+from tokenizers import ByteLevelBPETokenizer, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from tests import model_factory
@@ -164,6 +165,38 @@ def test_sentences_counted_from_the_whole_texts_tokens_give_the_same_chunks(
         # chunk is tokenized again (`checked` above counted each one to compare). Only a
         # sentence over the budget, cut at its words, would be.
         assert counting.calls == []
+
+
+def bert_with(*, normalizer: Any = None, pre_tokenizer: Any = None) -> Any:
+    """The bert tokenizer with its normalizer or pre-tokenizer swapped for another."""
+    backend = copy.deepcopy(model_factory.tokenizer().backend_tokenizer)
+    if normalizer is not None:
+        backend.normalizer = normalizer
+    if pre_tokenizer is not None:
+        backend.pre_tokenizer = pre_tokenizer
+    return PreTrainedTokenizerFast(tokenizer_object=backend)
+
+
+@pytest.mark.parametrize(
+    ("swapped", "text", "max_tokens"),
+    [
+        # Python's \s takes \x1c for whitespace; without BERT's cleaning it is a token.
+        (
+            {"normalizer": normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase()])},
+            "a.\x1cb. c",
+            2,
+        ),
+        # Cut after a CJK full stop, where these keep a run of punctuation (or a word) whole.
+        ({"pre_tokenizer": pre_tokenizers.Whitespace()}, "the\u3002\U0001f642", 1),
+        ({"pre_tokenizer": pre_tokenizers.WhitespaceSplit()}, "aword\u3002\U0001f642\u4e2dword", 1),
+    ],
+)
+def test_counts_from_token_starts_are_checked_unless_the_tokenizer_is_berts(
+    swapped: dict[str, Any], text: str, max_tokens: int
+) -> None:
+    tokenizer = bert_with(**swapped)
+    chunks = split_into_chunks(text, tokenizer, max_tokens, token_starts(tokenizer, text))
+    assert [c.tokens for c in chunks] == [count(tokenizer, text[c.start : c.end]) for c in chunks]
 
 
 def test_a_line_wrapped_in_mid_sentence_is_not_a_boundary(tokenizer: Any) -> None:
