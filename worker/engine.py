@@ -23,6 +23,7 @@ from worker.categories import CategoriesUnavailable, CategoryEncoder, category_f
 from worker.chunking import split_into_chunks
 from worker.generation import generation_config, refuse_unfit
 from worker.model_registry import LoadedModel
+from worker.padding_bias import honours_padding_bias, padding_bias
 
 log = logging.getLogger(__name__)
 
@@ -429,7 +430,7 @@ class SentimentRunner(Runner):
         self, batch: list[ClaimedItem], encoded: list[list[int]], tensors: dict[str, torch.Tensor]
     ) -> list[Outcome]:
         with torch.inference_mode():
-            logits = self.loaded.model(**self._on_device(tensors)).logits
+            logits = self.loaded.model(**self._model_inputs(encoded, tensors)).logits
         probabilities = logits.float().softmax(dim=-1).cpu().tolist()
         labels = self.loaded.model.config.id2label
         categories = batch[0].options.get("categories")
@@ -446,6 +447,32 @@ class SentimentRunner(Runner):
                 result |= category_fields(categories, cosines[position], chunk=item.is_chunk)
             outcomes.append(Outcome(item_id=item.id, result=result))
         return outcomes
+
+    def _model_inputs(
+        self, encoded: list[list[int]], tensors: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Return the batch's inputs on the device: its padding as an attention bias, or no
+        mask when nothing is padded, where the model gives the same answer that way
+        (`worker/padding_bias.py`); else the 2-D mask as the tokenizer makes it."""
+        on_device = self._on_device(tensors)
+        if not self._honours_padding_bias:
+            return on_device
+        if len({len(ids) for ids in encoded}) == 1:
+            return {"input_ids": on_device["input_ids"]}
+        bias = padding_bias(on_device["attention_mask"], self.loaded.dtype)
+        return {"input_ids": on_device["input_ids"], "attention_mask": bias}
+
+    @functools.cached_property
+    def _honours_padding_bias(self) -> bool:
+        tokenizer, model = self.loaded.tokenizer, self.loaded.model
+        if tokenizer.pad_token_id is None:
+            return False
+        return honours_padding_bias(
+            model,
+            pad_id=tokenizer.pad_token_id,
+            vocab_size=model.config.vocab_size,
+            dtype=self.loaded.dtype,
+        )
 
     def _similarities(self, batch: list[ClaimedItem], categories: list[str]) -> list[list[float]]:
         """Return each text's similarity to each category: the text the classifier saw,
