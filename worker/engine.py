@@ -437,12 +437,17 @@ class SentimentRunner(Runner):
     ) -> list[Outcome]:
         with torch.inference_mode():
             logits = self.loaded.model(**self._model_inputs(encoded, tensors)).logits
-        probabilities = logits.float().softmax(dim=-1).cpu().tolist()
+        probabilities = logits.float().softmax(dim=-1)
+        finite = torch.isfinite(probabilities).all(dim=-1).tolist()
         labels = self.loaded.model.config.id2label
         categories = batch[0].options.get("categories")
         cosines = self._similarities(batch, categories) if categories else None
         outcomes = []
-        for position, (item, row) in enumerate(zip(batch, probabilities, strict=True)):
+        rows = probabilities.cpu().tolist()
+        for position, (item, row) in enumerate(zip(batch, rows, strict=True)):
+            if not finite[position]:
+                outcomes.append(Outcome(item_id=item.id, error=NOT_FINITE))
+                continue
             best = max(range(len(row)), key=row.__getitem__)
             result = {
                 "label": labels[best],
@@ -470,13 +475,14 @@ class SentimentRunner(Runner):
 
     @functools.cached_property
     def _honours_padding_bias(self) -> bool:
-        tokenizer, model = self.loaded.tokenizer, self.loaded.model
-        if tokenizer.pad_token_id is None:
+        tokenizer = self.loaded.tokenizer
+        if getattr(tokenizer, "pad_token_id", None) is None:
             return False
         return honours_padding_bias(
-            model,
+            self.loaded.model,
             pad_id=tokenizer.pad_token_id,
-            vocab_size=model.config.vocab_size,
+            window=self.loaded.max_input_tokens,
+            padding_side=getattr(tokenizer, "padding_side", "right"),
             dtype=self.loaded.dtype,
         )
 
@@ -531,6 +537,12 @@ class SummarizeRunner(Runner):
         if error is None:
             return []
         return [Outcome(item_id=item.id, error=error) for item in group]
+
+
+NOT_FINITE = (
+    "the model gave this text scores that are not numbers (NaN or infinite: an overflow in "
+    "its dtype); TEXTQ_DTYPE=float32 runs the model in full precision"
+)
 
 
 def _measured(item: ClaimedItem, ids: list[int]) -> tuple[int | None, int | None]:

@@ -5,8 +5,8 @@ builds a [texts, 1, longest, longest] boolean mask on every forward, first askin
 any token is padding (`padding_mask.all()`: a wait for the device on CUDA), and SDPA turns that
 mask into a float bias again in every layer. A 4-D mask is taken as it is: a [texts, 1, 1,
 longest] additive bias (0 where a token counts, the dtype's lowest value at padding) means
-the same to the attention, broadcast over the queries, with none of that work. A batch
-without padding needs no mask at all.
+the same to full attention, broadcast over the queries, without building the square mask. A
+batch without padding gets no mask at all.
 
 Measured with the 2-layer test classifier on one CPU thread (`torch 2.13`, transformers
 5.24), the same batches: 16 texts of 400 tokens 29.3 → 19.6 ms a forward; 64 texts of 40
@@ -14,8 +14,9 @@ tokens 4.2 → 3.8 ms. A full-size model's arithmetic hides most of it on a CPU;
 wait and the small kernels per forward are what the model's thread has to spare.
 
 Not every architecture reads a 4-D mask this way (some take it as 0/1 multipliers, some
-refuse it), so `honours_padding_bias` tries it once on the loaded model and says whether the
-bias gives the 2-D mask's answer.
+refuse it, and a model with local or sliding-window attention builds its windows from the 2-D
+mask, which a ready mask would skip), so `honours_padding_bias` refuses models whose config
+names such attention and tries the bias once on the rest.
 """
 
 from __future__ import annotations
@@ -31,9 +32,13 @@ log = logging.getLogger(__name__)
 # another order, so a few ulps of the model's dtype, scaled to the logits' size.
 _TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-8}
 _HALF_TOLERANCE = 2e-2
-# Probe texts: padding the short one to the long one's length must change its logits if the
+# Config attributes that name attention other than full (a window, blocks, a per-layer mix):
+# their masks are built from the 2-D one inside the model.
+_LOCAL_ATTENTION = ("sliding_window", "local_attention", "attention_window", "block_size")
+# The probe's shorter text: padding it to the longer one must change its logits if the
 # mask were ignored, so that the probe can tell an honoured bias from an ignored one.
-_PROBE_LENGTHS = (48, 5)
+_PROBE_SHORT = 5
+_PROBE_LONGEST = 128
 
 
 def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -48,43 +53,68 @@ def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tens
     return bias.masked_fill_(attention_mask[:, None, None, :] == 0, torch.finfo(dtype).min)
 
 
-def honours_padding_bias(model: Any, *, pad_id: int, vocab_size: int, dtype: torch.dtype) -> bool:
+def has_only_full_attention(config: Any) -> bool:
+    """Return whether a model's config names no attention but full attention: no window,
+    no sparse blocks, every layer `full_attention` where it lists their types."""
+    if any(getattr(config, name, None) for name in _LOCAL_ATTENTION):
+        return False
+    if getattr(config, "attention_type", "original_full") != "original_full":  # BigBird
+        return False
+    layer_types = getattr(config, "layer_types", None) or []
+    return all(kind == "full_attention" for kind in layer_types)
+
+
+def honours_padding_bias(
+    model: Any, *, pad_id: int, window: int, padding_side: str, dtype: torch.dtype
+) -> bool:
     """Return whether `model` (a sequence classifier, on its device, in eval mode) gives the
     same logits for a padded batch with `padding_bias` as with the 2-D mask, and the same for
     an unpadded one with no mask as with a mask of ones.
 
-    Two texts of made-up token ids, one padded with `pad_id` to the other's length. False
-    when either answer differs beyond the dtype's rounding, when the model refuses the bias,
-    or when the bias leaves the logits no nearer the 2-D mask's than no mask at all does
-    (ignored, or the probe could not tell). Never raises.
+    Refuses a model whose config names other than full attention (`has_only_full_attention`).
+    Then two texts of made-up token ids, the longer as long as the model's `window` (up to
+    128 tokens), the other padded with `pad_id` on `padding_side` to its length. False when
+    either answer differs beyond the dtype's rounding, when the model refuses the bias, when
+    the bias leaves the logits no nearer the 2-D mask's than no mask at all does (ignored,
+    or the probe could not tell), or on any error: never raises.
     """
+    try:
+        if not has_only_full_attention(model.config):
+            return False
+        return _probe(model, pad_id, min(window, _PROBE_LONGEST), padding_side, dtype)
+    except Exception as error:  # the model refuses a 4-D mask: it keeps the 2-D one
+        log.info("the classifier takes no attention bias (%s); it gets the 2-D mask", error)
+        return False
+
+
+def _probe(model: Any, pad_id: int, longest: int, padding_side: str, dtype: torch.dtype) -> bool:
     device = next(model.parameters()).device
+    vocab_size = model.config.vocab_size
     generator = torch.Generator().manual_seed(0)
-    longest, short = _PROBE_LENGTHS
     low = min(1000, vocab_size - 1)
     input_ids = torch.randint(low, vocab_size, (2, longest), generator=generator)
-    input_ids[1, short:] = pad_id
     mask = torch.ones_like(input_ids)
-    mask[1, short:] = 0
+    padded = (
+        slice(0, longest - _PROBE_SHORT) if padding_side == "left" else slice(_PROBE_SHORT, None)
+    )
+    input_ids[1, padded], mask[1, padded] = pad_id, 0
     input_ids, mask = input_ids.to(device), mask.to(device)
     tolerance = _TOLERANCE.get(dtype, _HALF_TOLERANCE)
 
     def apart(a: torch.Tensor, b: torch.Tensor) -> float:
         """The largest difference, relative to the logits' size."""
+        if a.shape != b.shape:
+            return float("inf")
         scale = max(1.0, float(b.float().abs().max()))
         return float((a.float() - b.float()).abs().max()) / scale
 
-    try:
-        with torch.inference_mode():
-            masked = model(input_ids=input_ids, attention_mask=mask).logits
-            biased = model(input_ids=input_ids, attention_mask=padding_bias(mask, dtype)).logits
-            unmasked = model(input_ids=input_ids, attention_mask=torch.ones_like(mask)).logits
-            whole = input_ids[:1]
-            ones = model(input_ids=whole, attention_mask=torch.ones_like(whole)).logits
-            none = model(input_ids=whole).logits
-    except Exception as error:  # the model refuses a 4-D mask: it keeps the 2-D one
-        log.info("the classifier takes no attention bias (%s); it gets the 2-D mask", error)
-        return False
+    with torch.inference_mode():
+        masked = model(input_ids=input_ids, attention_mask=mask).logits
+        biased = model(input_ids=input_ids, attention_mask=padding_bias(mask, dtype)).logits
+        unmasked = model(input_ids=input_ids, attention_mask=torch.ones_like(mask)).logits
+        whole = input_ids[:1]
+        ones = model(input_ids=whole, attention_mask=torch.ones_like(whole)).logits
+        none = model(input_ids=whole).logits
     error = apart(biased, masked)
     # An ignored bias would leave the padded text's logits as far off as no mask does.
     seen = apart(unmasked, masked) > 4 * error
