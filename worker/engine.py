@@ -6,6 +6,7 @@ import copy
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -437,15 +438,15 @@ class SentimentRunner(Runner):
     ) -> list[Outcome]:
         with torch.inference_mode():
             logits = self.loaded.model(**self._model_inputs(encoded, tensors)).logits
-        probabilities = logits.float().softmax(dim=-1)
-        finite = torch.isfinite(probabilities).all(dim=-1).tolist()
+        probabilities = logits.float().softmax(dim=-1).cpu().tolist()
         labels = self.loaded.model.config.id2label
         categories = batch[0].options.get("categories")
         cosines = self._similarities(batch, categories) if categories else None
         outcomes = []
-        rows = probabilities.cpu().tolist()
-        for position, (item, row) in enumerate(zip(batch, rows, strict=True)):
-            if not finite[position]:
+        for position, (item, row) in enumerate(zip(batch, probabilities, strict=True)):
+            # A NaN or an infinity anywhere in a row makes its sum one: one read per row, and
+            # one copy from the device per batch.
+            if not math.isfinite(sum(row)):
                 outcomes.append(Outcome(item_id=item.id, error=NOT_FINITE))
                 continue
             best = max(range(len(row)), key=row.__getitem__)
