@@ -1,0 +1,108 @@
+"""A pooled Postgres connection is pinged before use only after sitting idle, and a dead one
+is then replaced with every other connection the pool held (a restarted server)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import event, exc, text
+
+from shared import db as db_module
+from shared.db import Database
+
+IDLE_S = 0.3
+
+
+@pytest.fixture
+def database(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_S", IDLE_S)
+    database = Database(postgres_url, application_name="textq-ping-test", pool_size=2)
+    yield database
+    database.dispose()
+
+
+def _backend_pid(database: Database) -> int:
+    with database.read() as session:
+        return int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _terminate(postgres_url: str, pids: list[int]) -> None:
+    """End these server backends, as a Postgres restart ends every connection."""
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as admin:
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 5
+        while admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+        ).fetchone() != (0,):
+            assert time.monotonic() < deadline, "backends still alive"
+            time.sleep(0.02)
+
+
+def _pings(database: Database) -> list[Any]:
+    """Record each ping the dialect sends through this engine."""
+    pings: list[Any] = []
+    dialect = database.engine.dialect
+    ping = dialect.do_ping
+
+    def counted(dbapi_connection: Any) -> bool:
+        pings.append(dbapi_connection)
+        return ping(dbapi_connection)
+
+    dialect.do_ping = counted  # type: ignore[method-assign]
+    return pings
+
+
+def test_a_connection_used_just_now_is_not_pinged_and_an_idle_one_is(database: Database) -> None:
+    pings = _pings(database)
+    first = _backend_pid(database)
+    assert _backend_pid(database) == first
+    assert pings == []  # a new connection, then one back from the pool at once
+    time.sleep(IDLE_S + 0.1)
+    assert _backend_pid(database) == first
+    assert len(pings) == 1
+
+
+def test_after_a_restart_an_idle_connection_is_replaced_before_use(
+    database: Database, postgres_url: str
+) -> None:
+    # Two connections in the pool, both ended by the server while idle.
+    with database.read() as one, database.read() as two:
+        pids = [
+            int(one.execute(text("SELECT pg_backend_pid()")).scalar_one()),
+            int(two.execute(text("SELECT pg_backend_pid()")).scalar_one()),
+        ]
+    _terminate(postgres_url, pids)
+    pings = _pings(database)
+    connects: list[object] = []
+    event.listen(database.engine, "connect", lambda *_: connects.append(1))
+    time.sleep(IDLE_S + 0.1)
+
+    with database.read() as one, database.read() as two:
+        fresh = [
+            int(one.execute(text("SELECT pg_backend_pid()")).scalar_one()),
+            int(two.execute(text("SELECT pg_backend_pid()")).scalar_one()),
+        ]
+    assert set(fresh).isdisjoint(pids)
+    # The first failed ping replaced the pool's other connection as well: the second
+    # checkout connected afresh instead of pinging a dead one.
+    assert len(pings) == 1
+    assert len(connects) == 2
+
+
+def test_a_connection_ended_while_in_recent_use_fails_once_then_the_pool_recovers(
+    database: Database, postgres_url: str
+) -> None:
+    """The price of not pinging a connection used within PING_AFTER_IDLE_S: if the server
+    ends it in that moment, the next statement on it fails (the API answers 503, a worker
+    retries). SQLAlchemy then replaces the pool's connections, so the one after succeeds."""
+    pid = _backend_pid(database)
+    _terminate(postgres_url, [pid])
+    with pytest.raises(exc.OperationalError), database.read() as session:
+        session.execute(text("SELECT 1"))
+    assert _backend_pid(database) != pid
