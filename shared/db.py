@@ -108,7 +108,12 @@ class Database:
         # Copied into every write session's `info`: what this process's after-commit
         # effects need (the doorbell its wake-ups ring, see shared/jobs/after_commit.py).
         self.session_info: dict[str, Any] = {}
-        self._reader = sessionmaker(self.engine, expire_on_commit=False)
+        reading = self.engine
+        if self.engine.dialect.name == "postgresql":
+            # READ COMMITTED gives each statement its own snapshot, in a transaction or not:
+            # outside one a read saves its BEGIN and ROLLBACK, two of its three round trips.
+            reading = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._reader = sessionmaker(reading, expire_on_commit=False)
         self._writer = sessionmaker(
             self.engine.execution_options(textq_write=True), expire_on_commit=False
         )
@@ -119,7 +124,8 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """Open a session for reading; it never holds a write lock.
+        """Open a session for reading; it never holds a write lock (on Postgres, nor a
+        transaction: each statement commits on its own, as READ COMMITTED would see it).
 
         Closing (not rolling back) keeps loaded objects readable after the scope ends.
         """

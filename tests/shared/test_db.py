@@ -1,5 +1,6 @@
-"""A pooled Postgres connection is pinged before use only after sitting idle, and a dead one
-is then replaced with every other connection the pool held (a restarted server)."""
+"""The engine and session scopes on Postgres: reads run outside a transaction, and a pooled
+connection is pinged before use only after sitting idle (a dead one is then replaced with
+every other connection the pool held, as after a server restart)."""
 
 from __future__ import annotations
 
@@ -106,3 +107,29 @@ def test_a_connection_ended_while_in_recent_use_fails_once_then_the_pool_recover
     with pytest.raises(exc.OperationalError), database.read() as session:
         session.execute(text("SELECT 1"))
     assert _backend_pid(database) != pid
+
+
+def _state_of(postgres_url: str, pid: int) -> str:
+    plain = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as admin:
+        row = admin.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_read_holds_no_transaction_open_and_a_write_does(
+    database: Database, postgres_url: str
+) -> None:
+    """Postgres' default READ COMMITTED gives each statement its own snapshot, so a read
+    gains nothing from a transaction but its BEGIN and ROLLBACK: two round trips."""
+    with database.read() as session:
+        pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        assert _state_of(postgres_url, pid) == "idle"
+    with database.write() as session:
+        pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        assert _state_of(postgres_url, pid) == "idle in transaction"
+    # The connection a read used is in a transaction again once a write takes it.
+    with database.write() as session:
+        session.execute(text("SELECT 1"))
+        pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        assert _state_of(postgres_url, pid) == "idle in transaction"
