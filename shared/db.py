@@ -16,8 +16,11 @@ from sqlalchemy.orm import Session, sessionmaker
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 # A pooled connection idle for longer is pinged before use. One used more recently is taken
-# to be alive: under load every checkout would otherwise cost a round trip (a fifth of a
-# one-text job's statements went to pings), and a server restart takes longer than this.
+# to be alive: under load every checkout would otherwise cost a round trip (an eighth of a
+# one-text job's statements went to pings). The accepted cost: should the server end
+# connections within this long of their last use (a restart faster than this, a proxy's),
+# a process's next statement fails once (the API answers 503, a worker retries) and the
+# pool is replaced.
 PING_AFTER_IDLE_S = 1.0
 
 
@@ -93,7 +96,10 @@ def _ping_idle_connections(engine: Engine) -> None:
             return
         try:
             engine.dialect.do_ping(dbapi_connection)
-        except Exception as error:
+        except engine.dialect.loaded_dbapi.Error as error:
+            # As pool_pre_ping: only a lost connection replaces the pool; other errors raise.
+            if not engine.dialect.is_disconnect(error, dbapi_connection, None):
+                raise
             raise exc.InvalidatePoolError(f"ping failed: {error}") from error
 
 

@@ -366,7 +366,9 @@ def _write_counts(session: Session, rows: list[dict[str, Any]]) -> None:
     """Write jobs' new counts: on Postgres one UPDATE joined to the rows sent as one JSON
     array, as `_write_finished` does, instead of an executemany that runs a statement per
     job (a claim of one-text jobs records dozens). A job whose labels or insights did not
-    change sends null for them and keeps its own."""
+    change sends null for them and keeps its own. Unlike the ORM's update by primary key,
+    it does not refresh `Job` objects loaded in the session: the recorders read columns,
+    not objects."""
     if session.get_bind().dialect.name != "postgresql":
         # By primary key, grouped by the columns each row sets: an executemany per group.
         session.execute(update(Job), rows)

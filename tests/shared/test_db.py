@@ -15,15 +15,18 @@ from sqlalchemy import event, exc, text
 from shared import db as db_module
 from shared.db import Database
 
-IDLE_S = 0.3
-
 
 @pytest.fixture
-def database(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Database]:
-    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_S", IDLE_S)
+def database(postgres_url: str) -> Iterator[Database]:
     database = Database(postgres_url, application_name="textq-ping-test", pool_size=2)
     yield database
     database.dispose()
+
+
+def _idle_after(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Ping connections idle over `seconds` (0: any that went back to the pool; a minute:
+    none, however slow this machine is between two checkouts)."""
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE_S", seconds)
 
 
 def _backend_pid(database: Database) -> int:
@@ -59,18 +62,21 @@ def _pings(database: Database) -> list[Any]:
     return pings
 
 
-def test_a_connection_used_just_now_is_not_pinged_and_an_idle_one_is(database: Database) -> None:
+def test_a_connection_used_just_now_is_not_pinged_and_an_idle_one_is(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pings = _pings(database)
+    _idle_after(monkeypatch, 60)
     first = _backend_pid(database)
     assert _backend_pid(database) == first
-    assert pings == []  # a new connection, then one back from the pool at once
-    time.sleep(IDLE_S + 0.1)
+    assert pings == []  # a new connection, then one back from the pool within the minute
+    _idle_after(monkeypatch, 0)
     assert _backend_pid(database) == first
     assert len(pings) == 1
 
 
 def test_after_a_restart_an_idle_connection_is_replaced_before_use(
-    database: Database, postgres_url: str
+    database: Database, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Two connections in the pool, both ended by the server while idle.
     with database.read() as one, database.read() as two:
@@ -82,7 +88,7 @@ def test_after_a_restart_an_idle_connection_is_replaced_before_use(
     pings = _pings(database)
     connects: list[object] = []
     event.listen(database.engine, "connect", lambda *_: connects.append(1))
-    time.sleep(IDLE_S + 0.1)
+    _idle_after(monkeypatch, 0)
 
     with database.read() as one, database.read() as two:
         fresh = [
@@ -97,11 +103,12 @@ def test_after_a_restart_an_idle_connection_is_replaced_before_use(
 
 
 def test_a_connection_ended_while_in_recent_use_fails_once_then_the_pool_recovers(
-    database: Database, postgres_url: str
+    database: Database, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The price of not pinging a connection used within PING_AFTER_IDLE_S: if the server
     ends it in that moment, the next statement on it fails (the API answers 503, a worker
     retries). SQLAlchemy then replaces the pool's connections, so the one after succeeds."""
+    _idle_after(monkeypatch, 60)
     pid = _backend_pid(database)
     _terminate(postgres_url, [pid])
     with pytest.raises(exc.OperationalError), database.read() as session:
@@ -123,13 +130,10 @@ def test_a_read_holds_no_transaction_open_and_a_write_does(
     """Postgres' default READ COMMITTED gives each statement its own snapshot, so a read
     gains nothing from a transaction but its BEGIN and ROLLBACK: two round trips."""
     with database.read() as session:
-        pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
-        assert _state_of(postgres_url, pid) == "idle"
+        read_pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        assert _state_of(postgres_url, read_pid) == "idle"
+    # The connection the read used is in a transaction again once a write takes it.
     with database.write() as session:
         pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
-        assert _state_of(postgres_url, pid) == "idle in transaction"
-    # The connection a read used is in a transaction again once a write takes it.
-    with database.write() as session:
-        session.execute(text("SELECT 1"))
-        pid = int(session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        assert pid == read_pid
         assert _state_of(postgres_url, pid) == "idle in transaction"
