@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import bindparam, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from shared.errors import JobNotFound
@@ -23,12 +23,17 @@ from shared.states import (
     Task,
 )
 
+# The hot reads' statements are built once: building a select and computing its cache key
+# cost more CPU than running it (0.35 against 0.15 ms for the active-jobs count, measured);
+# a statement built once keeps its key.
+_TENANT_JOB = select(Job).where(
+    Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"), Job.shadow.is_(False)
+)
+
 
 def get_job(session: Session, *, tenant_id: str, job_id: uuid.UUID) -> Job:
     """Return the tenant's job or raise JobNotFound (shadow jobs are textq's, not theirs)."""
-    job = session.scalar(
-        select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id, Job.shadow.is_(False))
-    )
+    job = session.scalar(_TENANT_JOB, {"job_id": job_id, "tenant_id": tenant_id})
     if job is None:
         raise JobNotFound(f"No job with id {job_id}.")
     return job
@@ -96,6 +101,20 @@ class StoredOutcome:
         return None
 
 
+_ITEM_OUTCOMES = (
+    select(
+        JobItem.idx, JobItem.status, JobItem.result, JobItem.error, JobItem.custom_id, JobItem.id
+    )
+    .where(
+        JobItem.job_id == bindparam("job_id"),
+        JobItem.parent_id.is_(None),
+        JobItem.idx > bindparam("after_index"),
+    )
+    .order_by(JobItem.idx)
+    .limit(bindparam("limit"))
+)
+
+
 def list_item_outcomes(
     session: Session,
     *,
@@ -111,17 +130,7 @@ def list_item_outcomes(
     nothing and repeats nothing. A long text finishes when its chunks are all reduced.
     """
     rows = session.execute(
-        select(
-            JobItem.idx,
-            JobItem.status,
-            JobItem.result,
-            JobItem.error,
-            JobItem.custom_id,
-            JobItem.id,
-        )
-        .where(JobItem.job_id == job_id, JobItem.parent_id.is_(None), JobItem.idx > after_index)
-        .order_by(JobItem.idx)
-        .limit(limit)
+        _ITEM_OUTCOMES, {"job_id": job_id, "after_index": after_index, "limit": limit}
     ).all()
     outcomes = [StoredOutcome(*row) for row in rows]
     if finished_only:
@@ -214,11 +223,10 @@ def count_items(session: Session, *, job_id: uuid.UUID) -> dict[str, int]:
 
 def ended_jobs_among(session: Session, job_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """Return those of the jobs that have ended (a worker drops their items not yet run)."""
-    return set(
-        session.scalars(
-            select(Job.id).where(
-                Job.id.in_(sorted(set(job_ids))),
-                Job.status.in_(status_values(TERMINAL_JOB_STATUSES)),
-            )
-        )
-    )
+    return set(session.scalars(_ENDED_AMONG, {"job_ids": sorted(set(job_ids))}))
+
+
+_ENDED_AMONG = select(Job.id).where(
+    Job.id.in_(bindparam("job_ids", expanding=True)),
+    Job.status.in_(status_values(TERMINAL_JOB_STATUSES)),
+)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import String, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -149,15 +149,31 @@ def add_job(
     return job
 
 
+# Built once, as reads._TENANT_JOB: every submission runs both.
+_LOCK_TENANT = select(
+    func.pg_advisory_xact_lock(
+        SUBMISSION_LOCK_SPACE, func.hashtext(bindparam("tenant_id", type_=String))
+    )
+)
+_COUNT_ACTIVE = (
+    select(func.count())
+    .select_from(Job)
+    .where(
+        Job.tenant_id == bindparam("tenant_id"),
+        literal_in(Job.status, ACTIVE_JOB_STATUSES),
+        Job.parent_job_id.is_(None),
+        Job.shadow.is_(False),
+    )
+)
+
+
 def lock_tenant_submissions(session: Session, *, tenant_id: str) -> None:
     """Hold the tenant's submission lock until this transaction ends.
 
     Postgres only: SQLite write transactions already run one at a time.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            select(func.pg_advisory_xact_lock(SUBMISSION_LOCK_SPACE, func.hashtext(tenant_id)))
-        )
+        session.execute(_LOCK_TENANT, {"tenant_id": tenant_id})
 
 
 def count_active_jobs(session: Session, *, tenant_id: str) -> int:
@@ -166,19 +182,7 @@ def count_active_jobs(session: Session, *, tenant_id: str) -> int:
     Jobs textq made for other jobs (summaries of insights, shadow runs) are not the
     tenant's doing.
     """
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(
-                Job.tenant_id == tenant_id,
-                literal_in(Job.status, ACTIVE_JOB_STATUSES),
-                Job.parent_job_id.is_(None),
-                Job.shadow.is_(False),
-            )
-        )
-        or 0
-    )
+    return int(session.scalar(_COUNT_ACTIVE, {"tenant_id": tenant_id}) or 0)
 
 
 def reserve_idempotency_key(
