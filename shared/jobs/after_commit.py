@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable, Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ARRAY, Text, cast, event, func, select
+from sqlalchemy import ARRAY, Text, bindparam, event, func, select
 from sqlalchemy.orm import Session, SessionTransaction
 
 from shared import metrics
@@ -130,8 +130,15 @@ def announce_progress(session: Session, job_ids: Iterable[uuid.UUID]) -> None:
 
 def _notify_each(session: Session, channel: str, payloads: list[str]) -> None:
     """NOTIFY `channel` once per payload, all in one statement."""
-    ids = func.unnest(cast(payloads, ARRAY(Text))).column_valued("id")
-    session.execute(select(func.pg_notify(channel, ids)))
+    session.execute(_NOTIFY_EACH, {"channel": channel, "payloads": payloads})
+
+
+_NOTIFY_EACH = select(
+    func.pg_notify(
+        bindparam("channel", type_=Text),
+        func.unnest(bindparam("payloads", type_=ARRAY(Text))).column_valued("id"),
+    )
+)
 
 
 def _forget_announced(session: Session, transaction: SessionTransaction) -> None:

@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, exists, func, select, true, update
+from sqlalchemy import Interval, String, bindparam, case, exists, func, select, true, update
 from sqlalchemy.orm import Session
 
 from shared.jobs.cancel import cancel_items_of_ended_jobs
 from shared.jobs.deadlines import before_deadline
 from shared.jobs.outcomes import ItemRef, store_outcomes
-from shared.jobs.rows import id_in, status_values
+from shared.jobs.rows import ids_bound, status_values
 from shared.jobs.work import Claim, ClaimedItem, Outcome
-from shared.models import Job, JobItem, utcnow
+from shared.models import Job, JobItem, UtcDateTime, utcnow
 from shared.states import ACTIVE_JOB_STATUSES, ItemStatus, JobStatus, Task, job_sources
 
 # A rough characters-per-token ratio, only to size a claim before the worker tokenizes.
@@ -59,8 +59,7 @@ def claim_items(
     starve the others. On Postgres, rows other workers are claiming are skipped (SKIP
     LOCKED); on SQLite the caller's write transaction holds the database's write lock.
     """
-    waiting = _jobs_with_pending_items(task=task, model=model, model_name=model_name)
-    jobs = _jobs_to_serve(session, waiting)
+    jobs = _jobs_to_serve(session, _waiting_params(task, model, model_name))
     if not jobs:
         return None
     top = jobs[0].priority
@@ -97,26 +96,15 @@ def claim_items(
     )
 
 
-def _jobs_to_serve(session: Session, waiting: Any) -> Sequence[Any]:
+def _jobs_to_serve(session: Session, params: dict[str, Any]) -> Sequence[Any]:
     """Return the waiting jobs of the highest priority that has any (id, deadline,
     priority): those with a deadline first, the earliest first; then the least recently
-    served. Empty when no job waits.
+    served. Empty when no job waits. `params`: from `_waiting_params`.
 
     One query finds the priority and its jobs: ordered by priority first, the rows of the
     top priority come first, and those of lower ones are dropped here.
     """
-    rows = session.execute(
-        select(Job.id, Job.deadline, Job.priority)
-        .where(waiting)
-        .order_by(
-            Job.priority.desc(),
-            Job.deadline.asc().nulls_last(),
-            Job.last_claimed_at.asc().nulls_first(),
-            Job.created_at,
-            Job.id,
-        )
-        .limit(MAX_JOBS_PER_CLAIM)
-    ).all()
+    rows = session.execute(_JOBS_TO_SERVE[params["model_name"] is not None], params).all()
     return [row for row in rows if row.priority == rows[0].priority]
 
 
@@ -135,48 +123,70 @@ def _lock_candidates(
         if left <= 0:
             break
         share = left if job.deadline is not None else left // (len(jobs) - position)
-        job_id = job.id
         candidates += session.execute(
-            select(
-                JobItem.id,
-                JobItem.job_id,
-                JobItem.idx,
-                func.coalesce(JobItem.work_text, JobItem.input_text).label("text"),
-                JobItem.char_count,
-                JobItem.attempts,
-                JobItem.parent_id,
-                JobItem.level,
-            )
-            .where(
-                JobItem.job_id == job_id,
-                JobItem.status == ItemStatus.PENDING.value,
-                JobItem.task == task.value,
-            )
-            .order_by(JobItem.id)
-            .limit(max(share, 1))
-            .with_for_update(skip_locked=True)
+            _CANDIDATES, {"job_id": job.id, "task": task.value, "limit": max(share, 1)}
         ).all()
     return candidates
+
+
+_CANDIDATES = (
+    select(
+        JobItem.id,
+        JobItem.job_id,
+        JobItem.idx,
+        func.coalesce(JobItem.work_text, JobItem.input_text).label("text"),
+        JobItem.char_count,
+        JobItem.attempts,
+        JobItem.parent_id,
+        JobItem.level,
+    )
+    .where(
+        JobItem.job_id == bindparam("job_id"),
+        JobItem.status == ItemStatus.PENDING.value,
+        JobItem.task == bindparam("task"),
+    )
+    .order_by(JobItem.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
 
 
 def _lease(
     session: Session, item_ids: list[int], *, token: uuid.UUID, worker: str, lease_s: float
 ) -> None:
     """Mark the chosen items running under the claim's token, leased on the lease clock."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    lease = timedelta(seconds=lease_s)
     session.execute(
-        update(JobItem)
-        .where(id_in(session, JobItem.id, item_ids))
-        .values(
-            status=ItemStatus.RUNNING.value,
-            claim_token=token,
-            claimed_by=worker,
-            lease_expires_at=lease_clock(session) + timedelta(seconds=lease_s),
-            attempts=JobItem.attempts + 1,
-        )
-        # No item is loaded in the session: nothing there to bring up to date, and finding
-        # that out walks the claim's thousand ids in Python.
-        .execution_options(synchronize_session=False)
+        _LEASE[postgres],
+        {
+            "ids": item_ids,
+            "token": token,
+            "worker": worker,
+            # On SQLite the lease clock is this process's (`lease_clock`).
+            "lease": lease if postgres else utcnow() + lease,
+        },
     )
+
+
+# By whether the database is Postgres: there the lease runs on the server's clock.
+_LEASE = {
+    postgres: update(JobItem)
+    .where(ids_bound(JobItem.id, "ids", postgres=postgres))
+    .values(
+        status=ItemStatus.RUNNING.value,
+        claim_token=bindparam("token"),
+        claimed_by=bindparam("worker"),
+        lease_expires_at=(
+            func.now() + bindparam("lease", type_=Interval) if postgres else bindparam("lease")
+        ),
+        attempts=JobItem.attempts + 1,
+    )
+    # No item is loaded in the session: nothing there to bring up to date, and finding
+    # that out walks the claim's thousand ids in Python.
+    .execution_options(synchronize_session=False)
+    for postgres in (False, True)
+}
 
 
 def _start_jobs(
@@ -186,59 +196,99 @@ def _start_jobs(
 
     One statement for all of them: a claim of many one-text jobs is on every small job's path.
     """
-    now = utcnow()
-    starting = Job.status.in_(status_values(job_sources(JobStatus.RUNNING)))
     started = session.execute(
-        update(Job)
-        .where(Job.id.in_(job_ids))
-        .values(
-            status=case((starting, JobStatus.RUNNING.value), else_=Job.status),
-            started_at=case((starting, now), else_=Job.started_at),
-            model_revision=case((starting, model_revision), else_=Job.model_revision),
-            last_claimed_at=now,
-        )
-        .returning(Job.id, Job.options)
+        _START_JOBS, {"job_ids": job_ids, "now": utcnow(), "model_revision": model_revision}
     )
     return {row.id: row.options for row in started}
 
 
-MAX_JOBS_PER_CLAIM = 64
+_STARTING = Job.status.in_(status_values(job_sources(JobStatus.RUNNING)))
+_NOW = bindparam("now", type_=UtcDateTime())
+_START_JOBS = (
+    update(Job)
+    .where(Job.id.in_(bindparam("job_ids", expanding=True)))
+    .values(
+        status=case((_STARTING, JobStatus.RUNNING.value), else_=Job.status),
+        started_at=case((_STARTING, _NOW), else_=Job.started_at),
+        model_revision=case(
+            (_STARTING, bindparam("model_revision", type_=String)), else_=Job.model_revision
+        ),
+        last_claimed_at=_NOW,
+    )
+    .returning(Job.id, Job.options)
+)
 
 
-def _jobs_with_pending_items(*, task: Task, model: str, model_name: str | None = None) -> Any:
-    """Return the condition: an active job of this task and model with items to claim.
+def _jobs_with_pending_items(*, named: bool) -> Any:
+    """Return the condition: an active job of a task and model with items to claim.
 
-    A job whose deadline passed has none: the sweeper ends its pending items.
+    Its values are bound by name (`_waiting_params`): the statements that use it are built
+    once, as building a select and keying it for the compiled cache costs more CPU than
+    running it, on every claim. `named`: only jobs of the catalogue model `model_name`, or
+    of none (made before the catalogue). A job whose deadline passed has none: the sweeper
+    ends its pending items.
     """
     return (
-        (Job.task == task.value)
-        & (Job.model == model)
-        & of_model_name(model_name)
+        (Job.task == bindparam("task"))
+        & (Job.model == bindparam("model"))
+        & (of_model_name(bindparam("model_name")) if named else true())
         & Job.status.in_(status_values(ACTIVE_JOB_STATUSES))
-        & before_deadline(utcnow())
+        & before_deadline(bindparam("now"))
         & exists().where(JobItem.job_id == Job.id, JobItem.status == ItemStatus.PENDING.value)
     )
 
 
-def of_model_name(model_name: str | None) -> Any:
+def _waiting_params(task: Task, model: str, model_name: str | None) -> dict[str, Any]:
+    """Return the values `_jobs_with_pending_items`' condition binds, as of now."""
+    return {"task": task.value, "model": model, "model_name": model_name, "now": utcnow()}
+
+
+def of_model_name(model_name: Any) -> Any:
     """Return the condition: a job of this catalogue model, or of none (made before it)."""
     if model_name is None:
         return true()
     return (Job.model_name == model_name) | Job.model_name.is_(None)
 
 
+MAX_JOBS_PER_CLAIM = 64
+
+# By whether the claim names a catalogue model.
+_JOBS_TO_SERVE = {
+    named: select(Job.id, Job.deadline, Job.priority)
+    .where(_jobs_with_pending_items(named=named))
+    .order_by(
+        Job.priority.desc(),
+        Job.deadline.asc().nulls_last(),
+        Job.last_claimed_at.asc().nulls_first(),
+        Job.created_at,
+        Job.id,
+    )
+    .limit(MAX_JOBS_PER_CLAIM)
+    for named in (False, True)
+}
+_HIGHER_PRIORITY_WAITING = {
+    named: select(
+        exists().where(_jobs_with_pending_items(named=named), Job.priority > bindparam("priority"))
+    )
+    for named in (False, True)
+}
+_WORK_WAITING = {
+    named: select(exists().where(_jobs_with_pending_items(named=named))) for named in (False, True)
+}
+
+
 def higher_priority_waiting(
     session: Session, *, task: Task, model: str, priority: int, model_name: str | None = None
 ) -> bool:
     """Return whether a job of higher priority than `priority` has items to claim."""
-    waiting = _jobs_with_pending_items(task=task, model=model, model_name=model_name)
-    return session.scalar(select(exists().where(waiting, Job.priority > priority))) or False
+    params = _waiting_params(task, model, model_name) | {"priority": priority}
+    return session.scalar(_HIGHER_PRIORITY_WAITING[model_name is not None], params) or False
 
 
 def work_waiting(session: Session, *, task: Task, model: str, model_name: str | None) -> bool:
     """Return whether any job of this task and catalogue model has items to claim."""
-    waiting = _jobs_with_pending_items(task=task, model=model, model_name=model_name)
-    return session.scalar(select(exists().where(waiting))) or False
+    params = _waiting_params(task, model, model_name)
+    return session.scalar(_WORK_WAITING[model_name is not None], params) or False
 
 
 # Items of a lost claim go out again in groups this small; on their last try, alone.

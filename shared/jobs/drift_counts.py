@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -45,9 +45,7 @@ def count_drift(
     jobs = {
         row.id: (row.model_name or row.model, row.tenant_id, Task(row.task))
         for row in session.execute(
-            select(Job.id, Job.model, Job.model_name, Job.tenant_id, Job.task).where(
-                Job.id.in_({job_id for job_id, _ in measured}), Job.shadow.is_(False)
-            )
+            _JOBS_MEASURED, {"job_ids": sorted({job_id for job_id, _ in measured})}
         )
     }
     hour = hour_of(now)
@@ -73,6 +71,11 @@ def count_drift(
             set_={"item_count": DriftCount.item_count + upsert.excluded.item_count},
         )
     )
+
+
+_JOBS_MEASURED = select(Job.id, Job.model, Job.model_name, Job.tenant_id, Job.task).where(
+    Job.id.in_(bindparam("job_ids", expanding=True)), Job.shadow.is_(False)
+)
 
 
 def first_hours(session: Session, *, model: str | None = None) -> dict[tuple[str, str], datetime]:

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from shared.jobs import insights
@@ -15,7 +15,14 @@ from shared.jobs.feedback import negative_feedback, store_insights, summary_outc
 from shared.jobs.rows import status_values
 from shared.jobs.submit import create_job
 from shared.models import Job, utcnow
-from shared.states import ACTIVE_JOB_STATUSES, JobStatus, Task, job_sources, outcome_status
+from shared.states import (
+    ACTIVE_JOB_STATUSES,
+    TERMINAL_JOB_STATUSES,
+    JobStatus,
+    Task,
+    job_sources,
+    outcome_status,
+)
 from shared.webhooks.events import queue_event, terminal_event_kind
 
 
@@ -25,16 +32,7 @@ def finish_complete_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> list
     A job with insights waits instead for a job of its own that summarizes its negative
     feedback (if it has any); that child job, finishing, finishes it.
     """
-    complete = session.execute(
-        select(*_FINISHING_COLUMNS)
-        .where(
-            Job.id.in_(list(job_ids)),
-            Job.status.in_(status_values(ACTIVE_JOB_STATUSES)),
-            Job.done_items + Job.error_items >= Job.total_items,
-        )
-        .order_by(Job.id)
-        .with_for_update()
-    ).all()
+    complete = session.execute(_COMPLETE_JOBS, {"job_ids": list(job_ids)}).all()
     ending = [
         row for row in complete if row.insights is None or not _waits_for_summaries(session, row)
     ]
@@ -62,6 +60,17 @@ _FINISHING_COLUMNS = (
     Job.parent_job_id,
     Job.shadow,
 )
+# Built once, as every record runs it (see shared.jobs.reads: building costs more than running).
+_COMPLETE_JOBS = (
+    select(*_FINISHING_COLUMNS)
+    .where(
+        Job.id.in_(bindparam("job_ids", expanding=True)),
+        Job.status.in_(status_values(ACTIVE_JOB_STATUSES)),
+        Job.done_items + Job.error_items >= Job.total_items,
+    )
+    .order_by(Job.id)
+    .with_for_update()
+)
 
 
 def _finish_jobs(session: Session, rows: Sequence[Any]) -> None:
@@ -75,14 +84,8 @@ def _finish_jobs(session: Session, rows: Sequence[Any]) -> None:
     now = utcnow()
     targets = {row.id: outcome_status(done=row.done_items, errored=row.error_items) for row in rows}
     for target in sorted(set(targets.values()), key=lambda status: status.value):
-        session.execute(
-            update(Job)
-            .where(
-                Job.id.in_([job_id for job_id, status in targets.items() if status is target]),
-                Job.status.in_(status_values(job_sources(target))),
-            )
-            .values(status=target.value, finished_at=now)
-        )
+        ending = [job_id for job_id, status in targets.items() if status is target]
+        session.execute(_END_JOBS[target], {"job_ids": ending, "now": now})
     for row in rows:
         queue_event(session, row, terminal_event_kind(targets[row.id]))
         # A summary or shadow job textq made is not a job anyone submitted.
@@ -91,6 +94,18 @@ def _finish_jobs(session: Session, rows: Sequence[Any]) -> None:
                 session, row.task, targets[row.id], row.created_at, row.started_at, now
             )
     announce_finished(session, *[row.id for row in rows])
+
+
+# By the status the jobs end in: from any status that may move to it.
+_END_JOBS = {
+    target: update(Job)
+    .where(
+        Job.id.in_(bindparam("job_ids", expanding=True)),
+        Job.status.in_(status_values(job_sources(target))),
+    )
+    .values(status=target.value, finished_at=bindparam("now"))
+    for target in TERMINAL_JOB_STATUSES
+}
 
 
 def _waits_for_summaries(session: Session, row: Any) -> bool:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import case, insert, literal, select, text, update
+from sqlalchemy import bindparam, case, insert, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from shared.jobs import documents, insights
@@ -18,7 +18,7 @@ from shared.jobs.after_commit import announce_progress
 from shared.jobs.drift_counts import count_drift
 from shared.jobs.lifecycle import finish_complete_jobs
 from shared.jobs.result_cache import remember_results
-from shared.jobs.rows import INSERT_SLICE_ROWS, id_in, slices
+from shared.jobs.rows import INSERT_SLICE_ROWS, ids_bound, slices
 from shared.jobs.work import Outcome
 from shared.models import Job, JobItem, utcnow
 from shared.states import ItemStatus, Task
@@ -51,14 +51,8 @@ def record_outcomes(
     owned = {
         row.id: ItemRef(row.job_id, row.parent_id, row.level)
         for row in session.execute(
-            select(JobItem.id, JobItem.job_id, JobItem.parent_id, JobItem.level)
-            .where(
-                id_in(session, JobItem.id, [o.item_id for o in outcomes]),
-                JobItem.claim_token == claim_token,
-                JobItem.status == ItemStatus.RUNNING.value,
-            )
-            .order_by(JobItem.id)
-            .with_for_update()
+            _OWNED[session.get_bind().dialect.name == "postgresql"],
+            {"ids": [o.item_id for o in outcomes], "claim_token": claim_token},
         )
     }
     kept = [o for o in outcomes if o.item_id in owned]
@@ -70,6 +64,20 @@ def record_outcomes(
     split = [(owned[o.item_id].job_id, o) for o in kept if o.chunks is not None]
     count_drift(session, finished + split, now=utcnow())
     return len(kept)
+
+
+# By whether the database is Postgres (see `ids_bound`). Built once: every record runs it.
+_OWNED = {
+    postgres: select(JobItem.id, JobItem.job_id, JobItem.parent_id, JobItem.level)
+    .where(
+        ids_bound(JobItem.id, "ids", postgres=postgres),
+        JobItem.claim_token == bindparam("claim_token"),
+        JobItem.status == ItemStatus.RUNNING.value,
+    )
+    .order_by(JobItem.id)
+    .with_for_update()
+    for postgres in (False, True)
+}
 
 
 def store_outcomes(
@@ -337,9 +345,7 @@ def _count_texts(session: Session, finished: Sequence[tuple[uuid.UUID, Outcome]]
     job_ids = sorted(set(done) | set(errored))
     if not job_ids:
         return
-    jobs = session.execute(
-        select(*_COUNTED_COLUMNS).where(Job.id.in_(job_ids)).order_by(Job.id).with_for_update()
-    ).all()
+    jobs = session.execute(_LOCK_COUNTED, {"job_ids": job_ids}).all()
     rows = []
     for job in jobs:
         row: dict[str, Any] = {
@@ -414,6 +420,14 @@ _COUNTED_COLUMNS = (
     Job.total_items,
     Job.label_counts,
     Job.insights,
+)
+
+
+_LOCK_COUNTED = (
+    select(*_COUNTED_COLUMNS)
+    .where(Job.id.in_(bindparam("job_ids", expanding=True)))
+    .order_by(Job.id)
+    .with_for_update()
 )
 
 

@@ -36,6 +36,14 @@ def id_in(session: Session, column: Any, ids: list[int]) -> Any:
     return column.in_(ids)
 
 
+def ids_bound(column: Any, name: str, *, postgres: bool) -> Any:
+    """Return `column IN :name` for a column of bigint ids, its list bound by name, for a
+    statement built once; `id_in` explains the form Postgres gets."""
+    if postgres:
+        return column == any_(bindparam(name, type_=ARRAY(BigInteger)))
+    return column.in_(bindparam(name, expanding=True))
+
+
 def status_values(statuses: Iterable[JobStatus | ItemStatus]) -> list[str]:
     return sorted(status.value for status in statuses)
 
