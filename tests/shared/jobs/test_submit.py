@@ -1,0 +1,50 @@
+"""Adding a job: the row written in one INSERT and the object that stands for it."""
+
+from sqlalchemy import inspect
+
+from shared.jobs.submit import add_job, create_job
+from shared.models import Job, JobItem
+from shared.states import JobStatus, Task
+
+
+def test_a_new_job_object_is_the_row_written_with_nothing_left_to_load(db):
+    with db.write() as session:
+        job = create_job(
+            session,
+            tenant_id="default",
+            task=Task.SENTIMENT,
+            model="model-a",
+            options={"categories": ["price"]},
+            texts=["first text", "second"],
+            priority=7,
+        )
+        state = inspect(job)
+        # Persistent, every column set: reading any attribute sends no SELECT.
+        assert state.persistent and not state.unloaded
+        assert job in session
+    with db.read() as session:
+        row = session.get(Job, job.id)
+        for column in inspect(Job).columns:
+            assert getattr(row, column.key) == getattr(job, column.key), column.key
+        assert row.status == JobStatus.QUEUED
+        assert row.priority == 7 and row.total_items == 2 and row.label_counts == {}
+        assert row.input_meta == {"preview": "first text"}
+        assert session.query(JobItem).filter_by(job_id=job.id).count() == 2
+
+
+def test_a_change_to_a_new_job_object_is_written_with_its_transaction(db):
+    with db.write() as session:
+        job = add_job(
+            session,
+            tenant_id="default",
+            task=Task.SUMMARIZE,
+            model="model-b",
+            options={},
+            total_items=0,
+            input_kind="file",
+        )
+        # As an upload does once its rows are in.
+        job.total_items, job.error_items = 5, 1
+    with db.read() as session:
+        row = session.get(Job, job.id)
+        assert (row.total_items, row.error_items, row.label_counts) == (5, 1, None)
