@@ -1,8 +1,12 @@
-"""The rate limiter keeps answering while its Redis is down."""
+"""The rate limiter: leases of a key's tokens from Redis, and answers while Redis is down."""
 
 import asyncio
+import uuid
+
+import pytest
 
 from api.ratelimit import RateLimiter
+from tests import services
 from tests.e2e.processes import free_port
 
 
@@ -12,3 +16,85 @@ def test_a_limiter_whose_redis_is_down_limits_in_this_process():
     decisions = [asyncio.run(limiter.take("key")) for _ in range(3)]
     assert [d.allowed for d in decisions] == [True, True, False]
     assert decisions[-1].headers()["Retry-After"] == "1"
+
+
+def bucket_tokens(prefix: str, key: str) -> float:
+    return float(services.redis_client().hget(f"{prefix}:ratelimit:{key}", "tokens"))
+
+
+def test_a_busy_key_takes_its_tokens_from_redis_a_lease_at_a_time():
+    prefix = f"lease-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        # Refills so slowly that the bucket stays as spent during the test.
+        limiter = RateLimiter(
+            rate_per_s=0.001, burst=50, redis_url=services.REDIS_URL, prefix=prefix
+        )
+        assert limiter.lease_size == 5
+        try:
+            first = [await limiter.take("key")]
+            # One lease of five taken from Redis, one spent; the next four spent here.
+            assert bucket_tokens(prefix, "key") == pytest.approx(45, abs=0.01)
+            first += [await limiter.take("key") for _ in range(4)]
+            assert all(d.allowed for d in first)
+            assert bucket_tokens(prefix, "key") == pytest.approx(45, abs=0.01)
+            assert [d.remaining for d in first] == [49, 48, 47, 46, 45]
+            assert (await limiter.take("key")).allowed
+            assert bucket_tokens(prefix, "key") == pytest.approx(40, abs=0.01)
+            rest = [await limiter.take("key") for _ in range(50)]
+            # The burst, no more: 50 in all, then refused with a Retry-After.
+            assert sum(d.allowed for d in first + rest) + 1 == 50
+            assert not rest[-1].allowed and int(rest[-1].headers()["Retry-After"]) >= 1
+        finally:
+            await limiter.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        services.redis_client().delete(f"{prefix}:ratelimit:key")
+
+
+def test_requests_that_find_the_lease_spent_together_share_the_next_one():
+    prefix = f"lease-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> list[bool]:
+        limiter = RateLimiter(
+            rate_per_s=0.001, burst=50, redis_url=services.REDIS_URL, prefix=prefix
+        )
+        try:
+            # All at once, as a busy key's requests arrive when its lease runs out.
+            together = await asyncio.gather(*[limiter.take("key") for _ in range(50)])
+            return [d.allowed for d in together] + [(await limiter.take("key")).allowed]
+        finally:
+            await limiter.close()
+
+    try:
+        allowed = asyncio.run(main())
+    finally:
+        services.redis_client().delete(f"{prefix}:ratelimit:key")
+    assert allowed == [True] * 50 + [False]
+
+
+def test_processes_sharing_a_key_never_pass_its_burst_between_them():
+    prefix = f"lease-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> tuple[int, int]:
+        limiters = [
+            RateLimiter(rate_per_s=0.001, burst=40, redis_url=services.REDIS_URL, prefix=prefix)
+            for _ in range(3)
+        ]
+        try:
+            allowed = [
+                (await limiter.take("key")).allowed for _ in range(30) for limiter in limiters
+            ]
+            return sum(allowed), limiters[0].lease_size
+        finally:
+            for limiter in limiters:
+                await limiter.close()
+
+    try:
+        allowed, lease = asyncio.run(main())
+    finally:
+        services.redis_client().delete(f"{prefix}:ratelimit:key")
+    # At most the burst; at least the burst less what the other two hold unspent.
+    assert 40 - 2 * (lease - 1) <= allowed <= 40
