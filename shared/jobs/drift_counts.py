@@ -6,8 +6,9 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -62,15 +63,22 @@ def count_drift(
         {"model": m, "tenant_id": t, "hour": h, "feature": f, "bin": b, "item_count": n}
         for (m, t, h, f, b), n in sorted(counts.items())
     ]
-    dialect = session.get_bind().dialect.name
+    # An executemany of one statement built once (psycopg pipelines the rows, in order, in
+    # one round trip): a multi-row VALUES was compiled anew for each count of rows.
+    session.connection().execute(_UPSERT[session.get_bind().dialect.name], rows)
+
+
+def _upsert(dialect: str) -> Any:
+    """Return the upsert of one count row: added to the row of its key if there is one."""
     insert_into = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    upsert = insert_into(DriftCount).values(rows)
-    session.execute(
-        upsert.on_conflict_do_update(
-            index_elements=["model", "tenant_id", "hour", "feature", "bin"],
-            set_={"item_count": DriftCount.item_count + upsert.excluded.item_count},
-        )
+    upsert = insert_into(cast(Table, DriftCount.__table__))
+    return upsert.on_conflict_do_update(
+        index_elements=["model", "tenant_id", "hour", "feature", "bin"],
+        set_={"item_count": DriftCount.item_count + upsert.excluded.item_count},
     )
+
+
+_UPSERT = {dialect: _upsert(dialect) for dialect in ("postgresql", "sqlite")}
 
 
 _JOBS_MEASURED = select(Job.id, Job.model, Job.model_name, Job.tenant_id, Job.task).where(
