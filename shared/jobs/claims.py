@@ -216,6 +216,9 @@ _START_JOBS = (
         last_claimed_at=_NOW,
     )
     .returning(Job.id, Job.options)
+    # A claim's session holds no job objects, and the ORM's sync could not read the values
+    # bound at execution anyway (see lifecycle._END_JOBS).
+    .execution_options(synchronize_session=False)
 )
 
 

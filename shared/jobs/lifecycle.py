@@ -8,6 +8,8 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from shared.jobs import insights
 from shared.jobs.after_commit import announce_finished, count_finished_job, wake_workers
@@ -86,6 +88,11 @@ def _finish_jobs(session: Session, rows: Sequence[Any]) -> None:
     for target in sorted(set(targets.values()), key=lambda status: status.value):
         ending = [job_id for job_id, status in targets.items() if status is target]
         session.execute(_END_JOBS[target], {"job_ids": ending, "now": now})
+        # A job object the session holds (an upload's own, ended at once) says so too.
+        for job_id in ending:
+            if (held := session.identity_map.get(identity_key(Job, job_id))) is not None:
+                set_committed_value(held, "status", target.value)
+                set_committed_value(held, "finished_at", now)
     for row in rows:
         queue_event(session, row, terminal_event_kind(targets[row.id]))
         # A summary or shadow job textq made is not a job anyone submitted.
@@ -104,6 +111,8 @@ _END_JOBS = {
         Job.status.in_(status_values(job_sources(target))),
     )
     .values(status=target.value, finished_at=bindparam("now"))
+    # The ORM's own sync cannot read values bound at execution: `_finish_jobs` does it.
+    .execution_options(synchronize_session=False)
     for target in TERMINAL_JOB_STATUSES
 }
 

@@ -87,6 +87,8 @@ def test_a_file_whose_every_row_failed_is_a_failed_job_at_once(db):
     job = create(db, [FileRow(0, None, None, "index 0 (line 2 of the file): the text is empty")])
     with db.read() as session:
         assert session.get(Job, job.id).status == JobStatus.FAILED
+    # The object the upload answers with says so too, not the status it was created with.
+    assert job.status == JobStatus.FAILED and job.finished_at is not None
 
 
 @pytest.mark.parametrize(
