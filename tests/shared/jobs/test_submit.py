@@ -48,3 +48,31 @@ def test_a_change_to_a_new_job_object_is_written_with_its_transaction(db):
     with db.read() as session:
         row = session.get(Job, job.id)
         assert (row.total_items, row.error_items, row.label_counts) == (5, 1, None)
+
+
+def test_a_new_job_row_is_the_one_the_orm_would_write_with_the_models_defaults(db):
+    # A column added to the model with a default must be set in add_job too, not left NULL.
+    with db.write() as session:
+        job = add_job(
+            session,
+            tenant_id="default",
+            task=Task.SENTIMENT,
+            model="model-a",
+            options={},
+            total_items=1,
+            input_kind="texts",
+        )
+        plain = Job(
+            tenant_id="default",
+            task=Task.SENTIMENT.value,
+            status=JobStatus.QUEUED.value,
+            model="model-a",
+            total_items=1,
+            label_counts={},
+        )
+        session.add(plain)
+    with db.read() as session:
+        ours, theirs = session.get(Job, job.id), session.get(Job, plain.id)
+        for column in inspect(Job).columns:
+            if column.key not in ("id", "created_at"):
+                assert getattr(ours, column.key) == getattr(theirs, column.key), column.key
