@@ -2,10 +2,11 @@
 process), else in this process (the embedded mode has one API process).
 
 An API process takes a key's tokens from Redis a few at a time (a lease: a tenth of the
-burst, at most) and spends them itself for up to a second, so a busy key costs one Redis
-call per lease instead of one per request. The price: tokens one process holds unspent are
-not there for another, so with several API processes a key may be refused up to a lease's
-worth of tokens early per process, and `RateLimit-Remaining` is as of the last lease.
+burst) and spends them itself for up to a second, so a busy key costs one Redis call per
+lease instead of one per request; what a lapsed lease left unspent goes back with the next
+take. The price: tokens one process holds unspent are not there for another, so with
+several API processes a key may be refused up to a lease's worth of tokens early per
+process, and `RateLimit-Remaining` is as of the last lease.
 
 While Redis does not answer, each API process limits on its own: a broker outage must
 not turn every request into an error, and jobs it accepts meanwhile are safe in the
@@ -35,17 +36,17 @@ LEASE_S = 1.0
 # After Redis failed to answer, requests limit in this process this long before asking again.
 STORE_RETRY_S = 1.0
 
-# KEYS[1]: the bucket; ARGV: rate per second, burst, now (s), tokens wanted. Takes as many
-# whole tokens as it has, up to those wanted; returns how many it took, the tokens left and
-# the seconds until a token is back. One script call, so concurrent API processes cannot
-# both spend the last token.
+# KEYS[1]: the bucket; ARGV: rate per second, burst, now (s), tokens wanted, tokens given
+# back (a lapsed lease's unspent ones). Takes as many whole tokens as it has, up to those
+# wanted; returns how many it took, the tokens left and the seconds until a token is back.
+# One script call, so concurrent API processes cannot both spend the last token.
 _TAKE = """
 local rate, burst, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local wanted = tonumber(ARGV[4])
+local wanted, returned = tonumber(ARGV[4]), tonumber(ARGV[5])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + (now - at) * rate)
+tokens = math.min(burst, tokens + (now - at) * rate + returned)
 local taken = math.max(0, math.min(wanted, math.floor(tokens)))
 tokens = tokens - taken
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'at', now)
@@ -110,10 +111,14 @@ class RateLimiter:
             return self._take_locally(key, time.time())
         if (spent := self._spend_leased(key)) is not None:
             return spent
+        if self.lease_size == 1:  # nothing to share: each request asks Redis, as ever
+            return await self._lease(key)
         # One lease at a time per key: requests that find it spent wait for the one that
         # asks Redis, then spend what it got; each asking at once would take a lease, all
         # the burst between them, and the rest would be refused.
         async with self._leasing.setdefault(key, asyncio.Lock()):
+            if time.time() < self._store_down_until:  # the one before found Redis down
+                return self._take_locally(key, time.time())
             if (spent := self._spend_leased(key)) is not None:
                 return spent
             return await self._lease(key)
@@ -130,10 +135,17 @@ class RateLimiter:
         """Take the next lease of `key`'s tokens from Redis and spend one of them."""
         assert self._script is not None
         now = time.time()
+        lapsed = self._leases.pop(key, None)  # spent, or lapsed with tokens to give back
         try:
             taken, tokens, wait_s = await self._script(
                 keys=[f"{self.prefix}:ratelimit:{key}"],
-                args=[self.rate_per_s, self.burst, now, self.lease_size],
+                args=[
+                    self.rate_per_s,
+                    self.burst,
+                    now,
+                    self.lease_size,
+                    lapsed.tokens if lapsed is not None else 0,
+                ],
             )
         except redis.RedisError as error:
             log.warning(

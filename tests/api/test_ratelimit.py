@@ -1,10 +1,15 @@
 """The rate limiter: leases of a key's tokens from Redis, and answers while Redis is down."""
 
 import asyncio
+import contextlib
+import socket
+import threading
+import time
 import uuid
 
 import pytest
 
+from api import ratelimit
 from api.ratelimit import RateLimiter
 from tests import services
 from tests.e2e.processes import free_port
@@ -98,3 +103,60 @@ def test_processes_sharing_a_key_never_pass_its_burst_between_them():
         services.redis_client().delete(f"{prefix}:ratelimit:key")
     # At most the burst; at least the burst less what the other two hold unspent.
     assert 40 - 2 * (lease - 1) <= allowed <= 40
+
+
+def test_a_lapsed_lease_gives_its_unspent_tokens_back(monkeypatch):
+    monkeypatch.setattr(ratelimit, "LEASE_S", 0.05)
+    prefix = f"lease-{uuid.uuid4().hex[:8]}"
+
+    async def main() -> None:
+        limiter = RateLimiter(
+            rate_per_s=0.001, burst=50, redis_url=services.REDIS_URL, prefix=prefix
+        )
+        try:
+            assert (await limiter.take("key")).allowed  # a lease of 5, one spent
+            await asyncio.sleep(0.1)
+            assert (await limiter.take("key")).allowed  # 4 back, a new lease of 5
+            assert bucket_tokens(prefix, "key") == pytest.approx(44, abs=0.01)
+        finally:
+            await limiter.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        services.redis_client().delete(f"{prefix}:ratelimit:key")
+
+
+def test_requests_waiting_for_a_lease_do_not_each_wait_for_a_redis_that_hangs():
+    # A server that accepts connections and never answers.
+    silent = socket.create_server(("127.0.0.1", 0))
+    silent.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        silent.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(silent.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+
+    async def main() -> tuple[list[bool], float]:
+        limiter = RateLimiter(rate_per_s=1, burst=50, redis_url=url, prefix="hangs")
+        started = time.monotonic()
+        together = await asyncio.gather(*[limiter.take("key") for _ in range(10)])
+        return [d.allowed for d in together], time.monotonic() - started
+
+    try:
+        allowed, elapsed = asyncio.run(main())
+    finally:
+        stop.set()
+        thread.join()
+        for connection in [*held, silent]:
+            connection.close()
+    # Limited in this process once the first ask timed out (0.5 s), not ten timeouts in turn.
+    assert allowed == [True] * 10
+    assert elapsed < 0.5 * 4
