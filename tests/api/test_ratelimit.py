@@ -6,6 +6,8 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -13,6 +15,8 @@ from api import ratelimit
 from api.ratelimit import RateLimiter
 from tests import services
 from tests.e2e.processes import free_port
+
+T = TypeVar("T")
 
 
 def test_a_limiter_whose_redis_is_down_limits_in_this_process():
@@ -27,14 +31,23 @@ def bucket_tokens(prefix: str, key: str) -> float:
     return float(services.redis_client().hget(f"{prefix}:ratelimit:{key}", "tokens"))
 
 
-def test_a_busy_key_takes_its_tokens_from_redis_a_lease_at_a_time():
-    prefix = f"lease-{uuid.uuid4().hex[:8]}"
+def slow_limiter(prefix: str, burst: int) -> RateLimiter:
+    """A limiter on the test Redis that refills so slowly its bucket stays as spent."""
+    return RateLimiter(rate_per_s=0.001, burst=burst, redis_url=services.REDIS_URL, prefix=prefix)
 
-    async def main() -> None:
-        # Refills so slowly that the bucket stays as spent during the test.
-        limiter = RateLimiter(
-            rate_per_s=0.001, burst=50, redis_url=services.REDIS_URL, prefix=prefix
-        )
+
+def on_fresh_bucket(body: Callable[[str], Awaitable[T]]) -> T:
+    """Run `body(prefix)` on an event loop with a bucket prefix of its own, then delete it."""
+    prefix = f"lease-{uuid.uuid4().hex[:8]}"
+    try:
+        return asyncio.run(body(prefix))
+    finally:
+        services.redis_client().delete(f"{prefix}:ratelimit:key")
+
+
+def test_a_busy_key_takes_its_tokens_from_redis_a_lease_at_a_time():
+    async def main(prefix: str) -> None:
+        limiter = slow_limiter(prefix, burst=50)
         assert limiter.lease_size == 5
         try:
             first = [await limiter.take("key")]
@@ -53,19 +66,12 @@ def test_a_busy_key_takes_its_tokens_from_redis_a_lease_at_a_time():
         finally:
             await limiter.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        services.redis_client().delete(f"{prefix}:ratelimit:key")
+    on_fresh_bucket(main)
 
 
 def test_requests_that_find_the_lease_spent_together_share_the_next_one():
-    prefix = f"lease-{uuid.uuid4().hex[:8]}"
-
-    async def main() -> list[bool]:
-        limiter = RateLimiter(
-            rate_per_s=0.001, burst=50, redis_url=services.REDIS_URL, prefix=prefix
-        )
+    async def main(prefix: str) -> list[bool]:
+        limiter = slow_limiter(prefix, burst=50)
         try:
             # All at once, as a busy key's requests arrive when its lease runs out.
             together = await asyncio.gather(*[limiter.take("key") for _ in range(50)])
@@ -73,21 +79,12 @@ def test_requests_that_find_the_lease_spent_together_share_the_next_one():
         finally:
             await limiter.close()
 
-    try:
-        allowed = asyncio.run(main())
-    finally:
-        services.redis_client().delete(f"{prefix}:ratelimit:key")
-    assert allowed == [True] * 50 + [False]
+    assert on_fresh_bucket(main) == [True] * 50 + [False]
 
 
 def test_processes_sharing_a_key_never_pass_its_burst_between_them():
-    prefix = f"lease-{uuid.uuid4().hex[:8]}"
-
-    async def main() -> tuple[int, int]:
-        limiters = [
-            RateLimiter(rate_per_s=0.001, burst=40, redis_url=services.REDIS_URL, prefix=prefix)
-            for _ in range(3)
-        ]
+    async def main(prefix: str) -> tuple[int, int]:
+        limiters = [slow_limiter(prefix, burst=40) for _ in range(3)]
         try:
             allowed = [
                 (await limiter.take("key")).allowed for _ in range(30) for limiter in limiters
@@ -97,22 +94,16 @@ def test_processes_sharing_a_key_never_pass_its_burst_between_them():
             for limiter in limiters:
                 await limiter.close()
 
-    try:
-        allowed, lease = asyncio.run(main())
-    finally:
-        services.redis_client().delete(f"{prefix}:ratelimit:key")
+    allowed, lease = on_fresh_bucket(main)
     # At most the burst; at least the burst less what the other two hold unspent.
     assert 40 - 2 * (lease - 1) <= allowed <= 40
 
 
 def test_a_lapsed_lease_gives_its_unspent_tokens_back(monkeypatch):
     monkeypatch.setattr(ratelimit, "LEASE_S", 0.05)
-    prefix = f"lease-{uuid.uuid4().hex[:8]}"
 
-    async def main() -> None:
-        limiter = RateLimiter(
-            rate_per_s=0.001, burst=50, redis_url=services.REDIS_URL, prefix=prefix
-        )
+    async def main(prefix: str) -> None:
+        limiter = slow_limiter(prefix, burst=50)
         try:
             assert (await limiter.take("key")).allowed  # a lease of 5, one spent
             await asyncio.sleep(0.1)
@@ -121,10 +112,7 @@ def test_a_lapsed_lease_gives_its_unspent_tokens_back(monkeypatch):
         finally:
             await limiter.close()
 
-    try:
-        asyncio.run(main())
-    finally:
-        services.redis_client().delete(f"{prefix}:ratelimit:key")
+    on_fresh_bucket(main)
 
 
 def test_requests_waiting_for_a_lease_do_not_each_wait_for_a_redis_that_hangs():

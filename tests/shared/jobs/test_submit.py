@@ -7,6 +7,12 @@ from shared.models import Job, JobItem
 from shared.states import JobStatus, Task
 
 
+def add(session, **fields):
+    """Add a job with `add_job`: one sentiment text of model-a unless `fields` say else."""
+    defaults = {"task": Task.SENTIMENT, "model": "model-a", "options": {}, "total_items": 1}
+    return add_job(session, tenant_id="default", **({"input_kind": "texts"} | defaults | fields))
+
+
 def test_a_new_job_object_is_the_row_written_with_nothing_left_to_load(db):
     with db.write() as session:
         job = create_job(
@@ -34,15 +40,7 @@ def test_a_new_job_object_is_the_row_written_with_nothing_left_to_load(db):
 
 def test_a_change_to_a_new_job_object_is_written_with_its_transaction(db):
     with db.write() as session:
-        job = add_job(
-            session,
-            tenant_id="default",
-            task=Task.SUMMARIZE,
-            model="model-b",
-            options={},
-            total_items=0,
-            input_kind="file",
-        )
+        job = add(session, task=Task.SUMMARIZE, total_items=0, input_kind="file")
         # As an upload does once its rows are in.
         job.total_items, job.error_items = 5, 1
     with db.read() as session:
@@ -53,15 +51,7 @@ def test_a_change_to_a_new_job_object_is_written_with_its_transaction(db):
 def test_a_new_job_row_is_the_one_the_orm_would_write_with_the_models_defaults(db):
     # A column added to the model with a default must be set in add_job too, not left NULL.
     with db.write() as session:
-        job = add_job(
-            session,
-            tenant_id="default",
-            task=Task.SENTIMENT,
-            model="model-a",
-            options={},
-            total_items=1,
-            input_kind="texts",
-        )
+        job = add(session)
         plain = Job(
             tenant_id="default",
             task=Task.SENTIMENT.value,
