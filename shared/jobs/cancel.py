@@ -148,7 +148,7 @@ def _why_cancelled() -> Any:
             waiting & (ran_count == 0),
             literal("cancelled after it was split into ")
             + chunks
-            + literal(" chunks, before any of them ran"),
+            + literal(" chunks, before any of them finished"),
         ),
         (
             waiting,

@@ -21,7 +21,7 @@ from shared.jobs.result_cache import remember_results
 from shared.jobs.rows import INSERT_SLICE_ROWS, ids_bound, slices
 from shared.jobs.work import Outcome
 from shared.models import Job, JobItem, utcnow
-from shared.states import ItemStatus, Task
+from shared.states import TERMINAL_JOB_STATUSES, ItemStatus, JobStatus, Task
 from shared.webhooks.events import queue_event
 
 
@@ -86,9 +86,10 @@ def store_outcomes(
     """Write outcomes of locked, running items, then update their texts and jobs; return
     the outcomes of texts (not chunks) that finished, each with its job id.
 
-    A split item starts waiting for its new chunks; a finished chunk counts down its text,
-    and the text whose last chunk finished moves on (see `_advance`). Outcomes of texts
-    (not chunks) then bump their jobs' counters, and jobs whose every text finished end.
+    A split item starts waiting for its new chunks, unless its job ended meanwhile (then it
+    ends cancelled); a finished chunk counts down its text, and the text whose last chunk
+    finished moves on (see `_advance`). Outcomes of texts (not chunks) then bump their jobs'
+    counters, and jobs whose every text finished end.
     """
     if not outcomes:
         return []
@@ -96,7 +97,10 @@ def store_outcomes(
     finished = [o for o in outcomes if o.chunks is None]
     if finished:
         _write_finished(session, finished, now)
-    _split(session, [o for o in outcomes if o.chunks is not None], refs)
+    splits = [o for o in outcomes if o.chunks is not None]
+    if splits:
+        splits = _unless_ended(session, splits, refs)
+    _split(session, splits, refs)
     texts = [(refs[o.item_id].job_id, o) for o in finished if refs[o.item_id].parent_id is None]
     texts += _count_down_parents(session, [o for o in finished if refs[o.item_id].parent_id], refs)
     _count_texts(session, texts)
@@ -143,6 +147,56 @@ _UPDATE_FINISHED = text(
     FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS v(row)
     WHERE item.id = CAST(v.row ->> 0 AS bigint)
     """
+)
+
+
+def _unless_ended(
+    session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]
+) -> list[Outcome]:
+    """Lock the record's jobs and end cancelled the split texts whose job ended; return the
+    other splits.
+
+    A cancel skips the texts a claim holds, so a text being split as its job is cancelled
+    is this record's to end: its chunks, written pending, would wait for good, since no
+    worker claims items of an ended job. The jobs' rows are locked here, before the chunks
+    are written, so a cancel either ended the job before (and it is seen now) or waits and
+    then finds the chunks to cancel. Every job of the record is locked at once, in id order:
+    the later locks of the record (parts counted, texts counted) take subsets, in no new
+    order.
+    """
+    ended = {
+        row.id
+        for row in session.execute(
+            _LOCK_JOBS, {"job_ids": sorted({ref.job_id for ref in refs.values()})}
+        )
+        if JobStatus(row.status) in TERMINAL_JOB_STATUSES
+    }
+    if not ended:
+        return list(splits)
+    late = [o for o in splits if refs[o.item_id].job_id in ended]
+    session.execute(
+        update(JobItem),
+        [
+            {
+                "id": outcome.item_id,
+                "status": ItemStatus.CANCELLED.value,
+                "claim_token": None,
+                "lease_expires_at": None,
+                "finished_at": utcnow(),
+                "error": f"cancelled after it was split into {len(outcome.chunks or [])} "
+                "chunks, before any of them ran",
+            }
+            for outcome in late
+        ],
+    )
+    return [o for o in splits if refs[o.item_id].job_id not in ended]
+
+
+_LOCK_JOBS = (
+    select(Job.id, Job.status)
+    .where(Job.id.in_(bindparam("job_ids", expanding=True)))
+    .order_by(Job.id)
+    .with_for_update()
 )
 
 

@@ -60,6 +60,29 @@ def test_a_running_job_is_cancelled_and_keeps_what_was_computed(http):
     assert http.post(f"/v1/jobs/{job['id']}/cancel").status_code == 409
 
 
+def test_a_document_cancelled_as_it_is_split_still_ends_with_its_text(http):
+    """Cancels land before, during and after the worker splits the document into chunks:
+    whichever, the text ends (summarized or cancelled) and no chunk is left to wait."""
+    document = " ".join(
+        f"Paragraph {n} says that sales rose again in the north." for n in range(400)
+    )
+    for attempt in range(12):
+        job = http.post(
+            "/v1/jobs?task=summarize",
+            content=document.encode(),
+            headers={"content-type": "text/plain"},
+        ).json()
+        time.sleep(attempt * 0.01)
+        cancelled = http.post(f"/v1/jobs/{job['id']}/cancel")
+        assert cancelled.status_code in (200, 409), cancelled.text
+        deadline = time.monotonic() + 30
+        while not (results := all_results(http, job["id"])):
+            assert time.monotonic() < deadline, f"try {attempt}: the text never ended"
+            time.sleep(0.1)
+        assert len(results) == 1
+        assert "summary_text" in results[0] or results[0]["error"].startswith("cancelled")
+
+
 def test_twenty_identical_retries_at_once_make_one_job(service):
     body = {"task": "sentiment", "input": {"texts": ["retried at once"]}}
     barrier = threading.Barrier(20)

@@ -74,6 +74,33 @@ def test_a_waiting_long_text_and_its_chunks_are_cancelled(db):
     assert statuses(db, job.id) == ["cancelled"] * 3
 
 
+def test_a_text_split_after_its_job_was_cancelled_ends_cancelled_without_chunks(db):
+    """The cancel skipped the text its worker was splitting; the worker's record ends it."""
+    job = make_job(db, texts=["x" * 100, "y"])
+    held = claim(db)
+    cancel(db, job.id)
+    parts = [NewChunk(0, 50, 12, "x" * 50), NewChunk(50, 100, 12, "x" * 50)]
+    with db.write() as session:
+        stored = record_outcomes(
+            session,
+            claim_token=held.token,
+            outcomes=[
+                Outcome(held.items[0].id, chunks=parts),
+                Outcome(held.items[1].id, result={"label": "POSITIVE"}),
+            ],
+        )
+        release_claim(session, claim_token=held.token)
+    assert stored == 2
+    assert statuses(db, job.id) == ["cancelled", "done"]
+    with db.read() as session:
+        ended = session.get(Job, job.id)
+        outcomes = list_item_outcomes(session, job_id=job.id, after_index=-1, limit=9)
+    assert (ended.status, ended.total_parts, ended.done_items) == (JobStatus.CANCELLED, 0, 1)
+    assert (
+        outcomes[0].failure == "cancelled after it was split into 2 chunks, before any of them ran"
+    )
+
+
 def test_an_expired_lease_of_a_cancelled_job_ends_cancelled_not_pending(db):
     job = make_job(db, texts=["a"])
     claim(db, lease_s=-1)
@@ -116,6 +143,6 @@ def test_a_cancelled_text_says_how_far_its_chunks_got(db):
     assert [o.failure for o in outcomes] == [
         "cancelled after its 2 chunks ran, before their summaries were combined",
         "cancelled while its chunks ran: 1 of 2 had finished",
-        "cancelled after it was split into 2 chunks, before any of them ran",
+        "cancelled after it was split into 2 chunks, before any of them finished",
         "cancelled before it ran",
     ]
