@@ -8,7 +8,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Interval, String, bindparam, case, exists, func, select, true, update
+from sqlalchemy import (
+    Interval,
+    String,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal_column,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from shared.jobs.cancel import cancel_items_of_ended_jobs
@@ -237,8 +248,20 @@ def _jobs_with_pending_items(*, named: bool) -> Any:
         & (of_model_name(bindparam("model_name")) if named else true())
         & Job.status.in_(status_values(ACTIVE_JOB_STATUSES))
         & before_deadline(bindparam("now"))
-        & exists().where(JobItem.job_id == Job.id, JobItem.status == ItemStatus.PENDING.value)
+        & _PENDING_ITEM.exists()
     )
+
+
+# A pending item of the job being looked at. OFFSET 0 keeps Postgres from planning the check
+# as a semi-join, which statistics taken while few items were pending make it run as a scan
+# of every pending item for each job: 346 ms a claim at 2,000 queued one-text jobs, where
+# kept as a subplan it is one probe of the pending-items index per job (2.6 ms), whatever
+# the statistics say. (The planner drops a LIMIT in EXISTS, not an OFFSET.)
+_PENDING_ITEM = (
+    select(JobItem.id)
+    .where(JobItem.job_id == Job.id, JobItem.status == ItemStatus.PENDING.value)
+    .offset(literal_column("0"))
+)
 
 
 def _waiting_params(task: Task, model: str, model_name: str | None) -> dict[str, Any]:
