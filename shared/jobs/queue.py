@@ -41,13 +41,19 @@ def queue_place(session: Session, job: Job) -> QueuePlace:
     Its model is its source and catalogue name, as workers claim them: a job of another
     catalogue model of the same source is not ahead of it.
     """
-    ahead = session.scalar(
+    # Summed per job ahead, not counted over a join of items and jobs: planned on statistics
+    # taken while few items were pending, that join ran as a scan of every pending item for
+    # each job (265 ms a read at 2,000 queued one-text jobs, against 6 analyzed). A subquery
+    # in the select list stays one probe of the pending-items index per job.
+    pending_of_job = (
         select(func.count())
-        .select_from(JobItem)
-        .join(Job, Job.id == JobItem.job_id)
-        .where(
-            JobItem.status == ItemStatus.PENDING.value,
-            JobItem.task == job.task,
+        .where(JobItem.job_id == Job.id, JobItem.status == ItemStatus.PENDING.value)
+        .scalar_subquery()
+    )
+    ahead = session.scalar(
+        select(func.coalesce(func.sum(pending_of_job), 0)).where(
+            # A job's items are of its task (submit, upload and split write them so).
+            Job.task == job.task,
             Job.model == job.model,
             of_model_name(job.model_name),
             Job.status.in_(status_values(ACTIVE_JOB_STATUSES)),
@@ -62,7 +68,7 @@ def queue_place(session: Session, job: Job) -> QueuePlace:
         )
     )
     return QueuePlace(
-        items_ahead=ahead or 0, items_left=left or 0, items_per_s=_recent_pace(session, job)
+        items_ahead=int(ahead or 0), items_left=left or 0, items_per_s=_recent_pace(session, job)
     )
 
 
