@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     Uuid,
@@ -429,3 +430,10 @@ class DriftCount(Base):
     feature: Mapped[str] = mapped_column(String(32), primary_key=True)
     bin: Mapped[str] = mapped_column(String(64), primary_key=True)
     item_count: Mapped[int] = mapped_column(BigInteger)
+
+
+# The tables under the mapped classes, for Core statements on the hot paths: an UPDATE of the
+# table skips the ORM's bulk-statement machinery (130 µs of CPU against 218 for a claim's
+# job start, measured alternately on Postgres); the rows it returns are plain rows either way.
+JOBS = cast(Table, Job.__table__)
+JOB_ITEMS = cast(Table, JobItem.__table__)

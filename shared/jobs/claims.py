@@ -27,7 +27,7 @@ from shared.jobs.deadlines import before_deadline
 from shared.jobs.outcomes import ItemRef, store_outcomes
 from shared.jobs.rows import ids_bound, status_values
 from shared.jobs.work import Claim, ClaimedItem, Outcome
-from shared.models import Job, JobItem, UtcDateTime, utcnow
+from shared.models import JOB_ITEMS, JOBS, Job, JobItem, UtcDateTime, utcnow
 from shared.states import ACTIVE_JOB_STATUSES, ItemStatus, JobStatus, Task, job_sources
 
 # A rough characters-per-token ratio, only to size a claim before the worker tokenizes.
@@ -182,7 +182,7 @@ def _lease(
 
 # By whether the database is Postgres: there the lease runs on the server's clock.
 _LEASE = {
-    postgres: update(JobItem)
+    postgres: update(JOB_ITEMS)
     .where(ids_bound(JobItem.id, "ids", postgres=postgres))
     .values(
         status=ItemStatus.RUNNING.value,
@@ -193,9 +193,6 @@ _LEASE = {
         ),
         attempts=JobItem.attempts + 1,
     )
-    # No item is loaded in the session: nothing there to bring up to date, and finding
-    # that out walks the claim's thousand ids in Python.
-    .execution_options(synchronize_session=False)
     for postgres in (False, True)
 }
 
@@ -216,7 +213,7 @@ def _start_jobs(
 _STARTING = Job.status.in_(status_values(job_sources(JobStatus.RUNNING)))
 _NOW = bindparam("now", type_=UtcDateTime())
 _START_JOBS = (
-    update(Job)
+    update(JOBS)
     .where(Job.id.in_(bindparam("job_ids", expanding=True)))
     .values(
         status=case((_STARTING, JobStatus.RUNNING.value), else_=Job.status),
@@ -227,9 +224,6 @@ _START_JOBS = (
         last_claimed_at=_NOW,
     )
     .returning(Job.id, Job.options)
-    # A claim's session holds no job objects, and the ORM's sync could not read the values
-    # bound at execution anyway (see lifecycle._END_JOBS).
-    .execution_options(synchronize_session=False)
 )
 
 

@@ -16,7 +16,7 @@ from shared.jobs.after_commit import announce_finished, count_finished_job, wake
 from shared.jobs.feedback import negative_feedback, store_insights, summary_outcomes
 from shared.jobs.rows import status_values
 from shared.jobs.submit import create_job
-from shared.models import Job, utcnow
+from shared.models import JOBS, Job, utcnow
 from shared.states import (
     ACTIVE_JOB_STATUSES,
     TERMINAL_JOB_STATUSES,
@@ -105,14 +105,13 @@ def _finish_jobs(session: Session, rows: Sequence[Any]) -> None:
 
 # By the status the jobs end in: from any status that may move to it.
 _END_JOBS = {
-    target: update(Job)
+    target: update(JOBS)
     .where(
         Job.id.in_(bindparam("job_ids", expanding=True)),
         Job.status.in_(status_values(job_sources(target))),
     )
+    # On the table, the session's objects are not brought up to date: `_finish_jobs` does.
     .values(status=target.value, finished_at=bindparam("now"))
-    # The ORM's own sync cannot read values bound at execution: `_finish_jobs` does it.
-    .execution_options(synchronize_session=False)
     for target in TERMINAL_JOB_STATUSES
 }
 

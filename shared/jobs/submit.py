@@ -6,9 +6,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import String, Table, bindparam, func, insert, select, update
+from sqlalchemy import String, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, make_transient_to_detached
@@ -17,7 +17,7 @@ from shared.errors import IdempotencyKeyReused
 from shared.jobs import insights
 from shared.jobs.reads import get_job
 from shared.jobs.rows import INSERT_SLICE_ROWS, literal_in, slices
-from shared.models import IdempotencyKey, Job, JobItem, utcnow
+from shared.models import JOB_ITEMS, JOBS, IdempotencyKey, Job, utcnow
 from shared.states import ACTIVE_JOB_STATUSES, ItemStatus, JobStatus, Task
 
 # First key of textq's Postgres advisory locks on submissions (the second is the tenant's hash).
@@ -89,7 +89,7 @@ def create_job(
 
 
 # Core, not the ORM's bulk insert: the same statement for a third of the CPU.
-_INSERT_ITEMS = insert(cast(Table, JobItem.__table__))
+_INSERT_ITEMS = insert(JOB_ITEMS)
 
 
 # Characters of a job's first text it shows as `input.preview`: enough to tell jobs apart in
@@ -166,10 +166,9 @@ def add_job(
     return job
 
 
-_JOBS = cast(Table, Job.__table__)
-_INSERT_JOB = insert(_JOBS)
+_INSERT_JOB = insert(JOBS)
 # Every column of a new job, so that none of its object's attributes is left to load.
-_UNSET_JOB_COLUMNS: dict[str, Any] = {column.key: None for column in _JOBS.columns}
+_UNSET_JOB_COLUMNS: dict[str, Any] = {column.key: None for column in JOBS.columns}
 
 
 # Built once, as reads._TENANT_JOB: every submission runs both.
