@@ -131,7 +131,7 @@ def _why_cancelled() -> Any:
     chunks = cast(select(func.count()).where(first_round).scalar_subquery(), Text)
     ran_count = (
         select(func.count())
-        .where(first_round, chunk.status == ItemStatus.DONE.value)
+        .where(first_round, chunk.status.in_(status_values({ItemStatus.DONE, ItemStatus.ERROR})))
         .scalar_subquery()
     )
     ran = cast(ran_count, Text)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from shared.jobs.cancel import cancel_items_of_ended_jobs
 from shared.jobs.deadlines import before_deadline
-from shared.jobs.outcomes import ItemRef, store_outcomes
+from shared.jobs.outcomes import ItemRef, lock_jobs, store_outcomes
 from shared.jobs.rows import ids_bound, status_values
 from shared.jobs.work import Claim, ClaimedItem, Outcome
 from shared.models import JOB_ITEMS, JOBS, Job, JobItem, UtcDateTime, utcnow
@@ -204,17 +204,34 @@ def _start_jobs(
 
     One statement for all of them: a claim of many one-text jobs is on every small job's path.
     """
+    postgres = session.get_bind().dialect.name == "postgresql"
     started = session.execute(
-        _START_JOBS, {"job_ids": job_ids, "now": utcnow(), "model_revision": model_revision}
+        _START_JOBS[postgres],
+        {"job_ids": job_ids, "now": utcnow(), "model_revision": model_revision},
     )
     return {row.id: row.options for row in started}
 
 
 _STARTING = Job.status.in_(status_values(job_sources(JobStatus.RUNNING)))
 _NOW = bindparam("now", type_=UtcDateTime())
-_START_JOBS = (
-    update(JOBS)
-    .where(Job.id.in_(bindparam("job_ids", expanding=True)))
+# The jobs' rows in id order, locked, as every locker of several job rows takes them (see
+# outcomes._lock_jobs): an UPDATE alone locks them in the order it finds them, and a claim
+# waiting on a record's job while holding one the record waits on would deadlock.
+_IN_ID_ORDER = (
+    select(JOBS.c.id)
+    .where(JOBS.c.id.in_(bindparam("job_ids", expanding=True)))
+    .order_by(JOBS.c.id)
+    .with_for_update()
+    .subquery()
+)
+# By whether the database is Postgres (SQLite runs one write transaction at a time).
+_START_JOBS = {
+    postgres: update(JOBS)
+    .where(
+        JOBS.c.id == _IN_ID_ORDER.c.id
+        if postgres
+        else JOBS.c.id.in_(bindparam("job_ids", expanding=True))
+    )
     .values(
         status=case((_STARTING, JobStatus.RUNNING.value), else_=Job.status),
         started_at=case((_STARTING, _NOW), else_=Job.started_at),
@@ -223,8 +240,9 @@ _START_JOBS = (
         ),
         last_claimed_at=_NOW,
     )
-    .returning(Job.id, Job.options)
-)
+    .returning(JOBS.c.id, JOBS.c.options)
+    for postgres in (False, True)
+}
 
 
 def _jobs_with_pending_items(*, named: bool) -> Any:
@@ -356,15 +374,21 @@ def renew_lease(session: Session, *, claim_token: uuid.UUID, lease_s: float) -> 
 def release_claim(session: Session, *, claim_token: uuid.UUID) -> int:
     """Hand a claim's unfinished items back to the queue without counting an attempt.
 
-    Items of a job cancelled meanwhile are not handed back: they end cancelled.
+    Items of a job cancelled meanwhile are not handed back: they end cancelled. The items
+    are locked, then their jobs (`lock_jobs`), so that a cancel either ended the job before
+    (seen here) or waits, and then finds the items pending to cancel.
     """
-    cancel_items_of_ended_jobs(
-        session,
-        (JobItem.claim_token == claim_token) & (JobItem.status == ItemStatus.RUNNING.value),
-    )
+    held = (JobItem.claim_token == claim_token) & (JobItem.status == ItemStatus.RUNNING.value)
+    items = session.execute(
+        select(JobItem.job_id).where(held).order_by(JobItem.id).with_for_update()
+    ).all()
+    if not items:
+        return 0
+    lock_jobs(session, {item.job_id for item in items})
+    cancel_items_of_ended_jobs(session, held)
     result = session.execute(
         update(JobItem)
-        .where(JobItem.claim_token == claim_token, JobItem.status == ItemStatus.RUNNING.value)
+        .where(held)
         .values(
             status=ItemStatus.PENDING.value,
             claim_token=None,
@@ -384,13 +408,9 @@ class ExpiredLeases:
 def expire_leases(session: Session, *, max_attempts: int, limit: int = 1000) -> ExpiredLeases:
     """Re-pend items whose worker stopped renewing its lease; error those tried too often.
 
-    Expired items of a job cancelled meanwhile end cancelled instead.
+    Expired items of a job cancelled meanwhile end cancelled instead: locked, then their
+    jobs (`lock_jobs`), as `release_claim` does.
     """
-    cancel_items_of_ended_jobs(
-        session,
-        (JobItem.status == ItemStatus.RUNNING.value)
-        & (JobItem.lease_expires_at < lease_clock(session)),
-    )
     expired = session.execute(
         select(JobItem.id, JobItem.job_id, JobItem.attempts, JobItem.parent_id, JobItem.level)
         .where(
@@ -401,6 +421,11 @@ def expire_leases(session: Session, *, max_attempts: int, limit: int = 1000) -> 
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
+    if not expired:
+        return ExpiredLeases(repended=0, given_up=0)
+    ended = lock_jobs(session, {row.job_id for row in expired})
+    cancel_items_of_ended_jobs(session, JobItem.id.in_([row.id for row in expired]))
+    expired = [row for row in expired if row.job_id not in ended]
     retry = [row.id for row in expired if row.attempts < max_attempts]
     if retry:
         session.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.jobs import documents, insights
 from shared.jobs.after_commit import announce_progress
+from shared.jobs.cancel import cancel_items_of_ended_jobs
 from shared.jobs.drift_counts import count_drift
 from shared.jobs.lifecycle import finish_complete_jobs
 from shared.jobs.result_cache import remember_results
@@ -98,11 +99,16 @@ def store_outcomes(
     if finished:
         _write_finished(session, finished, now)
     splits = [o for o in outcomes if o.chunks is not None]
-    if splits:
-        splits = _unless_ended(session, splits, refs)
+    chunks = [o for o in finished if refs[o.item_id].parent_id is not None]
+    if splits or chunks:
+        # Such a record locks job rows at several steps (parts added, parts counted, texts
+        # counted): taken here at once and in id order, as a record of whole texts takes its
+        # own in one statement, no two records can hold each other's (see `_lock_jobs`).
+        ended = _lock_jobs(session, refs)
+        splits = _cancel_splits_of_ended_jobs(session, splits, refs, ended, now)
     _split(session, splits, refs)
     texts = [(refs[o.item_id].job_id, o) for o in finished if refs[o.item_id].parent_id is None]
-    texts += _count_down_parents(session, [o for o in finished if refs[o.item_id].parent_id], refs)
+    texts += _count_down_parents(session, chunks, refs)
     _count_texts(session, texts)
     finish_complete_jobs(session, {job_id for job_id, _ in texts})
     announce_progress(session, {ref.job_id for ref in refs.values()})
@@ -150,46 +156,24 @@ _UPDATE_FINISHED = text(
 )
 
 
-def _unless_ended(
-    session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]
-) -> list[Outcome]:
-    """Lock the record's jobs and end cancelled the split texts whose job ended; return the
-    other splits.
+def _lock_jobs(session: Session, refs: dict[int, ItemRef]) -> set[uuid.UUID]:
+    """Lock the rows of every job of the record, in id order; return those that ended.
 
-    A cancel skips the texts a claim holds, so a text being split as its job is cancelled
-    is this record's to end: its chunks, written pending, would wait for good, since no
-    worker claims items of an ended job. The jobs' rows are locked here, before the chunks
-    are written, so a cancel either ended the job before (and it is seen now) or waits and
-    then finds the chunks to cancel. Every job of the record is locked at once, in id order:
-    the later locks of the record (parts counted, texts counted) take subsets, in no new
-    order.
+    A record of chunks or splits would otherwise lock them step by step (the jobs whose
+    parts it counts, then those whose texts finished), each set in order but not the whole.
     """
-    ended = {
-        row.id
-        for row in session.execute(
-            _LOCK_JOBS, {"job_ids": sorted({ref.job_id for ref in refs.values()})}
-        )
-        if JobStatus(row.status) in TERMINAL_JOB_STATUSES
-    }
-    if not ended:
-        return list(splits)
-    late = [o for o in splits if refs[o.item_id].job_id in ended]
-    session.execute(
-        update(JobItem),
-        [
-            {
-                "id": outcome.item_id,
-                "status": ItemStatus.CANCELLED.value,
-                "claim_token": None,
-                "lease_expires_at": None,
-                "finished_at": utcnow(),
-                "error": f"cancelled after it was split into {len(outcome.chunks or [])} "
-                "chunks, before any of them ran",
-            }
-            for outcome in late
-        ],
-    )
-    return [o for o in splits if refs[o.item_id].job_id not in ended]
+    return lock_jobs(session, {ref.job_id for ref in refs.values()})
+
+
+def lock_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Lock the jobs' rows in id order and return the ids of those that ended.
+
+    Every locker of several job rows takes them in one id-ordered statement (this, a
+    claim's job start, the counts of a record of whole texts), after the items it holds
+    and before the texts it counts down, so no two wait for each other.
+    """
+    rows = session.execute(_LOCK_JOBS, {"job_ids": sorted(job_ids)})
+    return {row.id for row in rows if JobStatus(row.status) in TERMINAL_JOB_STATUSES}
 
 
 _LOCK_JOBS = (
@@ -198,6 +182,47 @@ _LOCK_JOBS = (
     .order_by(Job.id)
     .with_for_update()
 )
+
+
+def _cancel_splits_of_ended_jobs(
+    session: Session,
+    splits: Sequence[Outcome],
+    refs: dict[int, ItemRef],
+    ended: set[uuid.UUID],
+    now: datetime,
+) -> list[Outcome]:
+    """End cancelled the split texts of jobs that ended (their rows locked); return the
+    other splits.
+
+    A cancel skips the texts a claim holds, so a text being split as its job is cancelled
+    is this record's to end: its chunks, written pending, would wait for good, since no
+    worker claims items of an ended job. With the jobs' rows locked before the chunks are
+    written, a cancel either ended the job before (and it is seen now) or waits and then
+    finds the chunks to cancel.
+    """
+    late = [o for o in splits if refs[o.item_id].job_id in ended]
+    first_round = [o for o in late if refs[o.item_id].level == 0]
+    if first_round:
+        session.execute(
+            update(JobItem),
+            [
+                {
+                    "id": outcome.item_id,
+                    "status": ItemStatus.CANCELLED.value,
+                    "claim_token": None,
+                    "lease_expires_at": None,
+                    "finished_at": now,
+                    "error": f"cancelled after it was split into {len(outcome.chunks or [])} "
+                    "chunks, before any of them ran",
+                }
+                for outcome in first_round
+            ],
+        )
+    if len(first_round) < len(late):
+        # A later round of summaries split again: its first round's chunks did run.
+        again = [o.item_id for o in late if refs[o.item_id].level > 0]
+        cancel_items_of_ended_jobs(session, JobItem.id.in_(again))
+    return [o for o in splits if refs[o.item_id].job_id not in ended]
 
 
 def _split(session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]) -> None:

@@ -165,7 +165,7 @@ def test_jobs_to_serve_probe_each_jobs_pending_items_whatever_the_statistics(db)
         plan = json.dumps(session.execute(text(f"EXPLAIN (FORMAT JSON) {sql}")).scalar())
         assert len(session.execute(query).all()) == claims.MAX_JOBS_PER_CLAIM
     assert "Semi" not in plan
-    assert '"Subplan Name": "SubPlan 1"' in plan
+    assert '"Subplan Name"' in plan
     assert '"Index Name": "ix_job_items_pending_job"' in plan
 
 
