@@ -7,12 +7,11 @@ back, or it ends the job with items pending that no worker will claim.
 """
 
 import threading
-import time
 import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from shared.jobs import claims, outcomes
 from shared.jobs.cancel import cancel_job
@@ -20,6 +19,7 @@ from shared.jobs.outcomes import record_outcomes
 from shared.jobs.work import NewChunk, Outcome
 from shared.models import DEFAULT_TENANT_ID, Job, JobItem
 from tests.factories import claim, make_job
+from tests.lock_waits import wait_for_lock_waits
 
 pytestmark = pytest.mark.parametrize("backend", ["postgres"])
 
@@ -51,23 +51,6 @@ def job_made_before(db, other, texts):
             return job
         with db.write() as session:
             cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
-
-
-def wait_until_waiting_on_locks(db, sessions: int) -> None:
-    """Return once `sessions` sessions of this database wait on a row lock."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with db.read() as session:
-            waiting = session.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-        if waiting >= sessions:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"fewer than {sessions} sessions came to wait on a lock")
 
 
 def run(errors: dict[str, str], name: str, step: Any) -> threading.Thread:
@@ -134,7 +117,7 @@ def test_a_record_with_a_split_and_one_counting_chunks_share_jobs_without_deadlo
             ],
         ),
     )
-    wait_until_waiting_on_locks(db, 1)
+    wait_for_lock_waits(db)
     go.set()
     first_record.join(60)
     second_record.join(60)
@@ -172,9 +155,9 @@ def test_a_claim_starts_its_jobs_in_id_order_beside_a_record(db):
     transaction = holder.begin()
     holder.execute(select(Job.id).where(Job.id == b.id).with_for_update())
     recording = run(errors, "record", record)
-    wait_until_waiting_on_locks(db, 1)
+    wait_for_lock_waits(db)
     claiming = run(errors, "claim", take)
-    wait_until_waiting_on_locks(db, 2)
+    wait_for_lock_waits(db, 2)
     transaction.rollback()
     holder.close()
     recording.join(60)
@@ -198,17 +181,7 @@ def cancel_during(monkeypatch, db, job_id) -> list[threading.Thread]:
 
         thread = threading.Thread(target=cancel)
         thread.start()
-        deadline = time.monotonic() + 30
-        while thread.is_alive() and time.monotonic() < deadline:
-            with db.read() as reading:
-                if reading.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                        "current_database() AND wait_event_type = 'Lock'"
-                    )
-                ):
-                    break
-            time.sleep(0.02)
+        wait_for_lock_waits(db, unless=lambda: not thread.is_alive())
         started.append(thread)
 
     monkeypatch.setattr(claims, "cancel_items_of_ended_jobs", looked_then_cancel)

@@ -1,12 +1,11 @@
 """Insights of a sentiment job: counted as texts finish, negatives summarized by a child job."""
 
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from shared.jobs.after_commit import use_doorbell
 from shared.jobs.cancel import cancel_job, delete_job
@@ -21,6 +20,7 @@ from shared.models import DEFAULT_TENANT_ID, Job, JobItem
 from shared.states import ItemStatus, JobStatus, Task
 from shared.webhooks import events as webhook_events
 from tests.factories import claim, make_job
+from tests.lock_waits import wait_for_lock_waits
 
 CATEGORIES = ["billing", "shipping", "quality"]
 SUMMARY_MODEL = "summary-model"
@@ -272,7 +272,7 @@ def test_a_cancel_leaves_a_summary_job_made_meanwhile_to_its_own_finish(db):
         parent_lock.execute(select(Job.id).where(Job.id == job.id).with_for_update(key_share=True))
         with ThreadPoolExecutor(1) as pool:
             cancelled = pool.submit(cancel_in_own_transaction, db, job.id)
-            wait_for_a_lock_wait(db)
+            wait_for_lock_waits(db)
             child = make_job(db, texts=["charged twice"], task=Task.SUMMARIZE)
             with db.write() as session:
                 session.execute(update(Job).where(Job.id == child.id).values(parent_job_id=job.id))
@@ -289,20 +289,3 @@ def test_a_cancel_leaves_a_summary_job_made_meanwhile_to_its_own_finish(db):
 def cancel_in_own_transaction(db, job_id):
     with db.write() as session:
         return cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job_id)
-
-
-def wait_for_a_lock_wait(db, timeout_s=30.0):
-    """Return once some transaction of this database waits for a row lock."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with db.read() as session:
-            waiting = session.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-        if waiting:
-            return
-        time.sleep(0.02)
-    raise AssertionError("no transaction came to wait for a lock")
