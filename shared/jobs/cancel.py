@@ -89,7 +89,7 @@ def _cancel_now(session: Session, job: Job) -> None:
             status=ItemStatus.CANCELLED.value,
             finished_at=now,
             open_parts=None,
-            error=_why_cancelled(),
+            error=why_cancelled(),
         )
     )
     session.execute(
@@ -115,43 +115,47 @@ def cancel_items_of_ended_jobs(session: Session, which: Any) -> None:
             claim_token=None,
             lease_expires_at=None,
             finished_at=utcnow(),
-            error=_why_cancelled(),
+            error=why_cancelled(),
         )
     )
 
 
-def _why_cancelled() -> Any:
+def why_cancelled() -> Any:
     """Return SQL for what a text being cancelled had done: None if it never ran.
 
     A long text split into chunks did run, whether none, some or all of its chunks ran:
-    "cancelled before it ran" would say otherwise.
+    "cancelled before it ran" would say otherwise. Chunks a worker was running go on to
+    finish after the cancel; their record sets this again on their cancelled text, so that
+    it tells what was finished in the end, not at the cancel.
     """
     chunk = aliased(JobItem)
     first_round = (chunk.parent_id == JobItem.id) & (chunk.level == 0)
-    chunks = cast(select(func.count()).where(first_round).scalar_subquery(), Text)
+    chunk_count = select(func.count()).where(first_round).scalar_subquery()
+    chunks = cast(chunk_count, Text)
+    finished = status_values({ItemStatus.DONE, ItemStatus.ERROR})
     ran_count = (
-        select(func.count())
-        .where(first_round, chunk.status.in_(status_values({ItemStatus.DONE, ItemStatus.ERROR})))
-        .scalar_subquery()
+        select(func.count()).where(first_round, chunk.status.in_(finished)).scalar_subquery()
     )
     ran = cast(ran_count, Text)
-    waiting = JobItem.status == ItemStatus.WAITING.value
+    split = JobItem.status.in_(status_values({ItemStatus.WAITING, ItemStatus.CANCELLED}))
+    all_ran = (
+        literal("cancelled after its ")
+        + chunks
+        + literal(" chunks ran, before their summaries were combined")
+    )
     return case(
         (JobItem.parent_id.is_not(None), null()),
+        (JobItem.level > 0, all_ran),
+        (split & (chunk_count == 0), JobItem.error),
         (
-            JobItem.level > 0,
-            literal("cancelled after its ")
-            + chunks
-            + literal(" chunks ran, before their summaries were combined"),
-        ),
-        (
-            waiting & (ran_count == 0),
+            split & (ran_count == 0),
             literal("cancelled after it was split into ")
             + chunks
             + literal(" chunks, before any of them finished"),
         ),
+        (split & (ran_count == chunk_count), all_ran),
         (
-            waiting,
+            split,
             literal("cancelled while its chunks ran: ")
             + ran
             + literal(" of ")

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from shared.jobs import documents, insights
 from shared.jobs.after_commit import announce_progress
-from shared.jobs.cancel import cancel_items_of_ended_jobs
+from shared.jobs.cancel import cancel_items_of_ended_jobs, why_cancelled
 from shared.jobs.drift_counts import count_drift
 from shared.jobs.lifecycle import finish_complete_jobs
 from shared.jobs.result_cache import remember_results
@@ -303,20 +303,24 @@ def _count_down_parents(
     session.execute(
         select(JobItem.id).where(JobItem.id.in_(parents)).order_by(JobItem.id).with_for_update()
     ).all()
-    done = [
-        row.id
-        for row in session.execute(
+    counted = session.execute(
+        update(JobItem)
+        .where(JobItem.id.in_(parents), JobItem.status == ItemStatus.WAITING.value)
+        .values(
+            open_parts=JobItem.open_parts - case(per_parent, value=JobItem.id, else_=literal(0))
+        )
+        .returning(JobItem.id, JobItem.open_parts)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if len(counted) < len(parents):
+        # Texts cancelled while these chunks ran: what they say they got to is out of date.
+        session.execute(
             update(JobItem)
-            .where(JobItem.id.in_(parents), JobItem.status == ItemStatus.WAITING.value)
-            .values(
-                open_parts=JobItem.open_parts - case(per_parent, value=JobItem.id, else_=literal(0))
-            )
-            .returning(JobItem.id, JobItem.open_parts)
+            .where(JobItem.id.in_(parents), JobItem.status == ItemStatus.CANCELLED.value)
+            .values(error=why_cancelled())
             .execution_options(synchronize_session=False)
         )
-        if row.open_parts <= 0
-    ]
-    return _advance(session, sorted(done))
+    return _advance(session, sorted(row.id for row in counted if row.open_parts <= 0))
 
 
 def _advance(session: Session, parent_ids: Sequence[int]) -> list[tuple[uuid.UUID, Outcome]]:

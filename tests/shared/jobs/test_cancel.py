@@ -101,6 +101,44 @@ def test_a_text_split_after_its_job_was_cancelled_ends_cancelled_without_chunks(
     )
 
 
+def test_a_cancelled_text_tells_what_its_running_chunks_finished_after_the_cancel(db):
+    from shared.states import Task
+
+    job = make_job(db, texts=["a" * 100], task=Task.SUMMARIZE)
+    text_claim = claim(db, task=Task.SUMMARIZE)
+    parts = [NewChunk(0, 50, 12, "x" * 50), NewChunk(50, 100, 12, "y" * 50)]
+    with db.write() as session:
+        record_outcomes(
+            session,
+            claim_token=text_claim.token,
+            outcomes=[Outcome(text_claim.items[0].id, chunks=parts)],
+        )
+    chunks = claim(db, task=Task.SUMMARIZE)
+    cancel(db, job.id)
+
+    def failure():
+        with db.read() as session:
+            return list_item_outcomes(session, job_id=job.id, after_index=-1, limit=9)[0].failure
+
+    assert failure() == "cancelled after it was split into 2 chunks, before any of them finished"
+    for chunk, told in zip(
+        chunks.items,
+        [
+            "cancelled while its chunks ran: 1 of 2 had finished",
+            "cancelled after its 2 chunks ran, before their summaries were combined",
+        ],
+        strict=True,
+    ):
+        with db.write() as session:
+            record_outcomes(
+                session,
+                claim_token=chunks.token,
+                outcomes=[Outcome(chunk.id, result={"summary_text": "s."})],
+            )
+        assert failure() == told
+    assert statuses(db, job.id) == ["cancelled", "done", "done"]
+
+
 def test_an_expired_lease_of_a_cancelled_job_ends_cancelled_not_pending(db):
     job = make_job(db, texts=["a"])
     claim(db, lease_s=-1)
