@@ -106,7 +106,7 @@ def result_item(
             )
         return SentimentResult(**named, chunks=parts, **outputs)
     if row.failure is not None:
-        return ItemFailure(**named, error=row.failure)
+        return ItemFailure(**named, error=row.failure, chunks=parts or None)
     return None
 
 

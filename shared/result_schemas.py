@@ -74,6 +74,11 @@ class ItemFailure(_WithoutNulls):
         default=None, description="With `include_text=true`: the text as submitted."
     )
     error: str
+    chunks: list[ChunkResult] | None = Field(
+        default=None,
+        description="With `include_chunks`: the chunks of a long text that failed or was "
+        "cancelled, with the outcome of each that finished.",
+    )
 
 
 ResultItem = SentimentResult | SummaryResult | ItemFailure

@@ -361,6 +361,37 @@ def test_results_carry_each_text_when_asked(client, db):
     assert all("text" not in r for r in client.get(url).json()["items"]), "only when asked"
 
 
+def test_a_cancelled_texts_finished_chunks_stay_readable(client, db):
+    from shared.jobs.outcomes import record_outcomes
+    from shared.jobs.work import NewChunk, Outcome
+    from tests.factories import claim
+
+    model = client.app.state.settings.summarization_model
+    job = client.post(
+        "/v1/jobs", json={"task": "summarize", "input": {"document": "A mill. " * 40}}
+    ).json()
+    text_claim = claim(db, task=Task.SUMMARIZE, model=model)
+    (text,) = text_claim.items
+    halves = [NewChunk(0, 160, 10, text.text[:160]), NewChunk(160, 320, 10, text.text[160:])]
+    with db.write() as session:
+        record_outcomes(
+            session, claim_token=text_claim.token, outcomes=[Outcome(text.id, chunks=halves)]
+        )
+    first_chunk = claim(db, task=Task.SUMMARIZE, model=model, max_items=1)
+    with db.write() as session:
+        record_outcomes(
+            session,
+            claim_token=first_chunk.token,
+            outcomes=[Outcome(first_chunk.items[0].id, result={"summary_text": "The mill."})],
+        )
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").json()["status"] == "cancelled"
+    url = f"/v1/jobs/{job['id']}/results"
+    [shown] = client.get(url, params={"include_chunks": True}).json()["items"]
+    assert shown["error"] == "cancelled while its chunks ran: 1 of 2 had finished"
+    assert [chunk.get("summary_text") for chunk in shown["chunks"]] == ["The mill.", None]
+    assert "chunks" not in client.get(url).json()["items"][0], "only when asked"
+
+
 def test_a_summarys_chunks_and_reduce_parts_add_up_to_the_jobs_chunk_progress(client, db):
     from shared.jobs.work import NewChunk, Outcome
 
