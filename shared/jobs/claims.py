@@ -215,7 +215,7 @@ def _start_jobs(
 _STARTING = Job.status.in_(status_values(job_sources(JobStatus.RUNNING)))
 _NOW = bindparam("now", type_=UtcDateTime())
 # The jobs' rows in id order, locked, as every locker of several job rows takes them (see
-# outcomes._lock_jobs): an UPDATE alone locks them in the order it finds them, and a claim
+# outcomes.lock_jobs): an UPDATE alone locks them in the order it finds them, and a claim
 # waiting on a record's job while holding one the record waits on would deadlock.
 _IN_ID_ORDER = (
     select(JOBS.c.id)

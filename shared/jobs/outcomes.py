@@ -19,7 +19,7 @@ from shared.jobs.cancel import cancel_items_of_ended_jobs, why_cancelled
 from shared.jobs.drift_counts import count_drift
 from shared.jobs.lifecycle import finish_complete_jobs
 from shared.jobs.result_cache import remember_results
-from shared.jobs.rows import INSERT_SLICE_ROWS, ids_bound, slices
+from shared.jobs.rows import INSERT_SLICE_ROWS, ids_bound, slices, status_values
 from shared.jobs.work import Outcome
 from shared.models import Job, JobItem, utcnow
 from shared.states import TERMINAL_JOB_STATUSES, ItemStatus, JobStatus, Task
@@ -100,13 +100,22 @@ def store_outcomes(
         _write_finished(session, finished, now)
     splits = [o for o in outcomes if o.chunks is not None]
     chunks = [o for o in finished if refs[o.item_id].parent_id is not None]
+    ended: set[uuid.UUID] = set()
     if splits or chunks:
         # Such a record locks job rows at several steps (parts added, parts counted, texts
         # counted): taken here at once and in id order, as a record of whole texts takes its
-        # own in one statement, no two records can hold each other's (see `_lock_jobs`).
-        ended = _lock_jobs(session, refs)
-        splits = _cancel_splits_of_ended_jobs(session, splits, refs, ended, now)
+        # own in one statement, no two records can hold each other's (see `lock_jobs`).
+        ended = lock_jobs(session, {ref.job_id for ref in refs.values()})
     _split(session, splits, refs)
+    if late := [o.item_id for o in splits if refs[o.item_id].job_id in ended]:
+        # A cancel skips the texts a claim holds: a text split as its job was cancelled, and
+        # its new chunks, end here as the cancel ends the rest (no worker claims items of an
+        # ended job). With the jobs locked first, a later cancel waits and finds them itself.
+        cancel_items_of_ended_jobs(
+            session,
+            JobItem.status.in_(status_values({ItemStatus.PENDING, ItemStatus.WAITING}))
+            & (JobItem.id.in_(late) | JobItem.parent_id.in_(late)),
+        )
     texts = [(refs[o.item_id].job_id, o) for o in finished if refs[o.item_id].parent_id is None]
     texts += _count_down_parents(session, chunks, refs)
     _count_texts(session, texts)
@@ -156,15 +165,6 @@ _UPDATE_FINISHED = text(
 )
 
 
-def _lock_jobs(session: Session, refs: dict[int, ItemRef]) -> set[uuid.UUID]:
-    """Lock the rows of every job of the record, in id order; return those that ended.
-
-    A record of chunks or splits would otherwise lock them step by step (the jobs whose
-    parts it counts, then those whose texts finished), each set in order but not the whole.
-    """
-    return lock_jobs(session, {ref.job_id for ref in refs.values()})
-
-
 def lock_jobs(session: Session, job_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
     """Lock the jobs' rows in id order and return the ids of those that ended.
 
@@ -182,47 +182,6 @@ _LOCK_JOBS = (
     .order_by(Job.id)
     .with_for_update()
 )
-
-
-def _cancel_splits_of_ended_jobs(
-    session: Session,
-    splits: Sequence[Outcome],
-    refs: dict[int, ItemRef],
-    ended: set[uuid.UUID],
-    now: datetime,
-) -> list[Outcome]:
-    """End cancelled the split texts of jobs that ended (their rows locked); return the
-    other splits.
-
-    A cancel skips the texts a claim holds, so a text being split as its job is cancelled
-    is this record's to end: its chunks, written pending, would wait for good, since no
-    worker claims items of an ended job. With the jobs' rows locked before the chunks are
-    written, a cancel either ended the job before (and it is seen now) or waits and then
-    finds the chunks to cancel.
-    """
-    late = [o for o in splits if refs[o.item_id].job_id in ended]
-    first_round = [o for o in late if refs[o.item_id].level == 0]
-    if first_round:
-        session.execute(
-            update(JobItem),
-            [
-                {
-                    "id": outcome.item_id,
-                    "status": ItemStatus.CANCELLED.value,
-                    "claim_token": None,
-                    "lease_expires_at": None,
-                    "finished_at": now,
-                    "error": f"cancelled after it was split into {len(outcome.chunks or [])} "
-                    "chunks, before any of them ran",
-                }
-                for outcome in first_round
-            ],
-        )
-    if len(first_round) < len(late):
-        # A later round of summaries split again: its first round's chunks did run.
-        again = [o.item_id for o in late if refs[o.item_id].level > 0]
-        cancel_items_of_ended_jobs(session, JobItem.id.in_(again))
-    return [o for o in splits if refs[o.item_id].job_id not in ended]
 
 
 def _split(session: Session, splits: Sequence[Outcome], refs: dict[int, ItemRef]) -> None:

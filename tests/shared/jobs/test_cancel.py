@@ -74,7 +74,7 @@ def test_a_waiting_long_text_and_its_chunks_are_cancelled(db):
     assert statuses(db, job.id) == ["cancelled"] * 3
 
 
-def test_a_text_split_after_its_job_was_cancelled_ends_cancelled_without_chunks(db):
+def test_a_text_split_after_its_job_was_cancelled_ends_cancelled_with_its_chunks(db):
     """The cancel skipped the text its worker was splitting; the worker's record ends it."""
     job = make_job(db, texts=["x" * 100, "y"])
     held = claim(db)
@@ -91,13 +91,14 @@ def test_a_text_split_after_its_job_was_cancelled_ends_cancelled_without_chunks(
         )
         release_claim(session, claim_token=held.token)
     assert stored == 2
-    assert statuses(db, job.id) == ["cancelled", "done"]
+    assert statuses(db, job.id) == ["cancelled", "done", "cancelled", "cancelled"]
+    assert claim(db) is None
     with db.read() as session:
         ended = session.get(Job, job.id)
         outcomes = list_item_outcomes(session, job_id=job.id, after_index=-1, limit=9)
-    assert (ended.status, ended.total_parts, ended.done_items) == (JobStatus.CANCELLED, 0, 1)
-    assert (
-        outcomes[0].failure == "cancelled after it was split into 2 chunks, before any of them ran"
+    assert (ended.status, ended.total_parts, ended.done_items) == (JobStatus.CANCELLED, 2, 1)
+    assert outcomes[0].failure == (
+        "cancelled after it was split into 2 chunks, before any of them finished"
     )
 
 
