@@ -29,7 +29,7 @@ from shared import metrics
 from shared.broker import DRAIN_TASK
 from shared.jobs.claims import (
     claim_items,
-    higher_priority_waiting,
+    models_outranking,
     release_claim,
     work_waiting,
 )
@@ -37,7 +37,7 @@ from shared.jobs.outcomes import record_outcomes
 from shared.jobs.reads import ended_jobs_among
 from shared.jobs.work import Claim, Outcome
 from shared.logs import bind, log_scope
-from shared.shadow.sampling import queue_shadow_work, user_work_outranks
+from shared.shadow.sampling import queue_shadow_work
 from shared.states import Task
 from shared.tracing import span
 from shared.unanswered_rings import RING_MEMORY_S
@@ -118,6 +118,16 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     idle: set[str] = set()
     passed_on = False
     claims = {model.entry.name: _Claims(runtime) for model in served}
+    turns = list(served)  # the order models take their turns in, each round
+
+    def end_slice(first: list[tuple[Task, str]]) -> int:
+        for other_task, name in first:  # the drain of the work that outranked this one
+            runtime.doorbell.ring(other_task, model_name=name)
+        doorbell.release()
+        for each in served:  # their jobs' rings were skipped while held
+            runtime.doorbell.ring(task, model_name=each.entry.name)
+        return recorded
+
     try:
         while not SHUTTING_DOWN.is_set():
             if len(idle) == len(served):
@@ -127,15 +137,12 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
                 # A model that failed to load stays out of the last look (it logged why).
                 idle = {model.entry.name for model in served if model.broken is not None}
                 continue
-            for model in served:
+            for model in turns:
                 if model.entry.name in idle or SHUTTING_DOWN.is_set():
                     continue
                 # A claim taken ahead runs even past the slice, rather than go back unrun.
                 if time.monotonic() >= deadline and not claims[model.entry.name].holds_one:
-                    doorbell.release()
-                    for each in served:  # their jobs' rings were skipped while held
-                        runtime.doorbell.ring(task, model_name=each.entry.name)
-                    return recorded
+                    return end_slice([])
                 runner = _runner_with_work(runtime, model)
                 taken = claims[model.entry.name].take(runner) if runner else None
                 if runner is None or taken is None:
@@ -164,9 +171,21 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
                         runtime.using(model),
                         span("textq.claim", task=task.value, items=len(taken.claim.items)),
                     ):
-                        recorded += _work_on(runtime, runner, taken.claim, taken=taken, ahead=ahead)
+                        worked = _work_on(runtime, runner, taken.claim, taken=taken, ahead=ahead)
                 finally:
                     taken.lease.stop()  # `_work_on` stopped it, unless it never started
+                recorded += worked.recorded
+                if not worked.outranked_by:
+                    continue
+                # Higher-priority work waits: its model's turn comes next, in this drain if
+                # it is of this task, else in its own task's drain, which ends this slice
+                # (one drain runs at a time in a worker).
+                urgent = [name for each, name in worked.outranked_by if each is task]
+                if not urgent:
+                    return end_slice(worked.outranked_by)
+                turns = sorted(served, key=lambda m: m.entry.name not in urgent)
+                idle.difference_update(urgent)
+                break
     finally:
         if doorbell.held:  # stopped by an error or a shutdown, before the last look
             doorbell.release()
@@ -261,6 +280,15 @@ def _claim(runtime: WorkerRuntime, runner: Runner, *, ahead: bool = False) -> Cl
         )
 
 
+@dataclass(frozen=True)
+class _Worked:
+    """What a claim's run came to: the items recorded, and the models whose work of a
+    higher priority ended it early ((task, catalogue name); empty if none did)."""
+
+    recorded: int
+    outranked_by: list[tuple[Task, str]]
+
+
 def _work_on(
     runtime: WorkerRuntime,
     runner: Runner,
@@ -268,13 +296,14 @@ def _work_on(
     *,
     taken: _Taken | None = None,
     ahead: _Claims | None = None,
-) -> int:
+) -> _Worked:
     """Run a claim's batches, recording outcomes every TEXTQ_RECORD_INTERVAL_S.
 
     Recording after each batch would cost a transaction per batch of a few short texts;
     recording only at the end would hold results (and progress) back for the whole claim.
     `taken`: the claim already made ready, its lease kept (`_take`). `ahead`: where to take
-    the model's next claim while this one runs; handed back if this one ends outranked.
+    the model's next claim while this one runs; handed back if this one ends outranked
+    (kept if it is the urgent work, of this model).
     """
     lease = taken.lease if taken else _lease_of(runtime, claim)
     if ahead is not None:  # before this claim's jobs are bound to the log context
@@ -292,9 +321,10 @@ def _work_on(
         lease.stop()
         if ahead is not None and SHUTTING_DOWN.is_set():
             ahead.drop()
-        elif ahead is not None and work.outranked:
-            # The waiting work is claimed next, unless the claim ahead outranks this one.
-            ahead.drop(below=claim.priority + 1)
+        elif ahead is not None and work.outranked_by:
+            own = (runner.task, runner.loaded.resolved.name) in work.outranked_by
+            # The waiting work is claimed next, unless the claim ahead is it.
+            ahead.drop(below=claim.priority + 1 if own else None)
         # Whatever stopped us (shutdown, a database blip), the rest goes back now rather
         # than when the lease lapses, and without using up an attempt.
         if work.recorded < len(claim.items):
@@ -307,7 +337,7 @@ def _work_on(
         time.perf_counter() - started,
         extra={"action": "claim_done", "task": runner.task.value},
     )
-    return work.recorded
+    return _Worked(work.recorded, work.outranked_by)
 
 
 def _lease_of(runtime: WorkerRuntime, claim: Claim) -> LeaseKeeper:
@@ -448,7 +478,8 @@ class _ClaimWork:
         self.recorded = 0
         self.last_record = time.monotonic()
         self.ended_jobs: set[uuid.UUID] = set()  # cancelled since the claim: skip their items
-        self.outranked = False  # higher-priority work waits: end the claim after this batch
+        # Models with higher-priority work waiting: end the claim after this batch.
+        self.outranked_by: list[tuple[Task, str]] = []
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="textq-record")
         self._writing: Future[_Recorded] | None = None
 
@@ -480,7 +511,7 @@ class _ClaimWork:
             stopping = SHUTTING_DOWN.is_set()
             if stopping or self._record_due():
                 self.record()
-            if stopping or self.outranked:
+            if stopping or self.outranked_by:
                 break
         if self.pending:
             self.record()
@@ -508,7 +539,7 @@ class _ClaimWork:
         # these outcomes made for another queue, insights, rang its doorbell at commit.)
         self.recorded += done.stored
         self.ended_jobs.update(done.ended_jobs)
-        self.outranked = self.outranked or done.outranked
+        self.outranked_by = self.outranked_by or done.outranked_by
 
     def ended(self) -> set[uuid.UUID]:
         """Return the claim's jobs that have ended (cancelled, expired, failed)."""
@@ -528,23 +559,19 @@ class _ClaimWork:
                 outcomes=outcomes,
             )
             # Learned at each record: items of a job cancelled since the claim are skipped,
-            # and work of a higher priority ends this claim (the rest goes back).
+            # and work of a higher priority, for any model this worker can run, ends this
+            # claim (the rest goes back).
             ended = ended_jobs_among(session, self.job_ids)
-            outranked = higher_priority_waiting(
+            outranked_by = models_outranking(
                 session,
-                task=self.runner.task,
-                model=self.runner.loaded.resolved.source,
-                model_name=self.runner.loaded.resolved.name,
-                priority=self.claim.priority,
-            ) or user_work_outranks(
-                session,
-                claim_priority=self.claim.priority,
                 served=[
                     (m.entry.task, m.resolved.source, m.entry.name)
                     for m in self.runtime.served.values()
+                    if m.broken is None
                 ],
+                priority=self.claim.priority,
             )
-        return _Recorded(stored, ended, outranked)
+        return _Recorded(stored, ended, outranked_by)
 
 
 @dataclass(frozen=True)
@@ -553,7 +580,7 @@ class _Recorded:
 
     stored: int
     ended_jobs: set[uuid.UUID]
-    outranked: bool
+    outranked_by: list[tuple[Task, str]]  # models with higher-priority work: (task, name)
 
 
 def count_outcomes(task: Task, outcomes: list[Outcome]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -321,6 +321,25 @@ def higher_priority_waiting(
     """Return whether a job of higher priority than `priority` has items to claim."""
     params = _waiting_params(task, model, model_name) | {"priority": priority}
     return session.scalar(_HIGHER_PRIORITY_WAITING[model_name is not None], params) or False
+
+
+def models_outranking(
+    session: Session, *, served: Iterable[tuple[Task, str, str]], priority: int
+) -> list[tuple[Task, str]]:
+    """Return the models among `served` (task, source, catalogue name) that have work of a
+    higher priority than `priority` to claim, as (task, catalogue name), in the order given.
+
+    A claim ends itself early when any has: the models of a worker share its device, so a
+    bulk claim yields to urgent work of its own model, of another, or of another task; and
+    a shadow claim (priority -1) to any user's work.
+    """
+    return [
+        (task, name)
+        for task, source, name in served
+        if higher_priority_waiting(
+            session, task=task, model=source, model_name=name, priority=priority
+        )
+    ]
 
 
 def work_waiting(session: Session, *, task: Task, model: str, model_name: str | None) -> bool:

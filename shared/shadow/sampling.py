@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -19,12 +19,11 @@ from sqlalchemy.orm import Session
 from shared.catalogue import Catalogue, CatalogueModel
 from shared.config import Settings
 from shared.jobs.after_commit import wake_workers
-from shared.jobs.claims import higher_priority_waiting
 from shared.jobs.rows import INSERT_SLICE_ROWS, slices
 from shared.jobs.submit import add_job
 from shared.jobs.work import Outcome
 from shared.models import Job, JobItem
-from shared.states import ItemStatus, Task
+from shared.states import ItemStatus
 from shared.worker_registry import live_workers_serving
 
 # Below every priority a user may ask for (0-9): a claim takes the highest priority that has
@@ -157,22 +156,3 @@ def _add_shadow_job(session: Session, candidate: CatalogueModel, rows: list[Any]
     for rows_slice in slices(items, INSERT_SLICE_ROWS):
         session.execute(insert(JobItem), rows_slice)
     return job.id
-
-
-def user_work_outranks(
-    session: Session, *, claim_priority: int, served: Iterable[tuple[Task, str, str]]
-) -> bool:
-    """Say whether a shadow claim should end: user work waits for any model this worker
-    serves (`served`: task, source, catalogue name). Always False for a user's claim.
-
-    A claim ends itself when higher-priority work of its own model arrives; a shadow claim
-    also yields to the other models of the worker, as they share its device.
-    """
-    if claim_priority > SHADOW_PRIORITY:
-        return False
-    return any(
-        higher_priority_waiting(
-            session, task=task, model=source, model_name=name, priority=SHADOW_PRIORITY
-        )
-        for task, source, name in served
-    )

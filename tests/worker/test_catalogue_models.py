@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from api.app import create_app
 from shared.config import Settings
 from shared.jobs.reads import get_job, list_item_outcomes
-from shared.models import Job
+from shared.models import Job, JobItem
 from shared.states import JobStatus, Task
 from worker.runtime import WorkerRuntime
 from worker.tasks import drain_queue
@@ -141,3 +141,46 @@ def test_a_worker_never_claims_work_for_a_model_it_does_not_serve(with_catalogue
     assert outcome(db, chosen)[0].status == JobStatus.QUEUED
     run_worker(with_catalogue, worker_models="v2").stop()
     assert outcome(db, chosen)[0].status == JobStatus.SUCCEEDED
+
+
+def test_urgent_work_of_another_model_runs_before_the_rest_of_a_bulk_claim(
+    settings, db, model_dirs, second_version, tmp_path, monkeypatch
+):
+    from tests.factories import make_job
+
+    path = tmp_path / "models.toml"
+    path.write_text(
+        f'[sentiment.sst2]\nsource = "{model_dirs.sentiment}"\ndefault = true\n\n'
+        f'[sentiment.v2]\nsource = "{second_version}"\n'
+    )
+    two = settings.model_copy(update={"models_file": path, "record_interval_s": 0.0})
+    sst2, v2 = (two.catalogue.by_name[name] for name in ("sst2", "v2"))
+    bulk = make_job(
+        db, texts=[f"text {n}" for n in range(6)], model=str(sst2.source), model_name="sst2"
+    )
+    runtime = WorkerRuntime.start(two)
+    try:
+        runner = runtime.served["sst2"].runner
+        runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
+        forward = runner._forward
+        urgent = []
+
+        def forward_and_submit(batch, encoded, tensors):
+            if not urgent:
+                urgent.append(
+                    make_job(db, texts=["now"], model=str(v2.source), model_name="v2", priority=9)
+                )
+            return forward(batch, encoded, tensors)
+
+        monkeypatch.setattr(runner, "_forward", forward_and_submit)
+        # One claim holds all six texts; it ends after its second batch, v2 loads and runs
+        # the urgent text, then the bulk job's last two texts run.
+        assert drain_queue(runtime, Task.SENTIMENT) == 7
+    finally:
+        runtime.stop()
+    with db.read() as session:
+        claims = session.scalar(
+            select(func.count(func.distinct(JobItem.claim_token))).where(JobItem.job_id == bulk.id)
+        )
+        urgent_end = session.get(Job, urgent[0].id).finished_at
+        assert (claims, urgent_end < session.get(Job, bulk.id).finished_at) == (2, True)

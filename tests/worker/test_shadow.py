@@ -19,10 +19,11 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from api.app import create_app
 from shared.config import Settings
+from shared.jobs.claims import models_outranking
 from shared.jobs.reads import list_item_outcomes
 from shared.jobs.submit import create_job
 from shared.models import Job, JobItem
-from shared.shadow.sampling import SHADOW_PRIORITY, user_work_outranks
+from shared.shadow.sampling import SHADOW_PRIORITY
 from shared.states import JobStatus, Task
 from tests.model_factory import labelled_feedback
 from worker.runtime import WorkerRuntime
@@ -212,7 +213,7 @@ def test_a_shadow_claim_yields_to_user_work_of_any_model_the_worker_serves(setti
             priority=SHADOW_PRIORITY,
         )
     with db.read() as session:
-        assert not user_work_outranks(session, claim_priority=SHADOW_PRIORITY, served=served)
+        assert models_outranking(session, served=served, priority=SHADOW_PRIORITY) == []
     with db.write() as session:
         create_job(
             session,
@@ -225,9 +226,10 @@ def test_a_shadow_claim_yields_to_user_work_of_any_model_the_worker_serves(setti
             priority=0,
         )
     with db.read() as session:
-        assert user_work_outranks(session, claim_priority=SHADOW_PRIORITY, served=served)
-        # A user's claim is never ended for another model's work.
-        assert not user_work_outranks(session, claim_priority=0, served=served)
+        outranking = models_outranking(session, served=served, priority=SHADOW_PRIORITY)
+        assert outranking == [(Task.SENTIMENT, "sst2")]
+        # A user's claim yields only to work of a higher priority than its own.
+        assert models_outranking(session, served=served, priority=0) == []
 
 
 def test_a_model_without_a_comparison_is_a_404_naming_those_with_one(

@@ -61,7 +61,7 @@ def test_shutdown_finishes_the_batch_and_hands_back_the_rest(runtime, db, settin
     claimed = claim(db, model=settings.sentiment_model)
     worker_runtime.SHUTTING_DOWN.set()
     try:
-        assert _work_on(runtime, runner, claimed) == 2
+        assert _work_on(runtime, runner, claimed).recorded == 2
     finally:
         worker_runtime.SHUTTING_DOWN.clear()
     with db.read() as session:
@@ -172,7 +172,7 @@ def work_on_six_texts_in_batches_of_two(runtime, db, settings, monkeypatch, duri
         return forward(batch, encoded, tensors)
 
     monkeypatch.setattr(runner, "_forward", forward_and_interfere)
-    recorded = _work_on(runtime, runner, claim(db, model=settings.sentiment_model))
+    recorded = _work_on(runtime, runner, claim(db, model=settings.sentiment_model)).recorded
     return job, batches, recorded
 
 
@@ -216,6 +216,44 @@ def test_a_claim_gives_way_to_higher_priority_work_after_its_current_batch(
     assert drain_queue(runtime, Task.SENTIMENT) == 3
 
 
+def test_urgent_work_of_another_task_ends_the_drain_for_that_tasks_drain(
+    runtime, db, settings, monkeypatch
+):
+    bulk = make_job(db, texts=[f"text {n}" for n in range(6)], model=settings.sentiment_model)
+    runner = runtime.runners[Task.SENTIMENT]
+    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
+    runtime.settings = settings.model_copy(update={"record_interval_s": 0.0})
+    forward = runner._forward
+    urgent = []
+
+    def forward_and_submit(batch, encoded, tensors):
+        if not urgent:
+            urgent.append(
+                make_job(
+                    db,
+                    texts=["A story."],
+                    task=Task.SUMMARIZE,
+                    model=settings.summarization_model,
+                    priority=9,
+                )
+            )
+        return forward(batch, encoded, tensors)
+
+    monkeypatch.setattr(runner, "_forward", forward_and_submit)
+    # The summary shares the worker's device: the sentiment drain ends after the batch that
+    # ran when it learned of it, and rings for the summary's drain and for its own rest.
+    assert drain_queue(runtime, Task.SENTIMENT) == 4
+    assert len(published(settings, Task.SUMMARIZE)) == 1
+    assert len(published(settings, Task.SENTIMENT)) == 1
+    rows = item_rows(db, bulk)
+    assert sorted((r.status, r.attempts) for r in rows) == [("done", 1)] * 4 + [("pending", 0)] * 2
+    assert drain_queue(runtime, Task.SUMMARIZE) == 1
+    assert drain_queue(runtime, Task.SENTIMENT) == 2
+    with db.read() as session:
+        urgent_end = session.get(Job, urgent[0].id).finished_at
+        assert urgent_end < session.get(Job, bulk.id).finished_at
+
+
 def test_the_model_runs_the_next_batch_while_the_last_ones_are_written(
     runtime, db, settings, monkeypatch
 ):
@@ -248,7 +286,7 @@ def test_the_model_runs_the_next_batch_while_the_last_ones_are_written(
 
     monkeypatch.setattr(tasks, "record_outcomes", slow_record)
     monkeypatch.setattr(runner, "_forward", watched_forward)
-    assert _work_on(runtime, runner, claim(db, model=settings.sentiment_model)) == 6
+    assert _work_on(runtime, runner, claim(db, model=settings.sentiment_model)).recorded == 6
     assert overlapped == [False, True, True]
     with db.read() as session:
         assert session.get(Job, job.id).status == JobStatus.SUCCEEDED
@@ -335,7 +373,7 @@ def test_a_claim_taken_ahead_gives_way_to_higher_priority_work(runtime, db, sett
     ahead = claims.ahead()
     urgent = make_job(db, texts=["now"], model=settings.sentiment_model, priority=9)
     # The first claim learns of the urgent job at its record, and the one ahead goes back.
-    assert tasks._work_on(runtime, runner, first.claim, taken=first, ahead=claims) == 4
+    assert tasks._work_on(runtime, runner, first.claim, taken=first, ahead=claims).recorded == 4
     assert claims.ahead() is None
     rows = item_rows(db, bulk)
     assert not {r.claim_token for r in rows} & {ahead.claim.token}
@@ -351,7 +389,7 @@ def test_a_claim_taken_ahead_that_holds_higher_priority_work_is_kept(runtime, db
     runner, claims = claims_of_four(runtime, settings)
     first = claims.take(runner)
     urgent = make_job(db, texts=["now"], model=settings.sentiment_model, priority=9)
-    assert tasks._work_on(runtime, runner, first.claim, taken=first, ahead=claims) == 4
+    assert tasks._work_on(runtime, runner, first.claim, taken=first, ahead=claims).recorded == 4
     ahead = claims.ahead()  # taken after the urgent job came: it holds it
     assert {item.job_id for item in ahead.claim.items} == {urgent.id}
     claims.close()
@@ -398,7 +436,7 @@ def test_a_claim_taken_ahead_runs_nothing_of_a_job_cancelled_meanwhile(runtime, 
     first.lease.stop()
     with db.write() as session:
         cancel_job(session, tenant_id=DEFAULT_TENANT_ID, job_id=job.id)
-    assert tasks._work_on(runtime, runner, ahead.claim, taken=ahead) == 0
+    assert tasks._work_on(runtime, runner, ahead.claim, taken=ahead).recorded == 0
     rows = item_rows(db, job)
     assert "done" not in {r.status for r in rows}
     assert sorted(r.status for r in rows if r.claim_token != first.claim.token) == ["cancelled"] * 4
