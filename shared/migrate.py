@@ -7,6 +7,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -46,17 +47,24 @@ def wait_for_database(url: str, *, timeout_s: float) -> None:
         engine.dispose()
 
 
-def upgrade(url: str, *, revision: str = "head") -> None:
-    """Bring the database at `url` to `revision` (creating the SQLite file if needed)."""
+def upgrade(url: str, *, revision: str = "head") -> tuple[str | None, str | None]:
+    """Bring the database at `url` to `revision` (creating the SQLite file if needed).
+
+    Returns its revision before and after (None before: an empty database, whose tables
+    this created).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
     try:
         with engine.begin() as connection:
+            before = MigrationContext.configure(connection).get_current_revision()
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+            after = MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
-    log.info("database at %s is at revision %s", parsed.render_as_string(), revision)
+    log.info("database at %s is at revision %s", parsed.render_as_string(), after)
+    return before, after

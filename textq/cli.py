@@ -256,18 +256,24 @@ def db_upgrade(
     """Apply the database migrations (waits for the database to answer first)."""
     settings = settings_or_fail()
     configure_logging(settings.log_level, settings.log_format)
-    _upgrade(settings, wait_s=wait)
-    typer.echo("database is up to date")
+    before, after = _upgrade(settings, wait_s=wait)
+    if before is None:
+        typer.echo(f"database created: its tables are at revision {after}")
+    elif before == after:
+        typer.echo(f"database is up to date (revision {after})")
+    else:
+        typer.echo(f"database upgraded from revision {before} to {after}")
 
 
-def _upgrade(settings: Settings, *, wait_s: float) -> None:
+def _upgrade(settings: Settings, *, wait_s: float) -> tuple[str | None, str | None]:
+    """Migrate the settings' database; return its revision before and after."""
     from shared.migrate import upgrade, wait_for_database
 
     url = settings.resolved_database_url
     try:
         if wait_s > 0:
             wait_for_database(url, timeout_s=wait_s)
-        upgrade(url)
+        return upgrade(url)
     except Exception as error:
         raise fail(f"cannot migrate the database ({type(error).__name__}: {error})") from None
 

@@ -297,6 +297,21 @@ def test_worker_with_an_unknown_task_says_so(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_db_upgrade_says_whether_it_created_upgraded_or_found_the_tables_current(tmp_path):
+    from shared.migrate import upgrade
+
+    env = {"TEXTQ_DATA_DIR": str(tmp_path)}
+    created = run_cli(["db", "upgrade"], env)
+    assert created.returncode == 0, created.stderr
+    head = created.stdout.strip().rsplit(" ", 1)[-1]
+    assert created.stdout.startswith("database created: its tables are at revision 00"), created
+    assert run_cli(["db", "upgrade"], env).stdout == f"database is up to date (revision {head})\n"
+    older = tmp_path / "older.sqlite3"
+    upgrade(f"sqlite:///{older}", revision="0015_drift_counts")
+    upgraded = run_cli(["db", "upgrade"], {**env, "TEXTQ_DATABASE_URL": f"sqlite:///{older}"})
+    assert upgraded.stdout == f"database upgraded from revision 0015_drift_counts to {head}\n"
+
+
 def test_keys_are_printed_once_listed_by_prefix_and_revoked(tmp_path):
     env = {"TEXTQ_DATA_DIR": str(tmp_path)}
     assert run_cli(["db", "upgrade"], env).returncode == 0
