@@ -20,15 +20,18 @@ def register_worker(
     dtype: str,
     models: dict[str, Any],
     served: list[dict[str, Any]] | None = None,
+    starting: bool = False,
 ) -> None:
-    """Record a worker that just started, or what it serves and has loaded since.
+    """Record a worker that just started (`starting`), or what it serves and has loaded
+    since.
 
     `models`: the task defaults, `{task: {"model", "revision", "limits"}}`; `served`: every
-    catalogue model it serves (see `Worker.served`).
+    catalogue model it serves (see `Worker.served`). A worker restarted after it was killed
+    finds its row under the same name: starting, it takes a new `started_at` all the same.
     """
     now = utcnow()
     existing = session.get(Worker, name)
-    if existing is not None and served is not None and existing.served is not None:
+    if not starting and existing is not None and served is not None and existing.served is not None:
         # The same worker listing a model it loaded since: it keeps its start.
         existing.models, existing.served, existing.last_seen_at = models, served, now
         existing.device, existing.dtype = device, dtype
@@ -72,7 +75,27 @@ def live_workers_serving(
     sweep_interval_s: float,
     model_name: str | None = None,
 ) -> int:
-    """Count the live workers that claim `task` items of `model` (the source jobs name).
+    """Count the live workers that claim `task` items of `model` (see `live_workers_of`)."""
+    return len(
+        live_workers_of(
+            session,
+            task=task,
+            model=model,
+            sweep_interval_s=sweep_interval_s,
+            model_name=model_name,
+        )
+    )
+
+
+def live_workers_of(
+    session: Session,
+    *,
+    task: str,
+    model: str,
+    sweep_interval_s: float,
+    model_name: str | None = None,
+) -> list[Worker]:
+    """Return the live workers that claim `task` items of `model` (the source jobs name).
 
     With `model_name` (the job's catalogue model), only those serving that catalogue model
     count, as only they claim its items; a worker from before the catalogue (entries named
@@ -80,8 +103,8 @@ def live_workers_serving(
     (its entry has an `error`: missing files, larger than its memory budget) runs none of
     its items, so it does not count.
     """
-    return sum(
-        1
+    return [
+        worker
         for worker in list_workers(session)
         if is_live(worker, sweep_interval_s=sweep_interval_s)
         and any(
@@ -91,7 +114,7 @@ def live_workers_serving(
             and not entry.get("error")
             for entry in served_entries(worker)
         )
-    )
+    ]
 
 
 def limits_of_live_workers(

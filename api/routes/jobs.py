@@ -152,14 +152,17 @@ def queue_of(db: Database, job: Job, sweep_interval_s: float) -> QueueRead:
     """Return where an unfinished job stands in its workers' queue, with its ETA."""
     with db.read() as session:
         waited = job_waited_for(session, job)
-        place = queue_place(session, waited)
-        workers = worker_registry.live_workers_serving(
+        serving = worker_registry.live_workers_of(
             session,
             task=waited.task,
             model=waited.model,
             model_name=waited.model_name,
             sweep_interval_s=sweep_interval_s,
         )
+        # The pace is of the workers running now: none finished before the first started.
+        started = min((worker.started_at for worker in serving), default=None)
+        place = queue_place(session, waited, pace_since=started)
+    workers = len(serving)
     remaining = place.items_ahead + place.items_left
     # An ETA needs a known pace and a live worker to keep it: a pace measured before the
     # last worker died says nothing about when the job will run.

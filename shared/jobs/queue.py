@@ -33,10 +33,11 @@ class QueuePlace:
     items_per_s: float
 
 
-def queue_place(session: Session, job: Job) -> QueuePlace:
+def queue_place(session: Session, job: Job, *, pace_since: datetime | None = None) -> QueuePlace:
     """Return the items ahead of a job (higher priority, or its priority and older), its
     unfinished items, and how many items of its task and model finished per second lately
-    (0 while no pace is known).
+    (0 while no pace is known), not counting those finished before `pace_since` (when the
+    live workers that run them started: a minute that spans a restart is not their pace).
 
     Its model is its source and catalogue name, as workers claim them: a job of another
     catalogue model of the same source is not ahead of it.
@@ -68,11 +69,13 @@ def queue_place(session: Session, job: Job) -> QueuePlace:
         )
     )
     return QueuePlace(
-        items_ahead=int(ahead or 0), items_left=left or 0, items_per_s=_recent_pace(session, job)
+        items_ahead=int(ahead or 0),
+        items_left=left or 0,
+        items_per_s=_recent_pace(session, job, pace_since),
     )
 
 
-def _recent_pace(session: Session, job: Job) -> float:
+def _recent_pace(session: Session, job: Job, not_before: datetime | None) -> float:
     """Return items of the job's task and model workers finished per second lately, or 0.
 
     Measured between the first and the last batch that finished in the window, so a worker
@@ -80,6 +83,8 @@ def _recent_pace(session: Session, job: Job) -> float:
     ran (cache hits, rows refused at upload) do not count. One batch alone gives no pace.
     """
     since = utcnow() - timedelta(seconds=THROUGHPUT_WINDOW_S)
+    if not_before is not None:
+        since = max(since, not_before)
     ran = (
         select(JobItem.finished_at)
         .join(Job, Job.id == JobItem.job_id)

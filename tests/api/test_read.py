@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text, update
 
 from api.app import create_app
-from shared.models import Worker, utcnow
+from shared.models import JobItem, Worker, utcnow
 from shared.states import Task
 
 
@@ -215,6 +215,29 @@ def test_no_pace_and_no_eta_until_they_can_be_known(client, db):
     queue = client.get(url).json()["queue"]
     assert queue["workers"] == 0 and queue["items_per_s"] > 0
     assert queue["estimated_finish_at"] is None, "nothing can run it: no ETA"
+
+
+def test_the_pace_leaves_out_what_finished_before_the_serving_workers_started(client, db):
+    model = client.app.state.settings.sentiment_model
+    job = client.post("/v1/jobs", json={"task": "sentiment", "input": {"texts": list("abcde")}})
+    assert job.status_code == 202, job.text
+    url = f"/v1/jobs/{job.json()['id']}"
+    serve(db, model)
+    for _ in range(2):
+        finish_one(db, model)
+    with db.write() as session:  # those two batches ran 40 s ago, then the worker died
+        session.execute(
+            update(JobItem)
+            .where(JobItem.finished_at.is_not(None))
+            .values(finished_at=utcnow() - timedelta(seconds=40))
+        )
+    serve(db, model)  # restarted
+    for _ in range(2):
+        finish_one(db, model)
+    queue = client.get(url).json()["queue"]
+    # Over the minute, 3 items in 40 s; the restarted worker's two batches came a moment
+    # apart, and that is its pace.
+    assert queue["items_per_s"] > 1, queue
 
 
 def test_the_queue_counts_the_live_workers_serving_the_jobs_model(client, db):
