@@ -94,7 +94,8 @@ def _drain_here(task: Task) -> int:
 
 
 def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
-    """Work through the task's pending items for a time slice; return how many were recorded.
+    """Work through the task's pending items for a time slice; return how many were recorded
+    (with those of the other task's drain it handed over to, if it did).
 
     The database is the queue of record and the doorbell only says "look": one drain works
     on every job's pending items, batched together. Doorbells are per task, so a drain
@@ -106,13 +107,32 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     While it works the drain holds its queues' doorbells, so new jobs there do not ring
     (`Doorbell.hold`); once no model has work it lets go and looks once more. The first
     claim that fills its budget rings once for another worker to help.
+
+    Work of a higher priority than a claim's, for any model this worker serves, ends the
+    claim after its batch (`_ClaimWork`). That model runs next: in this drain if it is of
+    this task; else this slice ends (ringing to come back) and the other task's drain runs
+    here and now, rather than behind whatever the broker hands this worker next.
     """
+    recorded, hand_over_to = _drain_slice(runtime, task, may_hand_over=True)
+    if hand_over_to is not None:
+        with log_scope(task=hand_over_to.value):
+            more, _ = _drain_slice(runtime, hand_over_to, may_hand_over=False)
+        recorded += more
+    return recorded
+
+
+def _drain_slice(
+    runtime: WorkerRuntime, task: Task, *, may_hand_over: bool
+) -> tuple[int, Task | None]:
+    """Run one drain of `task` (see `drain_queue`); return the items recorded, and the task
+    whose higher-priority work ended it, to be drained next (None: it ended otherwise, or
+    not `may_hand_over`, and that task's doorbell was rung instead)."""
     doorbell = _HeldDoorbell(runtime, task)
     served = [model for model in runtime.served_for(task) if model.broken is None]
     if not served:
         doorbell.release()
         log.warning("doorbell for %s, which this worker does not serve", task.value)
-        return 0
+        return 0, None
     deadline = time.monotonic() + runtime.settings.drain_slice_s
     recorded = 0
     idle: set[str] = set()
@@ -120,13 +140,15 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
     claims = {model.entry.name: _Claims(runtime) for model in served}
     turns = list(served)  # the order models take their turns in, each round
 
-    def end_slice(first: list[tuple[Task, str]]) -> int:
-        for other_task, name in first:  # the drain of the work that outranked this one
-            runtime.doorbell.ring(other_task, model_name=name)
+    def end_slice(first: list[tuple[Task, str]]) -> tuple[int, Task | None]:
         doorbell.release()
         for each in served:  # their jobs' rings were skipped while held
             runtime.doorbell.ring(task, model_name=each.entry.name)
-        return recorded
+        if first and may_hand_over:
+            return recorded, first[0][0]
+        for other_task, name in first:  # the drain of the work that outranked this one
+            runtime.doorbell.ring(other_task, model_name=name)
+        return recorded, None
 
     try:
         while not SHUTTING_DOWN.is_set():
@@ -142,6 +164,8 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
                     continue
                 # A claim taken ahead runs even past the slice, rather than go back unrun.
                 if time.monotonic() >= deadline and not claims[model.entry.name].holds_one:
+                    if any(claims[m.entry.name].holds_one for m in served):
+                        continue  # (another model's, kept as it holds urgent work)
                     return end_slice([])
                 runner = _runner_with_work(runtime, model)
                 taken = claims[model.entry.name].take(runner) if runner else None
@@ -179,8 +203,10 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
                     continue
                 # Higher-priority work waits: its model's turn comes next, in this drain if
                 # it is of this task, else in its own task's drain, which ends this slice
-                # (one drain runs at a time in a worker).
-                urgent = [name for each, name in worked.outranked_by if each is task]
+                # (one drain runs at a time in a worker). A claim taken ahead that was kept
+                # holds this model's urgent work, which is no longer pending: it goes first.
+                kept = [model.entry.name] if claims[model.entry.name].holds_one else []
+                urgent = kept + [name for each, name in worked.outranked_by if each is task]
                 if not urgent:
                     return end_slice(worked.outranked_by)
                 turns = sorted(served, key=lambda m: m.entry.name not in urgent)
@@ -193,7 +219,7 @@ def drain_queue(runtime: WorkerRuntime, task: Task) -> int:
                 runtime.doorbell.ring(task, model_name=each.entry.name)
         for pending in claims.values():
             pending.close()
-    return recorded
+    return recorded, None
 
 
 class _HeldDoorbell:
@@ -302,8 +328,8 @@ def _work_on(
     Recording after each batch would cost a transaction per batch of a few short texts;
     recording only at the end would hold results (and progress) back for the whole claim.
     `taken`: the claim already made ready, its lease kept (`_take`). `ahead`: where to take
-    the model's next claim while this one runs; handed back if this one ends outranked
-    (kept if it is the urgent work, of this model).
+    the model's next claim while this one runs; handed back if this one ends outranked,
+    unless it holds work of a higher priority than this one's (the urgent work itself).
     """
     lease = taken.lease if taken else _lease_of(runtime, claim)
     if ahead is not None:  # before this claim's jobs are bound to the log context
@@ -322,9 +348,8 @@ def _work_on(
         if ahead is not None and SHUTTING_DOWN.is_set():
             ahead.drop()
         elif ahead is not None and work.outranked_by:
-            own = (runner.task, runner.loaded.resolved.name) in work.outranked_by
-            # The waiting work is claimed next, unless the claim ahead is it.
-            ahead.drop(below=claim.priority + 1 if own else None)
+            # The waiting work is claimed next, unless the claim ahead is (or holds) it.
+            ahead.drop(below=claim.priority + 1)
         # Whatever stopped us (shutdown, a database blip), the rest goes back now rather
         # than when the lease lapses, and without using up an attempt.
         if work.recorded < len(claim.items):
@@ -539,7 +564,7 @@ class _ClaimWork:
         # these outcomes made for another queue, insights, rang its doorbell at commit.)
         self.recorded += done.stored
         self.ended_jobs.update(done.ended_jobs)
-        self.outranked_by = self.outranked_by or done.outranked_by
+        self.outranked_by = done.outranked_by or self.outranked_by
 
     def ended(self) -> set[uuid.UUID]:
         """Return the claim's jobs that have ended (cancelled, expired, failed)."""

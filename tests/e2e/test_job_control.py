@@ -4,6 +4,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import httpx
 import pytest
@@ -160,6 +161,11 @@ def test_urgent_work_overtakes_a_running_bulk_job(http, urgent_task):
     ).json()
     finished = http.get(f"/v1/jobs/{urgent['id']}", params={"wait_s": 30}).json()
     assert finished["status"] == "succeeded"
+    # Well within a drain's slice (20 s), which the other task's work once waited out.
+    waited = datetime.fromisoformat(finished["finished_at"]) - datetime.fromisoformat(
+        finished["created_at"]
+    )
+    assert waited.total_seconds() < 10, finished
     # Cancelling a finished bulk job is a 409; either way it must not have finished first.
     http.post(f"/v1/jobs/{bulk['id']}/cancel")
     bulk_now = http.get(f"/v1/jobs/{bulk['id']}").json()

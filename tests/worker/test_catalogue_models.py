@@ -143,44 +143,124 @@ def test_a_worker_never_claims_work_for_a_model_it_does_not_serve(with_catalogue
     assert outcome(db, chosen)[0].status == JobStatus.SUCCEEDED
 
 
+def two_sentiment_models(settings, tmp_path, first: Path, second: Path, **update) -> Settings:
+    """Settings serving two sentiment models, "sst2" (the default) and "v2", in that order
+    of the file, recording after every batch."""
+    names = {first: "sst2", second: "v2"}
+    path = tmp_path / "models.toml"
+    path.write_text(
+        "".join(
+            f'[sentiment.{names[source]}]\nsource = "{source}"\n'
+            + ("default = true\n" if names[source] == "sst2" else "")
+            + "\n"
+            for source in (first, second)
+        )
+    )
+    return settings.model_copy(update={"models_file": path, "record_interval_s": 0.0} | update)
+
+
+def claims_of(db, job) -> int:
+    with db.read() as session:
+        return session.scalar(
+            select(func.count(func.distinct(JobItem.claim_token))).where(JobItem.job_id == job.id)
+        )
+
+
+def finished_at(db, job):
+    with db.read() as session:
+        return session.get(Job, job.id).finished_at
+
+
+def in_batches_of_two(runner, during_first_batch=None) -> None:
+    """Run the runner's texts two at a time, calling `during_first_batch` in the first."""
+    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
+    forward = runner._forward
+    called = []
+
+    def forward_and_call(batch, encoded, tensors):
+        if during_first_batch is not None and not called:
+            called.append(during_first_batch())
+        return forward(batch, encoded, tensors)
+
+    runner._forward = forward_and_call
+
+
 def test_urgent_work_of_another_model_runs_before_the_rest_of_a_bulk_claim(
-    settings, db, model_dirs, second_version, tmp_path, monkeypatch
+    settings, db, model_dirs, second_version, tmp_path
 ):
     from tests.factories import make_job
 
-    path = tmp_path / "models.toml"
-    path.write_text(
-        f'[sentiment.sst2]\nsource = "{model_dirs.sentiment}"\ndefault = true\n\n'
-        f'[sentiment.v2]\nsource = "{second_version}"\n'
-    )
-    two = settings.model_copy(update={"models_file": path, "record_interval_s": 0.0})
+    two = two_sentiment_models(settings, tmp_path, model_dirs.sentiment, second_version)
     sst2, v2 = (two.catalogue.by_name[name] for name in ("sst2", "v2"))
     bulk = make_job(
         db, texts=[f"text {n}" for n in range(6)], model=str(sst2.source), model_name="sst2"
     )
+    urgent = []
     runtime = WorkerRuntime.start(two)
     try:
-        runner = runtime.served["sst2"].runner
-        runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
-        forward = runner._forward
-        urgent = []
-
-        def forward_and_submit(batch, encoded, tensors):
-            if not urgent:
-                urgent.append(
-                    make_job(db, texts=["now"], model=str(v2.source), model_name="v2", priority=9)
-                )
-            return forward(batch, encoded, tensors)
-
-        monkeypatch.setattr(runner, "_forward", forward_and_submit)
+        in_batches_of_two(
+            runtime.served["sst2"].runner,
+            lambda: urgent.append(
+                make_job(db, texts=["now"], model=str(v2.source), model_name="v2", priority=9)
+            ),
+        )
         # One claim holds all six texts; it ends after its second batch, v2 loads and runs
         # the urgent text, then the bulk job's last two texts run.
         assert drain_queue(runtime, Task.SENTIMENT) == 7
     finally:
         runtime.stop()
-    with db.read() as session:
-        claims = session.scalar(
-            select(func.count(func.distinct(JobItem.claim_token))).where(JobItem.job_id == bulk.id)
+    assert (claims_of(db, bulk), finished_at(db, urgent[0]) < finished_at(db, bulk)) == (2, True)
+
+
+def test_urgent_work_of_a_model_gone_idle_earlier_in_the_turn_runs_next(
+    settings, db, model_dirs, second_version, tmp_path, monkeypatch
+):
+    from tests.factories import make_job
+
+    two = two_sentiment_models(settings, tmp_path, model_dirs.sentiment, second_version)
+    sst2, v2 = (two.catalogue.by_name[name] for name in ("sst2", "v2"))
+    # sst2 comes first in the turn and has nothing: it is idle when v2's bulk claim runs.
+    bulk = make_job(
+        db, texts=[f"text {n}" for n in range(6)], model=str(v2.source), model_name="v2"
+    )
+    urgent = []
+    runtime = WorkerRuntime.start(two)
+    load = runtime.load
+
+    def load_in_batches_of_two(model):
+        runner = load(model)
+        in_batches_of_two(
+            runner,
+            lambda: urgent.append(
+                make_job(db, texts=["now"], model=str(sst2.source), model_name="sst2", priority=9)
+            ),
         )
-        urgent_end = session.get(Job, urgent[0].id).finished_at
-        assert (claims, urgent_end < session.get(Job, bulk.id).finished_at) == (2, True)
+        return runner
+
+    monkeypatch.setattr(runtime, "load", load_in_batches_of_two)
+    try:
+        assert drain_queue(runtime, Task.SENTIMENT) == 7
+    finally:
+        runtime.stop()
+    assert (claims_of(db, bulk), finished_at(db, urgent[0]) < finished_at(db, bulk)) == (2, True)
+
+
+def test_work_for_a_model_that_cannot_load_does_not_end_claims(
+    settings, db, model_dirs, second_version, tmp_path
+):
+    from tests.factories import make_job
+
+    two = two_sentiment_models(settings, tmp_path, model_dirs.sentiment, second_version)
+    sst2, v2 = (two.catalogue.by_name[name] for name in ("sst2", "v2"))
+    bulk = make_job(
+        db, texts=[f"text {n}" for n in range(6)], model=str(sst2.source), model_name="sst2"
+    )
+    make_job(db, texts=["now"], model=str(v2.source), model_name="v2", priority=9)
+    runtime = WorkerRuntime.start(two)
+    try:
+        runtime.served["v2"].broken = "cannot load (as if its files were missing)"
+        in_batches_of_two(runtime.served["sst2"].runner)
+        assert drain_queue(runtime, Task.SENTIMENT) == 6
+    finally:
+        runtime.stop()
+    assert claims_of(db, bulk) == 1, "the work no model here can run did not interrupt it"

@@ -216,7 +216,7 @@ def test_a_claim_gives_way_to_higher_priority_work_after_its_current_batch(
     assert drain_queue(runtime, Task.SENTIMENT) == 3
 
 
-def test_urgent_work_of_another_task_ends_the_drain_for_that_tasks_drain(
+def test_urgent_work_of_another_task_ends_the_drain_and_runs_in_its_place(
     runtime, db, settings, monkeypatch
 ):
     bulk = make_job(db, texts=[f"text {n}" for n in range(6)], model=settings.sentiment_model)
@@ -241,13 +241,13 @@ def test_urgent_work_of_another_task_ends_the_drain_for_that_tasks_drain(
 
     monkeypatch.setattr(runner, "_forward", forward_and_submit)
     # The summary shares the worker's device: the sentiment drain ends after the batch that
-    # ran when it learned of it, and rings for the summary's drain and for its own rest.
-    assert drain_queue(runtime, Task.SENTIMENT) == 4
-    assert len(published(settings, Task.SUMMARIZE)) == 1
+    # ran when it learned of it, rings for the rest of its own work, and the summary's
+    # drain runs in its place (four sentiment texts and the summary).
+    assert drain_queue(runtime, Task.SENTIMENT) == 5
     assert len(published(settings, Task.SENTIMENT)) == 1
+    assert published(settings, Task.SUMMARIZE) == []
     rows = item_rows(db, bulk)
     assert sorted((r.status, r.attempts) for r in rows) == [("done", 1)] * 4 + [("pending", 0)] * 2
-    assert drain_queue(runtime, Task.SUMMARIZE) == 1
     assert drain_queue(runtime, Task.SENTIMENT) == 2
     with db.read() as session:
         urgent_end = session.get(Job, urgent[0].id).finished_at
