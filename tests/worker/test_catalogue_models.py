@@ -17,6 +17,7 @@ from worker.runtime import WorkerRuntime
 from worker.tasks import drain_queue
 
 TEXTS = ["I love it", "the parcel came late and broken", "meh"]
+SIX_TEXTS = [f"text {n}" for n in range(6)]
 
 
 @pytest.fixture(scope="session")
@@ -159,6 +160,14 @@ def two_sentiment_models(settings, tmp_path, first: Path, second: Path, **update
     return settings.model_copy(update={"models_file": path, "record_interval_s": 0.0} | update)
 
 
+def job_for(db, settings: Settings, name: str, texts: list[str], priority: int = 5):
+    """Make a sentiment job for the catalogue model `name` of `settings`."""
+    from tests.factories import make_job
+
+    source = str(settings.catalogue.by_name[name].source)
+    return make_job(db, texts=texts, model=source, model_name=name, priority=priority)
+
+
 def claims_of(db, job) -> int:
     with db.read() as session:
         return session.scalar(
@@ -188,21 +197,14 @@ def in_batches_of_two(runner, during_first_batch=None) -> None:
 def test_urgent_work_of_another_model_runs_before_the_rest_of_a_bulk_claim(
     settings, db, model_dirs, second_version, tmp_path
 ):
-    from tests.factories import make_job
-
     two = two_sentiment_models(settings, tmp_path, model_dirs.sentiment, second_version)
-    sst2, v2 = (two.catalogue.by_name[name] for name in ("sst2", "v2"))
-    bulk = make_job(
-        db, texts=[f"text {n}" for n in range(6)], model=str(sst2.source), model_name="sst2"
-    )
+    bulk = job_for(db, two, "sst2", SIX_TEXTS)
     urgent = []
     runtime = WorkerRuntime.start(two)
     try:
         in_batches_of_two(
             runtime.served["sst2"].runner,
-            lambda: urgent.append(
-                make_job(db, texts=["now"], model=str(v2.source), model_name="v2", priority=9)
-            ),
+            lambda: urgent.append(job_for(db, two, "v2", ["now"], priority=9)),
         )
         # One claim holds all six texts; it ends after its second batch, v2 loads and runs
         # the urgent text, then the bulk job's last two texts run.
@@ -215,14 +217,9 @@ def test_urgent_work_of_another_model_runs_before_the_rest_of_a_bulk_claim(
 def test_urgent_work_of_a_model_gone_idle_earlier_in_the_turn_runs_next(
     settings, db, model_dirs, second_version, tmp_path, monkeypatch
 ):
-    from tests.factories import make_job
-
     two = two_sentiment_models(settings, tmp_path, model_dirs.sentiment, second_version)
-    sst2, v2 = (two.catalogue.by_name[name] for name in ("sst2", "v2"))
     # sst2 comes first in the turn and has nothing: it is idle when v2's bulk claim runs.
-    bulk = make_job(
-        db, texts=[f"text {n}" for n in range(6)], model=str(v2.source), model_name="v2"
-    )
+    bulk = job_for(db, two, "v2", SIX_TEXTS)
     urgent = []
     runtime = WorkerRuntime.start(two)
     load = runtime.load
@@ -231,9 +228,7 @@ def test_urgent_work_of_a_model_gone_idle_earlier_in_the_turn_runs_next(
         runner = load(model)
         in_batches_of_two(
             runner,
-            lambda: urgent.append(
-                make_job(db, texts=["now"], model=str(sst2.source), model_name="sst2", priority=9)
-            ),
+            lambda: urgent.append(job_for(db, two, "sst2", ["now"], priority=9)),
         )
         return runner
 
@@ -248,14 +243,9 @@ def test_urgent_work_of_a_model_gone_idle_earlier_in_the_turn_runs_next(
 def test_work_for_a_model_that_cannot_load_does_not_end_claims(
     settings, db, model_dirs, second_version, tmp_path
 ):
-    from tests.factories import make_job
-
     two = two_sentiment_models(settings, tmp_path, model_dirs.sentiment, second_version)
-    sst2, v2 = (two.catalogue.by_name[name] for name in ("sst2", "v2"))
-    bulk = make_job(
-        db, texts=[f"text {n}" for n in range(6)], model=str(sst2.source), model_name="sst2"
-    )
-    make_job(db, texts=["now"], model=str(v2.source), model_name="v2", priority=9)
+    bulk = job_for(db, two, "sst2", SIX_TEXTS)
+    job_for(db, two, "v2", ["now"], priority=9)
     runtime = WorkerRuntime.start(two)
     try:
         runtime.served["v2"].broken = "cannot load (as if its files were missing)"

@@ -154,10 +154,10 @@ def test_old_cache_entries_are_forgotten(db):
         assert forget_results_before(session, utcnow() + timedelta(seconds=1)) == 1
 
 
-def work_on_six_texts_in_batches_of_two(runtime, db, settings, monkeypatch, during_first_batch):
-    """Claim a six-text job and work on it, calling `during_first_batch(job)` mid-batch."""
-    from tests.factories import claim
-
+def six_texts_in_batches_of_two(runtime, db, settings, monkeypatch, during_first_batch):
+    """Make a six-text sentiment job and have the runner run two texts a batch, recording
+    after each, calling `during_first_batch(job)` mid-batch; return the job and the list
+    the sizes of the batches run go to."""
     job = make_job(db, texts=[f"text {n}" for n in range(6)], model=settings.sentiment_model)
     runner = runtime.runners[Task.SENTIMENT]
     runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
@@ -172,6 +172,17 @@ def work_on_six_texts_in_batches_of_two(runtime, db, settings, monkeypatch, duri
         return forward(batch, encoded, tensors)
 
     monkeypatch.setattr(runner, "_forward", forward_and_interfere)
+    return job, batches
+
+
+def work_on_six_texts_in_batches_of_two(runtime, db, settings, monkeypatch, during_first_batch):
+    """Claim a six-text job and work on it, calling `during_first_batch(job)` mid-batch."""
+    from tests.factories import claim
+
+    job, batches = six_texts_in_batches_of_two(
+        runtime, db, settings, monkeypatch, during_first_batch
+    )
+    runner = runtime.runners[Task.SENTIMENT]
     recorded = _work_on(runtime, runner, claim(db, model=settings.sentiment_model)).recorded
     return job, batches, recorded
 
@@ -219,27 +230,19 @@ def test_a_claim_gives_way_to_higher_priority_work_after_its_current_batch(
 def test_urgent_work_of_another_task_ends_the_drain_and_runs_in_its_place(
     runtime, db, settings, monkeypatch
 ):
-    bulk = make_job(db, texts=[f"text {n}" for n in range(6)], model=settings.sentiment_model)
-    runner = runtime.runners[Task.SENTIMENT]
-    runner.limits = runner.limits.__class__(max_tokens=4096, max_size=2)
-    runtime.settings = settings.model_copy(update={"record_interval_s": 0.0})
-    forward = runner._forward
     urgent = []
 
-    def forward_and_submit(batch, encoded, tensors):
-        if not urgent:
-            urgent.append(
-                make_job(
-                    db,
-                    texts=["A story."],
-                    task=Task.SUMMARIZE,
-                    model=settings.summarization_model,
-                    priority=9,
-                )
-            )
-        return forward(batch, encoded, tensors)
+    def submit_a_summary(_bulk):
+        summary = make_job(
+            db,
+            texts=["A story."],
+            task=Task.SUMMARIZE,
+            model=settings.summarization_model,
+            priority=9,
+        )
+        urgent.append(summary)
 
-    monkeypatch.setattr(runner, "_forward", forward_and_submit)
+    bulk, _ = six_texts_in_batches_of_two(runtime, db, settings, monkeypatch, submit_a_summary)
     # The summary shares the worker's device: the sentiment drain ends after the batch that
     # ran when it learned of it, rings for the rest of its own work, and the summary's
     # drain runs in its place (four sentiment texts and the summary).
