@@ -20,18 +20,15 @@ def register_worker(
     dtype: str,
     models: dict[str, Any],
     served: list[dict[str, Any]] | None = None,
-    starting: bool = False,
 ) -> None:
-    """Record a worker that just started (`starting`), or what it serves and has loaded
-    since.
+    """Record a worker that just started, or what it serves and has loaded since.
 
     `models`: the task defaults, `{task: {"model", "revision", "limits"}}`; `served`: every
-    catalogue model it serves (see `Worker.served`). A worker restarted after it was killed
-    finds its row under the same name: starting, it takes a new `started_at` all the same.
+    catalogue model it serves (see `Worker.served`).
     """
     now = utcnow()
     existing = session.get(Worker, name)
-    if not starting and existing is not None and served is not None and existing.served is not None:
+    if existing is not None and served is not None and existing.served is not None:
         # The same worker listing a model it loaded since: it keeps its start.
         existing.models, existing.served, existing.last_seen_at = models, served, now
         existing.device, existing.dtype = device, dtype

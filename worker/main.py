@@ -76,4 +76,4 @@ def serve(settings: Settings, resolved: dict[str, ResolvedModel]) -> None:
 
 def list_this_worker(runtime: worker_runtime.WorkerRuntime) -> None:
     """List this worker, what it serves and each loaded model's limits."""
-    runtime.list_in_registry(starting=True)
+    runtime.list_in_registry()

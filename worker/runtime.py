@@ -345,14 +345,12 @@ class WorkerRuntime:
                 return served.cache
         raise LookupError(f"no served model runs on {runner.loaded.resolved.source!r}")
 
-    def list_in_registry(self, *, starting: bool = False) -> None:
+    def list_in_registry(self) -> None:
         """List this worker in the `workers` table with what it serves and has loaded
-        (`textq models list`, `GET /v1/models`; the API checks options against the limits).
-        `starting`: the process's first listing, which sets its start time."""
+        (`textq models list`, `GET /v1/models`; the API checks options against the limits)."""
         with self.db.write() as session:
             worker_registry.register_worker(
                 session,
-                starting=starting,
                 name=self.name,
                 device=str(self.device),
                 dtype=str(self.dtype).removeprefix("torch."),

@@ -159,8 +159,10 @@ def queue_of(db: Database, job: Job, sweep_interval_s: float) -> QueueRead:
             model_name=waited.model_name,
             sweep_interval_s=sweep_interval_s,
         )
-        # The pace is of the workers running now: none finished before the first started.
-        started = min((worker.started_at for worker in serving), default=None)
+        # The pace is of the workers running now: measured since the last of them started
+        # (a worker restarted after a crash has a new row, while its dead one still looks
+        # live for a while, so not since the first).
+        started = max((worker.started_at for worker in serving), default=None)
         place = queue_place(session, waited, pace_since=started)
     workers = len(serving)
     remaining = place.items_ahead + place.items_left

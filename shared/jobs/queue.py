@@ -37,7 +37,8 @@ def queue_place(session: Session, job: Job, *, pace_since: datetime | None = Non
     """Return the items ahead of a job (higher priority, or its priority and older), its
     unfinished items, and how many items of its task and model finished per second lately
     (0 while no pace is known), not counting those finished before `pace_since` (when the
-    live workers that run them started: a minute that spans a restart is not their pace).
+    last of the live workers that run them started: a minute that spans a restart is not
+    their pace).
 
     Its model is its source and catalogue name, as workers claim them: a job of another
     catalogue model of the same source is not ahead of it.

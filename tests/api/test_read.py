@@ -231,7 +231,13 @@ def test_the_pace_leaves_out_what_finished_before_the_serving_workers_started(cl
             .where(JobItem.finished_at.is_not(None))
             .values(finished_at=utcnow() - timedelta(seconds=40))
         )
-    serve(db, model)  # restarted
+        session.execute(
+            update(Worker)
+            .where(Worker.name == "serving")
+            .values(started_at=utcnow() - timedelta(seconds=50))
+        )
+    # Restarted: a new process, listed anew, while the dead one still looks live a while.
+    serve(db, model, name="restarted")
     for _ in range(2):
         finish_one(db, model)
     queue = client.get(url).json()["queue"]

@@ -39,25 +39,6 @@ def test_a_restarted_name_replaces_its_row_and_the_dead_are_forgotten(db):
         assert worker_registry.list_workers(session) == []
 
 
-def test_a_worker_keeps_its_start_while_it_runs_and_takes_a_new_one_when_restarted(db):
-    from shared.models import Worker
-
-    served = [{"name": "sst2", "task": "sentiment", "model": "/models/sst2", "loaded": True}]
-
-    def listed(**kwargs):
-        with db.write() as session:
-            worker_registry.register_worker(
-                session, name="w", device="cpu", dtype="f", models={}, served=served, **kwargs
-            )
-        with db.read() as session:
-            return session.get(Worker, "w").started_at
-
-    first = listed(starting=True)
-    assert listed() == first, "listing a model loaded since keeps the start"
-    # Killed, so its row was never forgotten: the new process still starts afresh.
-    assert listed(starting=True) > first
-
-
 def test_a_worker_that_cannot_load_a_model_does_not_count_as_serving_it(db):
     served = [
         {"name": "sst2", "task": "sentiment", "model": "/models/sst2", "loaded": True},
