@@ -17,6 +17,7 @@ import numpy
 import torch
 
 from shared import metrics
+from shared.config import FORWARD_OVERHEAD_TOKENS
 from shared.jobs.documents import MAX_REDUCE_ROUNDS
 from shared.jobs.work import ClaimedItem, NewChunk, Outcome
 from shared.states import Task
@@ -31,7 +32,11 @@ log = logging.getLogger(__name__)
 
 
 def plan_batches(
-    lengths: Sequence[int], *, max_tokens: int, max_size: int, overhead_tokens: int = 32
+    lengths: Sequence[int],
+    *,
+    max_tokens: int,
+    max_size: int,
+    overhead_tokens: int = FORWARD_OVERHEAD_TOKENS,
 ) -> list[list[int]]:
     """Group positions into batches that cost the least to run, shortest texts first.
 
@@ -88,7 +93,7 @@ class Prepared:
 class BatchLimits:
     max_tokens: int
     max_size: int
-    overhead_tokens: int = 32
+    overhead_tokens: int = FORWARD_OVERHEAD_TOKENS
     # Tokens of one text as submitted (TEXTQ_MAX_ITEM_TOKENS); None: no limit.
     max_item_tokens: int | None = None
 

@@ -44,9 +44,22 @@ def test_a_small_mixed_pool_is_not_padded_to_its_longest_text():
     rng = random.Random(5)
     for _ in range(20):
         lengths = [min(512, int(rng.lognormvariate(3.6, 0.9)) + 2) for _ in range(45)]
-        batches = plan_batches(lengths, max_tokens=8192, max_size=64)
+        batches = plan_batches(lengths, max_tokens=8192, max_size=64, overhead_tokens=32)
         padded = sum(max(lengths[p] for p in b) * len(b) for b in batches)
         assert sum(lengths) / padded > 0.85
+
+
+def test_a_costlier_forward_buys_fewer_batches_with_some_padding():
+    # The default weighs a forward as 256 tokens (shared/config.py): half the forwards of
+    # 32 on such pools, still far from padding every text to the longest.
+    rng = random.Random(5)
+    for _ in range(20):
+        lengths = [min(512, int(rng.lognormvariate(3.6, 0.9)) + 2) for _ in range(45)]
+        cheap = plan_batches(lengths, max_tokens=8192, max_size=64, overhead_tokens=32)
+        batches = plan_batches(lengths, max_tokens=8192, max_size=64)
+        padded = sum(max(lengths[p] for p in b) * len(b) for b in batches)
+        assert len(batches) < len(cheap)
+        assert sum(lengths) / padded > 0.65
 
 
 def test_the_per_batch_overhead_keeps_equal_texts_together():
