@@ -118,7 +118,9 @@ def model_alone(
             task=task, source=str(path), path=path, revision="bench"
         )
         loaded = model_registry.load(resolved, device=device, dtype=dtype)
-        runner = make_runner(loaded, BatchLimits(settings.max_batch_tokens, size))
+        runner = make_runner(
+            loaded, BatchLimits(settings.max_batch_tokens, size, settings.batch_overhead_tokens)
+        )
         items = [
             ClaimedItem(id=n, job_id=job, index=n, text=t, options=options)
             for n, t in enumerate(inputs)

@@ -24,7 +24,7 @@ EMBEDDING_MODEL_SETTING = "TEXTQ_EMBEDDING_MODEL"
 # (about 6 ms a kernel, six a distilbert shape, on a 2-core AMX Xeon), and the worker keeps
 # few (worker/memory.py). There, against 32, the full-size classifier in bf16 ran 2,048
 # feedback texts in pools of 1,024 at 116 texts/s against 91 (three alternated passes each;
-# 128: 101, 512: 105), in half the forwards.
+# 128: 101, 512: 105), in under half the forwards.
 FORWARD_OVERHEAD_TOKENS = 256
 
 

@@ -50,7 +50,7 @@ def test_a_small_mixed_pool_is_not_padded_to_its_longest_text():
 
 
 def test_a_costlier_forward_buys_fewer_batches_with_some_padding():
-    # The default weighs a forward as 256 tokens (shared/config.py): half the forwards of
+    # The default weighs a forward as 256 tokens (shared/config.py): under half the forwards of
     # 32 on such pools, still far from padding every text to the longest.
     rng = random.Random(5)
     for _ in range(20):
