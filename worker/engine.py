@@ -375,30 +375,40 @@ class Runner:
         on the host, in pinned memory when the model is on a CUDA device.
 
         Padded as the tokenizer's `pad` does (its pad token, on its padding side), by a few
-        tensor operations for the whole batch instead of its per-text Python work. Pinned
+        array operations for the whole batch instead of its per-text Python work. Pinned
         memory lets the copy to the device run without blocking the host (`_on_device`).
+
+        Padded in numpy, not torch: a claim taken ahead is made ready on a thread of its
+        own, and a torch operation there that runs in parallel (a masked assignment does)
+        gives that thread an OpenMP team of its own. With more OpenMP threads than cores,
+        libgomp's threads stop spinning between parallel regions, and every operation of
+        the model's forwards after it waits for its team to wake: in process, on a 2-core
+        Xeon, claims of 1,024 texts made ready ahead left a core idle 19% of the time and
+        ran the full-size classifier 13% slower than the same claims made ready in turn.
         """
         tokenizer = self.loaded.tokenizer
         pad = tokenizer.pad_token_id
         if pad is None:  # the tokenizer's own padding says what is wrong
             padded = tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt")
             return {key: padded[key] for key in ("input_ids", "attention_mask")}
-        lengths = torch.tensor([len(ids) for ids in encoded])
+        lengths = numpy.fromiter(map(len, encoded), dtype=numpy.int64, count=len(encoded))
         longest = int(lengths.max())
-        columns = torch.arange(longest)
+        columns = numpy.arange(longest)
         if tokenizer.padding_side == "left":
             mask = columns >= longest - lengths[:, None]
         else:
             mask = columns < lengths[:, None]
-        input_ids = torch.full((len(encoded), longest), pad, dtype=torch.long)
+        input_ids = numpy.full((len(encoded), longest), pad, dtype=numpy.int64)
         # A boolean mask takes its places row by row: the texts' ids, concatenated, fill them.
         # (numpy reads the ids straight from the iterator: 0.9 µs a feedback text against
         # torch.tensor's 2.9 from a list, Python the claim's thread holds the GIL for.)
-        flat = numpy.fromiter(
+        input_ids[mask] = numpy.fromiter(
             chain.from_iterable(encoded), dtype=numpy.int64, count=int(lengths.sum())
         )
-        input_ids[mask] = torch.from_numpy(flat)
-        tensors = {"input_ids": input_ids, "attention_mask": mask.long()}
+        tensors = {
+            "input_ids": torch.from_numpy(input_ids),
+            "attention_mask": torch.from_numpy(mask.astype(numpy.int64)),
+        }
         if self.loaded.device.type == "cuda":
             tensors = {key: value.pin_memory() for key, value in tensors.items()}
         return tensors

@@ -1,4 +1,6 @@
 import copy
+import os
+import threading
 import uuid
 
 import pytest
@@ -174,6 +176,36 @@ def test_batches_are_padded_as_the_tokenizers_pad_does(model_dirs, side):
     for key, value in tensors.items():
         assert value.dtype == padded[key].dtype
         assert torch.equal(value, padded[key])
+
+
+def threads_started_by(call) -> int:
+    """Run `call` on a fresh thread; return how many threads the process gained meanwhile
+    (counted before that thread ends: an OpenMP team it started would go with it)."""
+    started = []
+
+    def counting() -> None:
+        before = len(os.listdir("/proc/self/task"))
+        call()
+        started.append(len(os.listdir("/proc/self/task")) - before)
+
+    thread = threading.Thread(target=counting)
+    thread.start()
+    thread.join()
+    return started[0]
+
+
+def test_a_claim_made_ready_on_another_thread_starts_no_openmp_team(model_dirs):
+    # A claim taken ahead is made ready on a thread of its own. A parallel torch operation
+    # there starts an OpenMP team for it, and with more OpenMP threads than cores the
+    # forwards' own team stops spinning between operations (see `_host_tensors`).
+    ids = torch.zeros(512, 512, dtype=torch.long)
+    assert threads_started_by(lambda: ids.__setitem__(ids == 0, 1)) > 0  # what is looked for
+    runner = SentimentRunner(
+        load(model_dirs.sentiment, Task.SENTIMENT), BatchLimits(max_tokens=65536, max_size=512)
+    )
+    prepared = []
+    assert threads_started_by(lambda: prepared.append(runner.prepare(items(TEXTS * 100)))) == 0
+    assert all(batch.tensors is not None for batch in prepared[0].batches)
 
 
 def test_a_prepared_claim_skips_the_items_of_a_job_ended_since(model_dirs):
