@@ -381,7 +381,7 @@ class Runner:
         Padded in numpy, not torch: a claim taken ahead is made ready on a thread of its
         own, and a torch operation there that runs in parallel (a masked assignment does)
         gives that thread an OpenMP team of its own. With more OpenMP threads than cores,
-        libgomp's threads stop spinning between parallel regions, and every operation of
+        libgomp's threads spin only briefly between parallel regions, and every operation of
         the model's forwards after it waits for its team to wake: in process, on a 2-core
         Xeon, claims of 1,024 texts made ready ahead left a core idle 19% of the time and
         ran the full-size classifier 13% slower than the same claims made ready in turn.

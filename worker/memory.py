@@ -21,7 +21,7 @@ ONEDNN_CACHE_KERNELS = "16"
 # keeps its compiled kernel alive whatever oneDNN's cap. On a 2-core AMX Xeon the 2-layer
 # test classifier in bf16 grew by 366 MB over its first 13 claims of feedback texts before
 # it levelled off, and by 85 MB over 30 claims with 16 (in fp32, which skips ideep: 33 MB).
-# 128 kept the benchmark's 5,000- and 50,000-item jobs within 1% of each other, for a cost
+# 128 kept the benchmark's 5,000- and 50,000-item jobs within 2% of each other, for a cost
 # to the full-size classifier within this machine's noise (see README, "Flat memory").
 IDEEP_CACHE_PRIMITIVES = "128"
 

@@ -179,14 +179,14 @@ def test_batches_are_padded_as_the_tokenizers_pad_does(model_dirs, side):
 
 
 def threads_started_by(call) -> int:
-    """Run `call` on a fresh thread; return how many threads the process gained meanwhile
+    """Run `call` on a fresh thread; return how many threads the process started meanwhile
     (counted before that thread ends: an OpenMP team it started would go with it)."""
     started = []
 
     def counting() -> None:
-        before = len(os.listdir("/proc/self/task"))
+        before = set(os.listdir("/proc/self/task"))
         call()
-        started.append(len(os.listdir("/proc/self/task")) - before)
+        started.append(len(set(os.listdir("/proc/self/task")) - before))
 
     thread = threading.Thread(target=counting)
     thread.start()
@@ -197,9 +197,10 @@ def threads_started_by(call) -> int:
 def test_a_claim_made_ready_on_another_thread_starts_no_openmp_team(model_dirs):
     # A claim taken ahead is made ready on a thread of its own. A parallel torch operation
     # there starts an OpenMP team for it, and with more OpenMP threads than cores the
-    # forwards' own team stops spinning between operations (see `_host_tensors`).
+    # forwards' own team spins only briefly between operations (see `_host_tensors`).
     ids = torch.zeros(512, 512, dtype=torch.long)
-    assert threads_started_by(lambda: ids.__setitem__(ids == 0, 1)) > 0  # what is looked for
+    if threads_started_by(lambda: ids.__setitem__(ids == 0, 1)) == 0:
+        pytest.skip("torch runs one thread a team here (one core): no team to start")
     runner = SentimentRunner(
         load(model_dirs.sentiment, Task.SENTIMENT), BatchLimits(max_tokens=65536, max_size=512)
     )
